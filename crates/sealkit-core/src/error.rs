@@ -1,0 +1,212 @@
+//! The one error type of the core, onto which every provider maps its failures.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use core::fmt;
+
+/// A `Result` with the core's [`Error`].
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// Everything that can go wrong in Sealkit, as kinds a caller can act on.
+///
+/// Messages name what failed and what to do next. They never contain key material or
+/// plaintext. Authentication failures are deliberately uninformative
+/// ([`Error::InvalidCiphertext`]): a caller cannot tell a wrong key from a wrong context or a
+/// tampered byte, so the error is no oracle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input is not a well-formed envelope (truncated, wrong magic, bad lengths).
+    #[error("malformed envelope: {reason}; the input is not a Sealkit envelope or it was truncated")]
+    MalformedEnvelope {
+        /// Which structural check failed (never secret: the structure is public).
+        reason: &'static str,
+    },
+    /// The envelope uses a format version this build does not know.
+    #[error("unsupported envelope format version {version}; upgrade Sealkit to read it")]
+    UnsupportedFormat {
+        /// The version byte found.
+        version: u8,
+    },
+    /// Authentication failed: wrong key, wrong context, or altered data.
+    #[error(
+        "ciphertext could not be opened: wrong key, wrong context, or the data was altered"
+    )]
+    InvalidCiphertext,
+    /// A key, key version or secret does not exist.
+    #[error("{what} not found in {provider}; check the name and that it was created")]
+    NotFound {
+        /// The provider that answered.
+        provider: String,
+        /// What was looked up.
+        what: String,
+    },
+    /// The provider refused the operation for lack of permission.
+    #[error("{provider} denied the operation: {detail}; grant the missing permission")]
+    PermissionDenied {
+        /// The provider that refused.
+        provider: String,
+        /// What was refused and, where known, the missing capability.
+        detail: String,
+    },
+    /// The provider asked the caller to slow down.
+    #[error("{provider} is throttling requests: {detail}; retry later or lower the request rate")]
+    Throttled {
+        /// The provider that throttled.
+        provider: String,
+        /// The provider's message.
+        detail: String,
+    },
+    /// The provider could not be reached or failed transiently.
+    #[error("{provider} is unavailable: {detail}; check that it is running and reachable")]
+    Unavailable {
+        /// The provider that failed.
+        provider: String,
+        /// What failed (connection refused, timeout, 5xx, circuit open…).
+        detail: String,
+    },
+    /// The key version exists but is disabled or destroyed.
+    #[error("key {key} is disabled; enable it, or re-encrypt the data under an enabled version")]
+    KeyDisabled {
+        /// The key reference, with its version.
+        key: String,
+    },
+    /// Configuration is missing or contradictory.
+    #[error("misconfigured: {detail}")]
+    Misconfigured {
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
+    /// An argument is invalid (bad key URI, empty context, oversized input…).
+    #[error("invalid input: {detail}")]
+    InvalidInput {
+        /// What is wrong with the input.
+        detail: String,
+    },
+    /// The data key has sealed as many messages as its budget allows.
+    #[error("data key message budget exhausted; generate a fresh data key")]
+    MessageBudgetExhausted,
+    /// Any other failure, with its source.
+    #[error("{provider}: {source}")]
+    Other {
+        /// The component that failed.
+        provider: String,
+        /// The underlying error.
+        source: Box<dyn core::error::Error + Send + Sync>,
+    },
+}
+
+/// The kind of an [`Error`], for metrics labels, audit records and retry decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// See [`Error::MalformedEnvelope`] and [`Error::UnsupportedFormat`].
+    Malformed,
+    /// See [`Error::InvalidCiphertext`].
+    InvalidCiphertext,
+    /// See [`Error::NotFound`].
+    NotFound,
+    /// See [`Error::PermissionDenied`].
+    PermissionDenied,
+    /// See [`Error::Throttled`].
+    Throttled,
+    /// See [`Error::Unavailable`].
+    Unavailable,
+    /// See [`Error::KeyDisabled`].
+    KeyDisabled,
+    /// See [`Error::Misconfigured`].
+    Misconfigured,
+    /// See [`Error::InvalidInput`].
+    InvalidInput,
+    /// See [`Error::MessageBudgetExhausted`].
+    BudgetExhausted,
+    /// See [`Error::Other`].
+    Other,
+}
+
+impl ErrorKind {
+    /// A stable snake-case label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::InvalidCiphertext => "invalid_ciphertext",
+            Self::NotFound => "not_found",
+            Self::PermissionDenied => "permission_denied",
+            Self::Throttled => "throttled",
+            Self::Unavailable => "unavailable",
+            Self::KeyDisabled => "key_disabled",
+            Self::Misconfigured => "misconfigured",
+            Self::InvalidInput => "invalid_input",
+            Self::BudgetExhausted => "budget_exhausted",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Error {
+    /// The error's kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::MalformedEnvelope { .. } | Self::UnsupportedFormat { .. } => ErrorKind::Malformed,
+            Self::InvalidCiphertext => ErrorKind::InvalidCiphertext,
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+            Self::Throttled { .. } => ErrorKind::Throttled,
+            Self::Unavailable { .. } => ErrorKind::Unavailable,
+            Self::KeyDisabled { .. } => ErrorKind::KeyDisabled,
+            Self::Misconfigured { .. } => ErrorKind::Misconfigured,
+            Self::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Self::MessageBudgetExhausted => ErrorKind::BudgetExhausted,
+            Self::Other { .. } => ErrorKind::Other,
+        }
+    }
+
+    /// Whether retrying the same call later may succeed (throttling, transient outages).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Throttled | ErrorKind::Unavailable)
+    }
+
+    /// Shorthand for [`Error::InvalidInput`].
+    pub fn invalid_input(detail: impl Into<String>) -> Self {
+        Self::InvalidInput { detail: detail.into() }
+    }
+
+    /// Shorthand for [`Error::Misconfigured`].
+    pub fn misconfigured(detail: impl Into<String>) -> Self {
+        Self::Misconfigured { detail: detail.into() }
+    }
+
+    /// Shorthand for [`Error::NotFound`].
+    pub fn not_found(provider: impl Into<String>, what: impl Into<String>) -> Self {
+        Self::NotFound { provider: provider.into(), what: what.into() }
+    }
+
+    /// Shorthand for [`Error::Unavailable`].
+    pub fn unavailable(provider: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Unavailable { provider: provider.into(), detail: detail.into() }
+    }
+
+    /// Shorthand for [`Error::PermissionDenied`].
+    pub fn permission_denied(provider: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::PermissionDenied { provider: provider.into(), detail: detail.into() }
+    }
+
+    /// Shorthand for [`Error::Throttled`].
+    pub fn throttled(provider: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Throttled { provider: provider.into(), detail: detail.into() }
+    }
+
+    /// Wraps any error as [`Error::Other`].
+    pub fn other(
+        provider: impl Into<String>,
+        source: impl Into<Box<dyn core::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Other { provider: provider.into(), source: source.into() }
+    }
+}

@@ -1,0 +1,199 @@
+//! The traits that key-management and secret-store providers implement.
+//!
+//! Definitions only: implementations live in the provider crates (`sealkit-local`,
+//! `sealkit-vault`, …). Traits are async through `async-trait` so that they can be used as
+//! `dyn` objects; an implementation must never block the executor.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Debug;
+
+use async_trait::async_trait;
+use secrecy::SecretBox;
+
+use crate::{DataKey, EncryptionContext, Error, KeyRef, KeyUri, KeyVersion, Result, WrappedKey};
+
+/// A fresh data key and its wrapped form.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct GeneratedDataKey {
+    /// The plaintext DEK (zeroized on drop).
+    pub plaintext: DataKey,
+    /// The DEK wrapped under the master key.
+    pub wrapped: WrappedKey,
+}
+
+impl GeneratedDataKey {
+    /// Pairs a DEK with its wrapped form.
+    pub fn new(plaintext: DataKey, wrapped: WrappedKey) -> Self {
+        Self { plaintext, wrapped }
+    }
+}
+
+/// The state of a master-key version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VersionState {
+    /// Usable for wrapping (if primary) and unwrapping.
+    Enabled,
+    /// Refuses every operation until enabled again.
+    Disabled,
+    /// Key material deleted; data under it is unrecoverable.
+    Destroyed,
+}
+
+impl VersionState {
+    /// Lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+            Self::Destroyed => "destroyed",
+        }
+    }
+}
+
+/// One version of a master key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyVersionInfo {
+    /// The version.
+    pub version: KeyVersion,
+    /// Its state.
+    pub state: VersionState,
+    /// Creation time, seconds since the Unix epoch, where the provider reports it.
+    pub created_unix: Option<u64>,
+}
+
+impl KeyVersionInfo {
+    /// Describes a version.
+    pub fn new(version: KeyVersion, state: VersionState, created_unix: Option<u64>) -> Self {
+        Self { version, state, created_unix }
+    }
+}
+
+/// What a provider reports about a master key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyMetadata {
+    /// The key.
+    pub uri: KeyUri,
+    /// The version new wraps use.
+    pub primary: KeyVersion,
+    /// Every version, oldest first.
+    pub versions: Vec<KeyVersionInfo>,
+}
+
+impl KeyMetadata {
+    /// Describes a key.
+    pub fn new(uri: KeyUri, primary: KeyVersion, versions: Vec<KeyVersionInfo>) -> Self {
+        Self { uri, primary, versions }
+    }
+
+    /// The primary version as a [`KeyRef`].
+    pub fn primary_ref(&self) -> KeyRef {
+        KeyRef::new(self.uri.clone(), self.primary.clone())
+    }
+}
+
+/// Wrapping and unwrapping of data keys under master keys that stay in the provider.
+///
+/// `context` is bound to the wrapped key where the service supports associated data (AWS
+/// encryption context, Vault/GCP AAD); unwrapping with a different context must fail.
+#[async_trait]
+pub trait KeyEncryption: Send + Sync + Debug {
+    /// The URI scheme this provider serves (`local`, `vault-transit`, `aws-kms`, …).
+    fn scheme(&self) -> &str;
+
+    /// Generates a fresh DEK and wraps it under the primary version of `key`.
+    async fn generate_data_key(
+        &self,
+        key: &KeyUri,
+        context: &EncryptionContext,
+    ) -> Result<GeneratedDataKey>;
+
+    /// Wraps an existing DEK under the primary version of `key`.
+    async fn wrap(
+        &self,
+        key: &KeyUri,
+        dek: &DataKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey>;
+
+    /// Unwraps a DEK. Fails with [`Error::InvalidCiphertext`] on a wrong context or altered
+    /// bytes, [`Error::KeyDisabled`] when the version is disabled.
+    async fn unwrap(&self, wrapped: &WrappedKey, context: &EncryptionContext) -> Result<DataKey>;
+
+    /// Re-wraps a DEK under the primary version of `target` (often the same key after a
+    /// rotation). The default unwraps then wraps; services with a server-side rewrap (Vault
+    /// `rewrap`, AWS `ReEncrypt`) override it so the DEK never leaves the service.
+    async fn rewrap(
+        &self,
+        wrapped: &WrappedKey,
+        target: &KeyUri,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey> {
+        let dek = self.unwrap(wrapped, context).await?;
+        self.wrap(target, &dek, context).await
+    }
+
+    /// Describes a master key.
+    async fn key_metadata(&self, key: &KeyUri) -> Result<KeyMetadata>;
+}
+
+/// Administration of master keys.
+#[async_trait]
+pub trait KeyAdmin: Send + Sync + Debug {
+    /// Creates a key with version 1 (fails if it exists).
+    async fn create_key(&self, key: &KeyUri) -> Result<KeyMetadata>;
+
+    /// Adds a new version and makes it primary; returns the new version.
+    async fn rotate_key(&self, key: &KeyUri) -> Result<KeyVersion>;
+
+    /// Lists versions, oldest first.
+    async fn list_versions(&self, key: &KeyUri) -> Result<Vec<KeyVersionInfo>>;
+
+    /// Enables, disables or destroys a version. The primary version cannot be disabled.
+    async fn set_version_state(
+        &self,
+        key: &KeyUri,
+        version: &KeyVersion,
+        state: VersionState,
+    ) -> Result<()>;
+}
+
+/// A secret value (password, legacy key…), zeroized on drop and never printed.
+pub type SecretBytes = SecretBox<Vec<u8>>;
+
+/// A secret fetched from a store, with the version it came from.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Secret {
+    /// The value.
+    pub value: SecretBytes,
+    /// The version the store served, where it reports one.
+    pub version: Option<String>,
+}
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: Vec<u8>, version: Option<String>) -> Self {
+        Self { value: SecretBox::new(Box::new(value)), version }
+    }
+}
+
+/// A store of secrets (Vault KV, AWS Secrets Manager, env vars, files…).
+#[async_trait]
+pub trait SecretSource: Send + Sync + Debug {
+    /// A short name for logs (`env`, `file`, `vault-kv`, `aws-secrets`, …).
+    fn name(&self) -> &str;
+
+    /// Fetches a secret; `version` selects one where the store keeps versions.
+    async fn get_secret(&self, name: &str, version: Option<&str>) -> Result<Secret>;
+}
+
+/// Convenience: an [`Error::NotFound`] for a key version.
+pub fn version_not_found(provider: &str, key: &KeyRef) -> Error {
+    Error::not_found(provider, alloc::format!("key version {key}"))
+}

@@ -1,0 +1,44 @@
+//! `cargo xtask` — Sealkit's development tasks. Run `cargo xtask help`.
+
+mod codegen;
+mod tasks;
+
+use std::process::ExitCode;
+
+const HELP: &str = "\
+cargo xtask <task>
+
+  test               the whole test suite (the README's test command)
+  ci                 everything CI checks: fmt, clippy, codegen --check, tidy, test, deny
+  codegen [--check]  regenerate golden vectors (or fail if they are out of date)
+  tidy               check that sealkit-core's dependency tree holds no I/O crate
+  bench [--quick]    criterion benchmarks (figures go to docs/performance.md)
+  fuzz-smoke         a short cargo-fuzz run of the envelope parser, where cargo-fuzz works
+  deny               cargo deny check (licenses, bans, sources, advisories offline)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => tasks::test(&rest),
+        Some("ci") => tasks::ci(),
+        Some("codegen") => codegen::run(rest.contains(&"--check")),
+        Some("tidy") => tasks::tidy(),
+        Some("bench") => tasks::bench(&rest),
+        Some("fuzz-smoke") => tasks::fuzz_smoke(),
+        Some("deny") => tasks::deny(),
+        Some("help") | None => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown task {other:?}\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

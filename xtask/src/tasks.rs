@@ -1,0 +1,147 @@
+//! The tasks behind `cargo xtask`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root (the parent of `xtask/`).
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(mut cmd: Command) -> Result<(), String> {
+    let shown = format!("{cmd:?}");
+    println!("$ {shown}");
+    let status = cmd.status().map_err(|e| format!("could not start {shown}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{shown} failed ({status})")) }
+}
+
+fn has_cargo_subcommand(name: &str) -> bool {
+    Command::new("cargo")
+        .args([name, "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// The whole test suite.
+pub(crate) fn test(extra: &[&str]) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--all-features"]).args(extra);
+    run(cmd)
+}
+
+/// Everything CI checks.
+pub(crate) fn ci() -> Result<(), String> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run(fmt)?;
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
+    run(clippy)?;
+    crate::codegen::run(true)?;
+    tidy()?;
+    test(&[])?;
+    deny()?;
+    fuzz_smoke()
+}
+
+/// Fails when `sealkit-core`'s normal dependency tree holds an I/O or runtime crate. The core
+/// is also `#![no_std]`, so the compiler rejects `std::fs`/`std::net` in its own code; this
+/// check covers its dependencies.
+pub(crate) fn tidy() -> Result<(), String> {
+    const FORBIDDEN: &[&str] = &["tokio", "hyper", "reqwest", "mio", "socket2", "async-std", "std-io"];
+    let output = cargo()
+        .args(["tree", "-p", "sealkit-core", "-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .output()
+        .map_err(|e| format!("cargo tree: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("cargo tree failed: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let bad: Vec<&str> = tree
+        .lines()
+        .filter(|line| FORBIDDEN.iter().any(|f| line.split_whitespace().next() == Some(f)))
+        .collect();
+    if bad.is_empty() {
+        println!("tidy: sealkit-core depends on no I/O crate ({} crates checked)", tree.lines().count());
+        Ok(())
+    } else {
+        Err(format!("sealkit-core must stay free of I/O, but depends on: {}", bad.join(", ")))
+    }
+}
+
+/// Criterion benchmarks.
+pub(crate) fn bench(args: &[&str]) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "sealkit-benches"]);
+    if args.contains(&"--peers") {
+        cmd.args(["--features", "peers"]);
+    }
+    let filters: Vec<&str> = args.iter().copied().filter(|a| !a.starts_with("--")).collect();
+    cmd.arg("--");
+    if args.contains(&"--quick") {
+        cmd.args(["--warm-up-time", "1", "--measurement-time", "2"]);
+    }
+    cmd.args(filters);
+    run(cmd)
+}
+
+/// A short fuzzing run of the envelope parser, when cargo-fuzz and a nightly toolchain exist.
+pub(crate) fn fuzz_smoke() -> Result<(), String> {
+    if !has_cargo_subcommand("fuzz") {
+        println!("fuzz-smoke: skipped (cargo-fuzz is not installed; see fuzz/README.md)");
+        return Ok(());
+    }
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root().join("fuzz"))
+        .args(["+nightly", "fuzz", "run", "envelope_parse", "--", "-max_total_time=30"]);
+    run(cmd)
+}
+
+/// Prepares the offline RustSec snapshot (if present) and runs `cargo deny check`.
+pub(crate) fn deny() -> Result<(), String> {
+    if !has_cargo_subcommand("deny") {
+        return Err("cargo-deny is not installed: `cargo install cargo-deny --locked`".into());
+    }
+    let snapshot = root().join("../shared/advisory-db");
+    let mut checks = vec!["licenses", "bans", "sources"];
+    if snapshot.is_dir() {
+        prepare_advisory_db(&snapshot)?;
+        checks.push("advisories");
+    } else {
+        println!("deny: no advisory snapshot at {}; advisories not checked", snapshot.display());
+    }
+    let mut cmd = cargo();
+    cmd.args(["deny", "--offline", "--all-features", "check"]).args(&checks);
+    run(cmd)
+}
+
+/// cargo-deny opens its database as a git repository named after the default URL's hash.
+fn prepare_advisory_db(snapshot: &Path) -> Result<(), String> {
+    let db = root().join("target/advisory-dbs/advisory-db-3157b0e258782691");
+    if db.join(".git").is_dir() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_dir_all(&db);
+    std::fs::create_dir_all(db.parent().unwrap()).map_err(|e| e.to_string())?;
+    let mut copy = Command::new("cp");
+    copy.arg("-r").arg(snapshot).arg(&db);
+    run(copy)?;
+    let date = "2026-08-21T08:28:40+02:00";
+    for args in [
+        vec!["init", "-q"],
+        vec!["add", "-A"],
+        vec!["-c", "user.name=sealkit", "-c", "user.email=ci@sealkit.invalid", "commit", "-q", "-m", "snapshot"],
+    ] {
+        let mut git = Command::new("git");
+        git.current_dir(&db).args(&args).env("GIT_AUTHOR_DATE", date).env("GIT_COMMITTER_DATE", date);
+        run(git)?;
+    }
+    Ok(())
+}
