@@ -90,7 +90,10 @@ fn generate() -> Result<String, String> {
             "key_version": case.key_version,
             "context": case.context,
             "plaintext": hex::encode(&case.plaintext),
-            "commitment": hex::encode(cipher.commitment()),
+            "commitment": match cipher.commitment() {
+                Some(c) if !case.compact => hex::encode(c),
+                _ => hex::encode(cipher.dek_id()),
+            },
             "envelope": hex::encode(&envelope),
         }));
     }

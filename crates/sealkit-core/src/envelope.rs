@@ -6,7 +6,7 @@
 //! 2   1  format version (1)           2   1  format version (1)
 //! 3   1  layout (1 = full)            3   1  layout (2 = compact)
 //! 4   1  algorithm                    4   1  algorithm
-//! 5   1  U: key URI length            5  16  DEK id (= commitment[..16])
+//! 5   1  U: key URI length            5  16  DEK id (HKDF of the DEK)
 //! 6   U  key URI (UTF-8)              21  N  nonce
 //! .   1  V: key version length        .   *  ciphertext
 //! .   V  key version (ASCII)          .  16  tag
@@ -18,8 +18,17 @@
 //! .  16  tag
 //! ```
 //!
-//! Everything before the ciphertext is the *header*; the AEAD's associated data is
-//! `header ‖ context.canonical_bytes()`.
+//! Everything before the ciphertext is the *header*, and every header byte is authenticated:
+//!
+//! - the AEAD's associated data is `fixed ‖ nonce ‖ context.canonical_bytes()`, where `fixed`
+//!   is bytes 0..5 (full) or 0..21 (compact, so the DEK id is included);
+//! - the *key slot* of a full envelope (URI, version, wrapped DEK: bytes 5 up to the
+//!   commitment) is authenticated by the key commitment, an HMAC-SHA256 of the slot under a key
+//!   derived from the DEK, which is checked in constant time after unwrapping. Any other DEK, or
+//!   any altered slot byte, fails the check.
+//!
+//! Keeping the key slot out of the AEAD's associated data is what lets a KEK rotation rewrap
+//! the DEK and replace the slot and commitment without touching the ciphertext or tag.
 
 use alloc::vec::Vec;
 
@@ -76,6 +85,8 @@ pub enum KeySlot<'a> {
 pub struct Envelope<'a> {
     algorithm: Algorithm,
     slot: KeySlot<'a>,
+    fixed: &'a [u8],
+    slot_bytes: &'a [u8],
     header: &'a [u8],
     nonce: &'a [u8],
     ciphertext: &'a [u8],
@@ -123,6 +134,8 @@ impl<'a> Envelope<'a> {
         let layout = r.byte("missing layout")?;
         let algorithm = Algorithm::from_code(r.byte("missing algorithm")?)
             .ok_or(Error::MalformedEnvelope { reason: "unknown algorithm code" })?;
+        let slot_start = r.pos;
+        let mut slot_end = r.pos;
         let slot = match layout {
             0x01 => {
                 let u = r.byte("missing key URI length")? as usize;
@@ -143,6 +156,7 @@ impl<'a> Envelope<'a> {
                     return Err(Error::MalformedEnvelope { reason: "bad wrapped key length" });
                 }
                 let wrapped = r.take(w, "truncated wrapped key")?;
+                slot_end = r.pos;
                 let commitment = r.take(COMMITMENT_LEN, "truncated key commitment")?;
                 KeySlot::Wrapped {
                     uri,
@@ -162,6 +176,8 @@ impl<'a> Envelope<'a> {
             }
             _ => return Err(Error::MalformedEnvelope { reason: "unknown layout code" }),
         };
+        let fixed = if layout == 0x01 { &bytes[..slot_start] } else { &bytes[..r.pos] };
+        let slot_bytes = &bytes[slot_start..slot_end];
         let nonce = r.take(algorithm.nonce_len(), "truncated nonce")?;
         let header = &bytes[..r.pos];
         let rest = &bytes[r.pos..];
@@ -172,7 +188,7 @@ impl<'a> Envelope<'a> {
         let tag = tag
             .try_into()
             .map_err(|_| Error::MalformedEnvelope { reason: "truncated ciphertext or tag" })?;
-        Ok(Self { algorithm, slot, header, nonce, ciphertext, tag })
+        Ok(Self { algorithm, slot, fixed, slot_bytes, header, nonce, ciphertext, tag })
     }
 
     /// The AEAD suite.
@@ -219,7 +235,19 @@ impl<'a> Envelope<'a> {
         Some(self.key_ref()?.map(|key| WrappedKey::new(key, bytes.to_vec())))
     }
 
-    /// The header: every byte before the ciphertext (authenticated).
+    /// The fixed header fields bound as associated data (magic, version, layout, algorithm and,
+    /// in compact envelopes, the DEK id).
+    pub fn fixed_header(&self) -> &'a [u8] {
+        self.fixed
+    }
+
+    /// The key slot of a full envelope (URI, version, wrapped DEK, with their length prefixes);
+    /// empty for compact envelopes.
+    pub fn key_slot_bytes(&self) -> &'a [u8] {
+        self.slot_bytes
+    }
+
+    /// The header: every byte before the ciphertext.
     pub fn header(&self) -> &'a [u8] {
         self.header
     }
@@ -240,31 +268,38 @@ impl<'a> Envelope<'a> {
     }
 }
 
-/// Writes the header of a full-layout envelope up to (not including) the nonce.
-pub(crate) fn full_prefix(
-    algorithm: Algorithm,
-    wrapped: &WrappedKey,
-    commitment: &[u8; COMMITMENT_LEN],
-) -> Result<Vec<u8>> {
+/// Encodes the key slot of a full-layout envelope.
+pub(crate) fn key_slot(wrapped: &WrappedKey) -> Result<Vec<u8>> {
     let uri = wrapped.key.uri.as_str().as_bytes();
     let version = wrapped.key.version.as_str().as_bytes();
     let w = wrapped.bytes.len();
     if w == 0 || w > WrappedKey::MAX_LEN {
         return Err(Error::invalid_input("wrapped key must be 1 to 4096 bytes"));
     }
-    let mut out = Vec::with_capacity(10 + uri.len() + version.len() + w + COMMITMENT_LEN);
-    out.extend_from_slice(&MAGIC);
-    out.push(FORMAT_VERSION);
-    out.push(EnvelopeLayout::Full.code());
-    out.push(algorithm.code());
+    let mut out = Vec::with_capacity(4 + uri.len() + version.len() + w);
     out.push(uri.len() as u8);
     out.extend_from_slice(uri);
     out.push(version.len() as u8);
     out.extend_from_slice(version);
     out.extend_from_slice(&(w as u16).to_be_bytes());
     out.extend_from_slice(&wrapped.bytes);
-    out.extend_from_slice(commitment);
     Ok(out)
+}
+
+/// Writes the header of a full-layout envelope up to (not including) the nonce.
+pub(crate) fn full_prefix(
+    algorithm: Algorithm,
+    slot: &[u8],
+    commitment: &[u8; COMMITMENT_LEN],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + slot.len() + COMMITMENT_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(EnvelopeLayout::Full.code());
+    out.push(algorithm.code());
+    out.extend_from_slice(slot);
+    out.extend_from_slice(commitment);
+    out
 }
 
 /// Writes the header of a compact-layout envelope up to (not including) the nonce.

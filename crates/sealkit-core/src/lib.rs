@@ -20,7 +20,7 @@ extern crate std;
 mod algorithm;
 pub mod backend;
 mod context;
-mod envelope;
+pub mod envelope;
 mod error;
 mod key;
 pub mod legacy;

@@ -10,7 +10,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::envelope::{KeySlot, compact_prefix, full_prefix};
+use crate::envelope::{KeySlot, compact_prefix, full_prefix, key_slot};
 use crate::{
     AeadBackend, Algorithm, DataKey, EncryptionContext, Envelope, Error, PreparedAead, Result,
     SecureRandom, WrappedKey,
@@ -18,12 +18,16 @@ use crate::{
 
 /// Length of the key commitment in full-layout envelopes, in bytes.
 pub const COMMITMENT_LEN: usize = 32;
-/// Length of the DEK id in compact-layout envelopes, in bytes (a prefix of the commitment).
+/// Length of the DEK id in compact-layout envelopes, in bytes.
 pub const DEK_ID_LEN: usize = 16;
 
 const HKDF_SALT: &[u8] = b"sealkit/v1/envelope";
 const INFO_AEAD_KEY: &[u8] = b"sealkit/v1/aead-key";
-const INFO_COMMITMENT: &[u8] = b"sealkit/v1/key-commitment";
+const INFO_COMMIT_KEY: &[u8] = b"sealkit/v1/commit-key";
+const INFO_DEK_ID: &[u8] = b"sealkit/v1/dek-id";
+const INFO_SLOT: &[u8] = b"sealkit/v1/key-slot";
+/// Magic, format version, layout and algorithm.
+const FIXED_LEN: usize = 5;
 /// Associated data up to this size is assembled on the stack.
 const STACK_AAD: usize = 512;
 
@@ -68,17 +72,25 @@ impl MessageBudget {
     }
 }
 
-/// A data key prepared for one algorithm: the AEAD subkey and the key commitment, derived once
-/// with HKDF-SHA256, plus the envelope header it writes and its message budget.
+/// A data key prepared for one algorithm: the AEAD subkey and the commitment key, derived
+/// once with HKDF-SHA256, plus the envelope header it writes and its message budget.
 ///
-/// The DEK itself is not kept: only the derived AEAD key schedule and the commitment.
+/// The DEK itself is not kept, only keys derived from it.
 pub struct DekCipher {
     algorithm: Algorithm,
     aead: Box<dyn PreparedAead>,
-    commitment: [u8; COMMITMENT_LEN],
-    full_prefix: Option<Vec<u8>>,
+    commit_key: Zeroizing<[u8; 32]>,
+    dek_id: [u8; DEK_ID_LEN],
+    full: Option<FullSlot>,
     compact_prefix: Vec<u8>,
     budget: MessageBudget,
+}
+
+/// The key slot this cipher writes in full-layout envelopes, with its commitment.
+struct FullSlot {
+    slot: Vec<u8>,
+    commitment: [u8; COMMITMENT_LEN],
+    prefix: Vec<u8>,
 }
 
 impl fmt::Debug for DekCipher {
@@ -91,23 +103,24 @@ impl fmt::Debug for DekCipher {
 }
 
 impl DekCipher {
-    /// Derives the AEAD key and the commitment from `dek` for `algorithm`.
+    /// Derives the AEAD key, the commitment key and the DEK id from `dek` for `algorithm`.
     pub fn new(backend: &dyn AeadBackend, algorithm: Algorithm, dek: &DataKey) -> Result<Self> {
         let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), dek.expose());
         let mut aead_key = Zeroizing::new([0u8; 32]);
-        let mut commitment = [0u8; COMMITMENT_LEN];
+        let mut commit_key = Zeroizing::new([0u8; 32]);
+        let mut dek_id = [0u8; DEK_ID_LEN];
         let code = [algorithm.code()];
         hk.expand_multi_info(&[INFO_AEAD_KEY, &code], aead_key.as_mut())
-            .and_then(|()| hk.expand_multi_info(&[INFO_COMMITMENT, &code], &mut commitment))
+            .and_then(|()| hk.expand_multi_info(&[INFO_COMMIT_KEY, &code], commit_key.as_mut()))
+            .and_then(|()| hk.expand_multi_info(&[INFO_DEK_ID, &code], &mut dek_id))
             .map_err(|_| Error::invalid_input("HKDF output length"))?;
         let aead = backend.prepare(algorithm, &aead_key)?;
-        let mut dek_id = [0u8; DEK_ID_LEN];
-        dek_id.copy_from_slice(&commitment[..DEK_ID_LEN]);
         Ok(Self {
             algorithm,
             aead,
-            commitment,
-            full_prefix: None,
+            commit_key,
+            dek_id,
+            full: None,
             compact_prefix: compact_prefix(algorithm, &dek_id),
             budget: MessageBudget::new(algorithm.max_messages()),
         })
@@ -115,7 +128,10 @@ impl DekCipher {
 
     /// Records the wrapped form of this DEK, which full-layout envelopes carry.
     pub fn with_wrapped_key(mut self, wrapped: &WrappedKey) -> Result<Self> {
-        self.full_prefix = Some(full_prefix(self.algorithm, wrapped, &self.commitment)?);
+        let slot = key_slot(wrapped)?;
+        let commitment = self.slot_commitment(&slot)?;
+        let prefix = full_prefix(self.algorithm, &slot, &commitment);
+        self.full = Some(FullSlot { slot, commitment, prefix });
         Ok(self)
     }
 
@@ -137,21 +153,30 @@ impl DekCipher {
         self.algorithm
     }
 
-    /// The key commitment (public: it reveals nothing about the key).
-    pub fn commitment(&self) -> &[u8; COMMITMENT_LEN] {
-        &self.commitment
+    /// The key commitment written in full-layout envelopes (after
+    /// [`DekCipher::with_wrapped_key`]); public, it reveals nothing about the key.
+    pub fn commitment(&self) -> Option<&[u8; COMMITMENT_LEN]> {
+        self.full.as_ref().map(|f| &f.commitment)
     }
 
-    /// The DEK id written by compact envelopes: the first 16 bytes of the commitment.
+    /// The DEK id written in compact-layout envelopes.
     pub fn dek_id(&self) -> [u8; DEK_ID_LEN] {
-        let mut id = [0u8; DEK_ID_LEN];
-        id.copy_from_slice(&self.commitment[..DEK_ID_LEN]);
-        id
+        self.dek_id
     }
 
     /// The message budget.
     pub fn budget(&self) -> &MessageBudget {
         &self.budget
+    }
+
+    /// HMAC-SHA256 of a key slot under the commitment key (HKDF-Expand with the slot as info).
+    fn slot_commitment(&self, slot: &[u8]) -> Result<[u8; COMMITMENT_LEN]> {
+        let hk = Hkdf::<Sha256>::from_prk(self.commit_key.as_ref())
+            .map_err(|_| Error::invalid_input("commitment key length"))?;
+        let mut out = [0u8; COMMITMENT_LEN];
+        hk.expand_multi_info(&[INFO_SLOT, slot], &mut out)
+            .map_err(|_| Error::invalid_input("HKDF output length"))?;
+        Ok(out)
     }
 
     /// Seals `plaintext` as a full-layout envelope bound to `context`.
@@ -163,10 +188,10 @@ impl DekCipher {
         context: &EncryptionContext,
         plaintext: &[u8],
     ) -> Result<Vec<u8>> {
-        let prefix = self.full_prefix.as_deref().ok_or_else(|| {
+        let full = self.full.as_ref().ok_or_else(|| {
             Error::misconfigured("full-layout sealing needs the wrapped DEK (with_wrapped_key)")
         })?;
-        self.seal_with_prefix(prefix, rng, context, plaintext)
+        self.seal_with_prefix(&full.prefix, FIXED_LEN, rng, context, plaintext)
     }
 
     /// Seals `plaintext` as a compact-layout envelope (DEK id instead of the wrapped DEK).
@@ -176,12 +201,14 @@ impl DekCipher {
         context: &EncryptionContext,
         plaintext: &[u8],
     ) -> Result<Vec<u8>> {
-        self.seal_with_prefix(&self.compact_prefix, rng, context, plaintext)
+        let fixed = self.compact_prefix.len();
+        self.seal_with_prefix(&self.compact_prefix, fixed, rng, context, plaintext)
     }
 
     fn seal_with_prefix(
         &self,
         prefix: &[u8],
+        fixed_len: usize,
         rng: &dyn SecureRandom,
         context: &EncryptionContext,
         plaintext: &[u8],
@@ -195,11 +222,31 @@ impl DekCipher {
         rng.fill(&mut out[prefix.len()..])?;
         out.extend_from_slice(plaintext);
         let (header, body) = out.split_at_mut(header_len);
-        let tag = with_aad(header, context, |aad| {
-            self.aead.seal_in_place(&header[prefix.len()..], aad, body)
+        let nonce = &header[prefix.len()..];
+        let tag = with_aad(&header[..fixed_len], nonce, context, |aad| {
+            self.aead.seal_in_place(nonce, aad, body)
         })?;
         out.extend_from_slice(&tag);
         Ok(out)
+    }
+
+    /// Checks that `envelope` was sealed under this DEK: the commitment over its key slot
+    /// (full) or its DEK id (compact), in constant time.
+    fn check_commitment(&self, envelope: &Envelope<'_>) -> Result<()> {
+        let committed = match envelope.slot() {
+            KeySlot::Wrapped { commitment, .. } => match &self.full {
+                Some(full) if full.slot == envelope.key_slot_bytes() => {
+                    commitment.ct_eq(&full.commitment)
+                }
+                _ => commitment.ct_eq(&self.slot_commitment(envelope.key_slot_bytes())?),
+            },
+            KeySlot::DekId(id) => id.ct_eq(&self.dek_id),
+        };
+        if envelope.algorithm() == self.algorithm && bool::from(committed) {
+            Ok(())
+        } else {
+            Err(Error::InvalidCiphertext)
+        }
     }
 
     /// Opens an envelope sealed under this DEK with the same context.
@@ -207,15 +254,9 @@ impl DekCipher {
     /// Fails with the opaque [`Error::InvalidCiphertext`] on a wrong key (commitment mismatch),
     /// wrong context, or any altered byte.
     pub fn open(&self, envelope: &Envelope<'_>, context: &EncryptionContext) -> Result<Vec<u8>> {
-        let committed = match envelope.slot() {
-            KeySlot::Wrapped { commitment, .. } => commitment.ct_eq(&self.commitment),
-            KeySlot::DekId(id) => id.ct_eq(&self.commitment[..DEK_ID_LEN]),
-        };
-        if envelope.algorithm() != self.algorithm || !bool::from(committed) {
-            return Err(Error::InvalidCiphertext);
-        }
+        self.check_commitment(envelope)?;
         let mut out = envelope.ciphertext().to_vec();
-        let opened = with_aad(envelope.header(), context, |aad| {
+        let opened = with_aad(envelope.fixed_header(), envelope.nonce(), context, |aad| {
             self.aead.open_in_place(envelope.nonce(), aad, &mut out, envelope.tag())
         });
         match opened {
@@ -226,24 +267,49 @@ impl DekCipher {
             }
         }
     }
+
+    /// Replaces the key slot of a full-layout envelope sealed under this DEK with `wrapped`
+    /// (the same DEK wrapped anew, e.g. after a KEK rotation). The nonce, ciphertext and tag
+    /// are copied unchanged; no data is decrypted.
+    pub fn rewrap_envelope(&self, envelope: &Envelope<'_>, wrapped: &WrappedKey) -> Result<Vec<u8>> {
+        if envelope.layout() != crate::EnvelopeLayout::Full {
+            return Err(Error::invalid_input(
+                "compact envelopes hold no wrapped DEK: rewrap the DEK in its store instead",
+            ));
+        }
+        self.check_commitment(envelope)?;
+        let slot = key_slot(wrapped)?;
+        let commitment = self.slot_commitment(&slot)?;
+        let prefix = full_prefix(self.algorithm, &slot, &commitment);
+        let body = envelope.ciphertext().len() + Algorithm::TAG_LEN;
+        let mut out = Vec::with_capacity(prefix.len() + envelope.nonce().len() + body);
+        out.extend_from_slice(&prefix);
+        out.extend_from_slice(envelope.nonce());
+        out.extend_from_slice(envelope.ciphertext());
+        out.extend_from_slice(envelope.tag());
+        Ok(out)
+    }
 }
 
-/// Runs `f` with the associated data `header ‖ context`, assembled on the stack when small.
+/// Runs `f` with the associated data `fixed ‖ nonce ‖ context`, assembled on the stack when small.
 fn with_aad<T>(
-    header: &[u8],
+    fixed: &[u8],
+    nonce: &[u8],
     context: &EncryptionContext,
     f: impl FnOnce(&[u8]) -> Result<T>,
 ) -> Result<T> {
     let ctx = context.canonical_bytes();
-    let len = header.len() + ctx.len();
+    let len = fixed.len() + nonce.len() + ctx.len();
     if len <= STACK_AAD {
         let mut buf = [0u8; STACK_AAD];
-        buf[..header.len()].copy_from_slice(header);
-        buf[header.len()..len].copy_from_slice(ctx);
+        buf[..fixed.len()].copy_from_slice(fixed);
+        buf[fixed.len()..fixed.len() + nonce.len()].copy_from_slice(nonce);
+        buf[fixed.len() + nonce.len()..len].copy_from_slice(ctx);
         f(&buf[..len])
     } else {
         let mut buf = Vec::with_capacity(len);
-        buf.extend_from_slice(header);
+        buf.extend_from_slice(fixed);
+        buf.extend_from_slice(nonce);
         buf.extend_from_slice(ctx);
         f(&buf)
     }

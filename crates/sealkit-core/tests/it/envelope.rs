@@ -74,6 +74,32 @@ fn parse_exposes_the_header_fields() {
 }
 
 #[test]
+fn rewrap_replaces_the_key_slot_and_keeps_the_ciphertext() {
+    let rng = FixedRandom::new(3);
+    let c = cipher(Algorithm::Aes256Gcm, 1, "1");
+    let sealed = c.seal(&rng, &ctx("5"), b"data").unwrap();
+    let env = Envelope::parse(&sealed).unwrap();
+    let new_wrapped = WrappedKey::new(KeyRef::parse("local://customers", "2").unwrap(), vec![0xCD; 60]);
+    let rewrapped = c.rewrap_envelope(&env, &new_wrapped).unwrap();
+    let renv = Envelope::parse(&rewrapped).unwrap();
+    assert_eq!(renv.key_ref().unwrap().unwrap().version.as_str(), "2");
+    assert_eq!(renv.nonce(), env.nonce());
+    assert_eq!(renv.ciphertext(), env.ciphertext());
+    assert_eq!(renv.tag(), env.tag());
+    assert_eq!(c.open(&renv, &ctx("5")).unwrap(), b"data");
+    // A cipher built from the new slot opens it too; the old slot no longer matches it.
+    let c2 = DekCipher::new(default_backend(), Algorithm::Aes256Gcm, &DataKey::from_bytes([1; 32]))
+        .unwrap()
+        .with_wrapped_key(&new_wrapped)
+        .unwrap();
+    assert_eq!(c2.open(&renv, &ctx("5")).unwrap(), b"data");
+    // Another DEK cannot rewrap (commitment check), and compact envelopes are refused.
+    assert!(cipher(Algorithm::Aes256Gcm, 2, "1").rewrap_envelope(&env, &new_wrapped).is_err());
+    let compact = c.seal_compact(&rng, &ctx("5"), b"data").unwrap();
+    assert!(c.rewrap_envelope(&Envelope::parse(&compact).unwrap(), &new_wrapped).is_err());
+}
+
+#[test]
 fn message_budget_is_enforced() {
     let c = cipher(Algorithm::Aes256Gcm, 1, "1").with_message_limit(3).unwrap();
     let rng = FixedRandom::new(1);
