@@ -1,0 +1,71 @@
+//! A legacy master key from an environment variable.
+
+use base64::Engine;
+use sealkit_core::{DataKey, Error, Result};
+use zeroize::Zeroizing;
+
+/// A 32-byte AES key that an application kept in an environment variable, base64-encoded.
+///
+/// Validated on load; error messages name the variable and the problem, never the value.
+#[derive(Debug, Clone)]
+pub struct LegacyKey {
+    source: String,
+    key: DataKey,
+}
+
+impl LegacyKey {
+    /// The variable most applications used.
+    pub const DEFAULT_ENV: &'static str = "ENCRYPTION_MASTER_KEY";
+
+    /// Reads and validates the key from the environment variable `name`.
+    pub fn from_env(name: &str) -> Result<Self> {
+        match std::env::var(name) {
+            Ok(value) => Self::from_base64(name, &Zeroizing::new(value)),
+            Err(std::env::VarError::NotPresent) => Err(Error::misconfigured(format!(
+                "the legacy master key variable {name} is not set; export it (base64 of 32 bytes) \
+                 or set mode = \"kms\" if no legacy data remains"
+            ))),
+            Err(std::env::VarError::NotUnicode(_)) => Err(Error::misconfigured(format!(
+                "the legacy master key variable {name} is not valid text; it must hold base64 of 32 bytes"
+            ))),
+        }
+    }
+
+    /// Validates a base64 key; `source` names where it came from, for messages.
+    pub fn from_base64(source: &str, text: &str) -> Result<Self> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(Error::misconfigured(format!(
+                "the legacy master key in {source} is empty; it must hold base64 of 32 bytes"
+            )));
+        }
+        let engine = base64::engine::general_purpose::STANDARD;
+        let bytes = Zeroizing::new(engine.decode(text).map_err(|_| {
+            Error::misconfigured(format!(
+                "the legacy master key in {source} is not valid base64; it must hold base64 of 32 bytes"
+            ))
+        })?);
+        if bytes.len() != DataKey::LEN {
+            return Err(Error::misconfigured(format!(
+                "the legacy master key in {source} decodes to {} bytes; AES-256 needs exactly 32",
+                bytes.len()
+            )));
+        }
+        Ok(Self { source: source.to_string(), key: DataKey::from_slice(&bytes)? })
+    }
+
+    /// Wraps raw key bytes (tests, secret stores).
+    pub fn from_key(source: &str, key: DataKey) -> Self {
+        Self { source: source.to_string(), key }
+    }
+
+    /// Where the key came from (the variable name), for logs.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The key.
+    pub fn key(&self) -> &DataKey {
+        &self.key
+    }
+}
