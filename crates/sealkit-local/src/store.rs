@@ -112,6 +112,7 @@ pub enum CrashPoint {
 
 /// Master keys as files under a directory. See the crate docs.
 pub struct LocalKeyStore {
+    scheme: String,
     dir: PathBuf,
     passphrase: Option<SecretString>,
     keys: RwLock<HashMap<String, Arc<LoadedKey>>>,
@@ -137,12 +138,21 @@ impl LocalKeyStore {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| io_error("restrict the key directory", &dir, e))?;
         Ok(Self {
+            scheme: SCHEME.to_string(),
             dir,
             passphrase,
             keys: RwLock::new(HashMap::new()),
             write_lock: Mutex::new(()),
             crash_point: Mutex::new(None),
         })
+    }
+
+    /// Serves keys under another URI scheme (e.g. `local-archive://`), so that several local
+    /// stores can be registered side by side in one keyring.
+    pub fn with_scheme(mut self, scheme: &str) -> Result<Self> {
+        KeyUri::parse(&format!("{scheme}://x"))?;
+        self.scheme = scheme.to_string();
+        Ok(self)
     }
 
     /// The directory holding the key files.
@@ -156,9 +166,9 @@ impl LocalKeyStore {
         *self.crash_point.lock().unwrap_or_else(|e| e.into_inner()) = Some(point);
     }
 
-    fn name_of(key: &KeyUri) -> Result<&str> {
-        if key.scheme() != SCHEME {
-            return Err(Error::invalid_input(format!("{key} is not a local:// key")));
+    fn name_of<'k>(&self, key: &'k KeyUri) -> Result<&'k str> {
+        if key.scheme() != self.scheme {
+            return Err(Error::invalid_input(format!("{key} is not a {}:// key", self.scheme)));
         }
         let name = key.path();
         let valid = name.len() <= 128
@@ -409,7 +419,7 @@ fn parse_version(version: &KeyVersion, key: &KeyRef) -> Result<u64> {
 #[async_trait]
 impl KeyEncryption for LocalKeyStore {
     fn scheme(&self) -> &str {
-        SCHEME
+        &self.scheme
     }
 
     async fn generate_data_key(
@@ -430,7 +440,7 @@ impl KeyEncryption for LocalKeyStore {
         dek: &DataKey,
         context: &EncryptionContext,
     ) -> Result<WrappedKey> {
-        let name = Self::name_of(key)?;
+        let name = self.name_of(key)?;
         let loaded = self.loaded(name)?;
         let version = loaded.primary;
         let aead = self.version_aead(&loaded, name, version)?;
@@ -444,7 +454,7 @@ impl KeyEncryption for LocalKeyStore {
     }
 
     async fn unwrap(&self, wrapped: &WrappedKey, context: &EncryptionContext) -> Result<DataKey> {
-        let name = Self::name_of(&wrapped.key.uri)?;
+        let name = self.name_of(&wrapped.key.uri)?;
         let version = parse_version(&wrapped.key.version, &wrapped.key)?;
         let mut loaded = self.loaded(name)?;
         if !loaded.versions.contains_key(&version) || loaded.versions[&version].state != State::Enabled {
@@ -463,7 +473,7 @@ impl KeyEncryption for LocalKeyStore {
     }
 
     async fn key_metadata(&self, key: &KeyUri) -> Result<KeyMetadata> {
-        let name = Self::name_of(key)?;
+        let name = self.name_of(key)?;
         let loaded = self.load(name)?;
         Ok(Self::metadata(key, &loaded))
     }
@@ -472,7 +482,7 @@ impl KeyEncryption for LocalKeyStore {
 #[async_trait]
 impl KeyAdmin for LocalKeyStore {
     async fn create_key(&self, key: &KeyUri) -> Result<KeyMetadata> {
-        let name = Self::name_of(key)?;
+        let name = self.name_of(key)?;
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.path_of(name).exists() {
             return Err(Error::invalid_input(format!("key {key} already exists; use `keys rotate` to add a version")));
@@ -500,7 +510,7 @@ impl KeyAdmin for LocalKeyStore {
     }
 
     async fn rotate_key(&self, key: &KeyUri) -> Result<KeyVersion> {
-        let name = Self::name_of(key)?;
+        let name = self.name_of(key)?;
         let version = self.update(name, |file| {
             let next = file.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
             let material = self.new_material(name, next, &file.protection)?;
@@ -517,7 +527,7 @@ impl KeyAdmin for LocalKeyStore {
     }
 
     async fn set_version_state(&self, key: &KeyUri, version: &KeyVersion, state: VersionState) -> Result<()> {
-        let name = Self::name_of(key)?;
+        let name = self.name_of(key)?;
         let key_ref = KeyRef::new(key.clone(), version.clone());
         let number = parse_version(version, &key_ref)?;
         self.update(name, |file| {

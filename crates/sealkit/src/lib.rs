@@ -1,0 +1,49 @@
+//! Sealkit: envelope encryption of application data under keys held in a key-management
+//! service.
+//!
+//! A [`Keyring`] seals each field with a data key (DEK) under AES-256-GCM or
+//! XChaCha20-Poly1305 and wraps the DEK with a master key (KEK) that stays in the KMS. The
+//! envelope records which key and version wrapped it, so [`Keyring::open`] routes to the right
+//! provider by itself, and it is bound to an [`EncryptionContext`] (table, column, row id…):
+//! a ciphertext moved to another row, or altered, fails to open.
+//!
+//! Providers are chosen à la carte by features; the default, `local`, pulls no cloud SDK.
+//!
+//! ```no_run
+//! # async fn demo() -> sealkit::Result<()> {
+//! use sealkit::{Config, EncryptionContext, Keyring, KeyUri};
+//! let mut config = Config::default();
+//! config.default_key = Some("local://customers".into());
+//! let keyring = Keyring::builder(config).build()?;
+//! keyring.create_key(&KeyUri::parse("local://customers")?).await?;
+//! let ctx = EncryptionContext::parse("table=customers,column=email,id=42")?;
+//! let sealed = keyring.seal(b"alice@example.com", &ctx).await?;
+//! assert_eq!(keyring.open(&sealed, &ctx).await?, b"alice@example.com");
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod audit;
+mod cache;
+pub mod config;
+mod keyring;
+pub mod metrics_names;
+pub mod random;
+mod resilience;
+
+pub use config::{Config, Mode};
+pub use keyring::{HealthReport, Keyring, KeyringBuilder, KeyringStats, RewrapOutcome};
+pub use resilience::CircuitState;
+#[doc(inline)]
+pub use sealkit_core::{
+    Algorithm, DataKey, EncryptionContext, Error, ErrorKind, KeyRef, KeyUri, KeyVersion, Result,
+    WrappedKey,
+};
+
+/// The core crate, for provider implementors and advanced use.
+pub use sealkit_core as core;
+
+/// The local provider.
+#[cfg(feature = "local")]
+#[doc(inline)]
+pub use sealkit_local as local;

@@ -1,0 +1,16 @@
+//! Metric names (Prometheus style), recorded through the `metrics` crate.
+
+/// Seals, by `provider` and `key_version`.
+pub const ENCRYPT_TOTAL: &str = "sealkit_crypto_encrypt_total";
+/// Opens, by `provider` and `key_version`.
+pub const DECRYPT_TOTAL: &str = "sealkit_crypto_decrypt_total";
+/// Latency of seal/open/key operations, by `operation` and `provider`.
+pub const OPERATION_DURATION: &str = "sealkit_crypto_operation_duration_seconds";
+/// Failures, by `operation`, `provider` and `error_type`.
+pub const ERRORS_TOTAL: &str = "sealkit_crypto_errors_total";
+/// Calls to a provider (KMS), by `provider` and `operation`.
+pub const KMS_CALLS_TOTAL: &str = "sealkit_kms_calls_total";
+/// Data-key cache hits, by `cache` (`seal` or `open`).
+pub const DEK_CACHE_HITS_TOTAL: &str = "sealkit_dek_cache_hits_total";
+/// Data-key cache misses, by `cache`.
+pub const DEK_CACHE_MISSES_TOTAL: &str = "sealkit_dek_cache_misses_total";

@@ -1,0 +1,5 @@
+//! Tests of the facade against real key files and a real SQLite database.
+
+mod audit;
+mod keyring;
+mod support;

@@ -1,0 +1,44 @@
+//! Shared helpers.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sealkit::config::CacheConfig;
+use sealkit::local::LocalKeyStore;
+use sealkit::{Config, EncryptionContext, Keyring, KeyUri, Mode};
+
+pub(crate) fn ctx(table: &str, column: &str, id: u64) -> EncryptionContext {
+    EncryptionContext::builder()
+        .with("table", table)
+        .with("column", column)
+        .with("id", &id.to_string())
+        .build()
+        .unwrap()
+}
+
+pub(crate) fn uri(s: &str) -> KeyUri {
+    KeyUri::parse(s).unwrap()
+}
+
+pub(crate) fn config(home: &Path, default_key: &str) -> Config {
+    let mut config = Config::default();
+    config.default_key = Some(default_key.into());
+    config.local.home = home.to_path_buf();
+    config.resilience.initial_backoff_ms = 1;
+    config
+}
+
+pub(crate) fn keyring(home: &Path, default_key: &str) -> Keyring {
+    Keyring::builder(config(home, default_key)).build().unwrap()
+}
+
+pub(crate) fn keyring_with(config: Config, cache: CacheConfig, mode: Mode) -> Keyring {
+    let mut config = config;
+    config.cache = cache;
+    config.mode = mode;
+    Keyring::builder(config).build().unwrap()
+}
+
+pub(crate) fn extra_store(home: &Path, scheme: &str) -> Arc<LocalKeyStore> {
+    Arc::new(LocalKeyStore::open(home, None).unwrap().with_scheme(scheme).unwrap())
+}
