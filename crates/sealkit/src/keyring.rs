@@ -188,6 +188,7 @@ impl KeyringBuilder {
                 sinks,
                 audit_data_operations: config.audit.data_operations.unwrap_or(true),
                 resilience: Resilience::new(config.resilience),
+                primaries: std::sync::Mutex::new(HashMap::new()),
                 kms_calls: AtomicU64::new(0),
                 cache_hits: AtomicU64::new(0),
                 cache_misses: AtomicU64::new(0),
@@ -241,6 +242,7 @@ struct Inner {
     sinks: Vec<Arc<dyn AuditSink>>,
     audit_data_operations: bool,
     resilience: Resilience,
+    primaries: std::sync::Mutex<HashMap<KeyUri, (KeyVersion, Instant)>>,
     kms_calls: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -645,7 +647,7 @@ impl Keyring {
         let envelope = Envelope::parse(ciphertext)?;
         let old = self.cipher_for(&envelope, context, now).await?;
         let target = target.unwrap_or(&old.key.uri).clone();
-        let primary = self.key_metadata(&target).await?.primary;
+        let primary = self.primary_version(&target, now).await?;
         if old.key.uri == target && old.key.version == primary {
             return Ok(RewrapOutcome::AlreadyCurrent);
         }
@@ -683,6 +685,19 @@ impl Keyring {
         Ok(RewrapOutcome::Rewrapped(new.cipher.rewrap_envelope(&envelope, &new.wrapped)?))
     }
 
+    /// The primary version of `key`, cached for up to a minute (and forgotten on rotation).
+    async fn primary_version(&self, key: &KeyUri, now: Instant) -> Result<KeyVersion> {
+        let ttl = self.inner.cache.max_age().min(Duration::from_secs(60));
+        if let Some((version, at)) = self.inner.primaries.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+            if now.duration_since(*at) < ttl {
+                return Ok(version.clone());
+            }
+        }
+        let primary = self.key_metadata(key).await?.primary;
+        self.inner.primaries.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), (primary.clone(), now));
+        Ok(primary)
+    }
+
     /// Describes a key.
     pub async fn key_metadata(&self, key: &KeyUri) -> Result<KeyMetadata> {
         let provider = self.provider(key.scheme())?.clone();
@@ -706,6 +721,7 @@ impl Keyring {
         self.audit(Operation::RotateKey, key_ref.as_ref(), Some(key), None, result.as_ref().err());
         if result.is_ok() {
             self.inner.seal_cache.retain(|e| &e.key.uri != key);
+            self.inner.primaries.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         }
         result
     }

@@ -1,0 +1,306 @@
+//! The key, data, health and audit commands.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use sealkit::core::provider::VersionState;
+use sealkit::{Config, EncryptionContext, KeyUri, Keyring, RewrapOutcome};
+use serde_json::json;
+
+/// Global options every command sees.
+pub(crate) struct Ctx {
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) json: bool,
+}
+
+impl Ctx {
+    pub(crate) fn config(&self) -> anyhow::Result<Config> {
+        let base = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        Ok(base.with_env_overrides()?)
+    }
+
+    pub(crate) fn keyring(&self) -> anyhow::Result<Keyring> {
+        Ok(Keyring::builder(self.config()?).build()?)
+    }
+
+    fn print(&self, value: serde_json::Value, human: impl FnOnce() -> String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{}", human());
+        }
+    }
+}
+
+/// `--in`/`--out` for commands that transform bytes.
+#[derive(Args, Debug)]
+pub(crate) struct Io {
+    /// Input file (default: stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Output file (default: stdout).
+    #[arg(long = "out", value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+impl Io {
+    fn read(&self) -> anyhow::Result<Vec<u8>> {
+        let mut data = Vec::new();
+        match &self.input {
+            Some(path) => data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            None => {
+                std::io::stdin().read_to_end(&mut data).context("reading stdin")?;
+            }
+        }
+        Ok(data)
+    }
+
+    fn write(&self, data: &[u8]) -> anyhow::Result<()> {
+        match &self.output {
+            Some(path) => write_atomically(path, data),
+            None => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(data).and_then(|()| out.flush()).context("writing stdout")
+            }
+        }
+    }
+}
+
+/// Writes through a temporary file and a rename, so a failure never leaves half a file.
+fn write_atomically(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+    tmp.write_all(data).and_then(|()| tmp.as_file().sync_all()).context("writing output")?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn parse_context(text: &str) -> anyhow::Result<EncryptionContext> {
+    Ok(EncryptionContext::parse(text)?)
+}
+
+/// Arguments of `encrypt`.
+#[derive(Args, Debug)]
+pub(crate) struct EncryptArgs {
+    /// The key: local://NAME, vault-transit://MOUNT/NAME, aws-kms://…, gcp-kms://…, azure-kv://…
+    /// (default: the configured default key).
+    #[arg(long)]
+    key: Option<String>,
+    /// What the data belongs to, as k=v pairs: table=customers,column=email,id=42
+    #[arg(long)]
+    context: String,
+    #[command(flatten)]
+    io: Io,
+}
+
+pub(crate) async fn encrypt(ctx: &Ctx, args: EncryptArgs) -> anyhow::Result<()> {
+    let keyring = ctx.keyring()?;
+    let context = parse_context(&args.context)?;
+    let plaintext = args.io.read()?;
+    let sealed = match &args.key {
+        Some(key) => {
+            let (uri, version) = KeyUri::parse_with_version(key)?;
+            if version.is_some() {
+                anyhow::bail!(sealkit::Error::invalid_input(
+                    "new data is always sealed under the key's primary version; drop the #vN suffix"
+                ));
+            }
+            keyring.seal_with(&uri, &plaintext, &context).await?
+        }
+        None => keyring.seal(&plaintext, &context).await?,
+    };
+    keyring.flush_audit()?;
+    args.io.write(&sealed)
+}
+
+/// Arguments of `decrypt`.
+#[derive(Args, Debug)]
+pub(crate) struct DecryptArgs {
+    /// The context the data was sealed with.
+    #[arg(long)]
+    context: String,
+    #[command(flatten)]
+    io: Io,
+}
+
+pub(crate) async fn decrypt(ctx: &Ctx, args: DecryptArgs) -> anyhow::Result<()> {
+    let keyring = ctx.keyring()?;
+    let context = parse_context(&args.context)?;
+    let sealed = args.io.read()?;
+    let plaintext = keyring.open(&sealed, &context).await?;
+    keyring.flush_audit()?;
+    args.io.write(&plaintext)
+}
+
+/// Arguments of `rewrap`.
+#[derive(Args, Debug)]
+pub(crate) struct RewrapArgs {
+    /// The context the data was sealed with.
+    #[arg(long)]
+    context: String,
+    /// Move to this key (default: the envelope's own key, at its current version).
+    #[arg(long)]
+    key: Option<String>,
+    #[command(flatten)]
+    io: Io,
+}
+
+pub(crate) async fn rewrap(ctx: &Ctx, args: RewrapArgs) -> anyhow::Result<()> {
+    let keyring = ctx.keyring()?;
+    let context = parse_context(&args.context)?;
+    let target = args.key.as_deref().map(KeyUri::parse).transpose()?;
+    let sealed = args.io.read()?;
+    let out = match keyring.rewrap(&sealed, &context, target.as_ref()).await? {
+        RewrapOutcome::Rewrapped(new) => new,
+        _ => sealed,
+    };
+    keyring.flush_audit()?;
+    args.io.write(&out)
+}
+
+/// `keys` subcommands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum KeysCommand {
+    /// Create a key (version 1).
+    Create {
+        /// The key URI.
+        key: String,
+    },
+    /// Add a version and make it primary.
+    Rotate {
+        /// The key URI.
+        key: String,
+    },
+    /// List a key's versions.
+    List {
+        /// The key URI.
+        key: String,
+    },
+    /// Disable a version: data under it no longer opens until it is enabled again.
+    Disable {
+        /// The key URI with a version: local://NAME#v1
+        key: String,
+    },
+    /// Enable a disabled version.
+    Enable {
+        /// The key URI with a version.
+        key: String,
+    },
+    /// Destroy a version's key material, irreversibly.
+    Destroy {
+        /// The key URI with a version.
+        key: String,
+    },
+}
+
+fn versioned(key: &str) -> anyhow::Result<(KeyUri, sealkit::KeyVersion)> {
+    match KeyUri::parse_with_version(key)? {
+        (uri, Some(version)) => Ok((uri, version)),
+        (_, None) => anyhow::bail!(sealkit::Error::invalid_input(format!(
+            "name the version: {key}#vN (see `sealkit keys list {key}`)"
+        ))),
+    }
+}
+
+pub(crate) async fn keys(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> {
+    let keyring = ctx.keyring()?;
+    match command {
+        KeysCommand::Create { key } => {
+            let meta = keyring.create_key(&KeyUri::parse(&key)?).await?;
+            ctx.print(json!({ "key": key, "primary": meta.primary.as_str() }), || format!("created {key}#v{}", meta.primary));
+        }
+        KeysCommand::Rotate { key } => {
+            let version = keyring.rotate_key(&KeyUri::parse(&key)?).await?;
+            ctx.print(json!({ "key": key, "primary": version.as_str() }), || format!("rotated {key}: primary is now v{version}"));
+        }
+        KeysCommand::List { key } => {
+            let uri = KeyUri::parse(&key)?;
+            let meta = keyring.key_metadata(&uri).await?;
+            let versions: Vec<_> = meta
+                .versions
+                .iter()
+                .map(|v| json!({ "version": v.version.as_str(), "state": v.state.as_str(), "created_unix": v.created_unix, "primary": v.version == meta.primary }))
+                .collect();
+            ctx.print(json!({ "key": key, "primary": meta.primary.as_str(), "versions": versions }), || {
+                let mut out = format!("{key}\n");
+                for v in &meta.versions {
+                    let mark = if v.version == meta.primary { " (primary)" } else { "" };
+                    out.push_str(&format!("  v{:<6} {:<10} created {}{mark}\n", v.version, v.state.as_str(), v.created_unix.unwrap_or(0)));
+                }
+                out.trim_end().to_string()
+            });
+        }
+        KeysCommand::Disable { key } => set_state(ctx, &keyring, &key, VersionState::Disabled).await?,
+        KeysCommand::Enable { key } => set_state(ctx, &keyring, &key, VersionState::Enabled).await?,
+        KeysCommand::Destroy { key } => set_state(ctx, &keyring, &key, VersionState::Destroyed).await?,
+    }
+    keyring.flush_audit()?;
+    Ok(())
+}
+
+async fn set_state(ctx: &Ctx, keyring: &Keyring, key: &str, state: VersionState) -> anyhow::Result<()> {
+    let (uri, version) = versioned(key)?;
+    keyring.set_version_state(&uri, &version, state).await?;
+    ctx.print(json!({ "key": uri.as_str(), "version": version.as_str(), "state": state.as_str() }), || {
+        format!("{uri}#v{version} is now {}", state.as_str())
+    });
+    Ok(())
+}
+
+pub(crate) async fn health(ctx: &Ctx) -> anyhow::Result<()> {
+    let keyring = ctx.keyring()?;
+    let reports = keyring.health().await;
+    let healthy = reports.iter().all(|r| r.is_healthy());
+    let items: Vec<_> = reports
+        .iter()
+        .map(|r| json!({ "component": r.component, "healthy": r.is_healthy(), "problem": r.problem, "latency_ms": r.latency.as_secs_f64() * 1e3 }))
+        .collect();
+    ctx.print(json!({ "healthy": healthy, "checks": items }), || {
+        reports
+            .iter()
+            .map(|r| match &r.problem {
+                None => format!("ok    {:<40} {:>8.2} ms", r.component, r.latency.as_secs_f64() * 1e3),
+                Some(p) => format!("FAIL  {:<40} {p}", r.component),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    if healthy {
+        Ok(())
+    } else {
+        anyhow::bail!(sealkit::Error::unavailable("health", "at least one check failed"))
+    }
+}
+
+/// `audit` subcommands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum AuditCommand {
+    /// Verify a hash-chained audit log (default: the configured one).
+    Verify {
+        /// The log file.
+        path: Option<PathBuf>,
+    },
+}
+
+pub(crate) fn audit(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify { path } => {
+            let path = match path {
+                Some(p) => p,
+                None => ctx.config()?.audit.path.ok_or_else(|| {
+                    sealkit::Error::misconfigured("no audit log configured: pass its path or set SEALKIT_AUDIT_LOG")
+                })?,
+            };
+            let report = sealkit::audit::verify_audit_log(&path)?;
+            ctx.print(json!({ "path": path, "records": report.records, "head": report.head, "valid": true }), || {
+                format!("{}: {} records, chain intact; head {}", path.display(), report.records, report.head)
+            });
+            Ok(())
+        }
+    }
+}
