@@ -1,7 +1,5 @@
 //! Golden envelope vectors for `sealkit-core`'s tests.
 
-use std::path::PathBuf;
-
 use sealkit_core::random::FixedRandom;
 use sealkit_core::{
     Algorithm, DataKey, DekCipher, EncryptionContext, KeyRef, WrappedKey, default_backend,
@@ -34,10 +32,30 @@ fn cases() -> Vec<Case> {
     };
     vec![
         case("aes-gcm-full-empty", Algorithm::Aes256Gcm, false, b""),
-        case("aes-gcm-full-email", Algorithm::Aes256Gcm, false, b"alice@example.com"),
-        case("aes-gcm-compact", Algorithm::Aes256Gcm, true, b"+1 555 0100"),
-        case("xchacha-full", Algorithm::XChaCha20Poly1305, false, b"alice@example.com"),
-        case("xchacha-compact", Algorithm::XChaCha20Poly1305, true, b"secret note"),
+        case(
+            "aes-gcm-full-email",
+            Algorithm::Aes256Gcm,
+            false,
+            b"alice@example.com",
+        ),
+        case(
+            "aes-gcm-compact",
+            Algorithm::Aes256Gcm,
+            true,
+            b"+1 555 0100",
+        ),
+        case(
+            "xchacha-full",
+            Algorithm::XChaCha20Poly1305,
+            false,
+            b"alice@example.com",
+        ),
+        case(
+            "xchacha-compact",
+            Algorithm::XChaCha20Poly1305,
+            true,
+            b"secret note",
+        ),
         Case {
             name: "aes-gcm-full-gcp-long-uri",
             key_uri: "gcp-kms://projects/acme-prod/locations/europe-west1/keyRings/app/cryptoKeys/pii",
@@ -97,12 +115,14 @@ fn generate() -> Result<String, String> {
             "envelope": hex::encode(&envelope),
         }));
     }
-    serde_json::to_string_pretty(&out).map(|s| s + "\n").map_err(|e| e.to_string())
+    serde_json::to_string_pretty(&out)
+        .map(|s| s + "\n")
+        .map_err(|e| e.to_string())
 }
 
 /// Writes the golden vectors, or with `check` fails when the committed file differs.
 pub(crate) fn run(check: bool) -> Result<(), String> {
-    let path = PathBuf::from(crate::tasks::root()).join(GOLDEN);
+    let path = crate::tasks::root().join(GOLDEN);
     let fresh = generate()?;
     if check {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();

@@ -9,7 +9,8 @@ const HELP: &str = "\
 cargo xtask <task>
 
   test               the whole test suite (the README's test command)
-  ci                 everything CI checks: fmt, clippy, codegen --check, tidy, test, deny
+  ci                 everything CI checks: lint, test, deny, fuzz-smoke
+  lint               fmt --check, clippy -D warnings, codegen --check, tidy
   codegen [--check]  regenerate golden vectors (or fail if they are out of date)
   tidy               check that sealkit-core's dependency tree holds no I/O crate
   bench [--quick]    criterion benchmarks (figures go to docs/performance.md)
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => tasks::test(&rest),
         Some("ci") => tasks::ci(),
+        Some("lint") => tasks::lint(),
         Some("codegen") => codegen::run(rest.contains(&"--check")),
         Some("tidy") => tasks::tidy(),
         Some("bench") => tasks::bench(&rest),

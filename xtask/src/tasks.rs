@@ -5,7 +5,10 @@ use std::process::Command;
 
 /// The workspace root (the parent of `xtask/`).
 pub(crate) fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -17,8 +20,14 @@ fn cargo() -> Command {
 fn run(mut cmd: Command) -> Result<(), String> {
     let shown = format!("{cmd:?}");
     println!("$ {shown}");
-    let status = cmd.status().map_err(|e| format!("could not start {shown}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("{shown} failed ({status})")) }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({status})"))
+    }
 }
 
 fn has_cargo_subcommand(name: &str) -> bool {
@@ -32,47 +41,92 @@ fn has_cargo_subcommand(name: &str) -> bool {
 /// The whole test suite.
 pub(crate) fn test(extra: &[&str]) -> Result<(), String> {
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--all-features"]).args(extra);
+    cmd.args(["test", "--workspace", "--all-features"])
+        .args(extra);
     run(cmd)
 }
 
 /// Everything CI checks.
 pub(crate) fn ci() -> Result<(), String> {
+    lint()?;
+    test(&[])?;
+    deny()?;
+    fuzz_smoke()
+}
+
+/// Formatting, clippy, golden vectors and the core's dependency check.
+pub(crate) fn lint() -> Result<(), String> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
     run(fmt)?;
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(clippy)?;
     crate::codegen::run(true)?;
-    tidy()?;
-    test(&[])?;
-    deny()?;
-    fuzz_smoke()
+    tidy()
 }
 
 /// Fails when `sealkit-core`'s normal dependency tree holds an I/O or runtime crate. The core
 /// is also `#![no_std]`, so the compiler rejects `std::fs`/`std::net` in its own code; this
 /// check covers its dependencies.
 pub(crate) fn tidy() -> Result<(), String> {
-    const FORBIDDEN: &[&str] = &["tokio", "hyper", "reqwest", "mio", "socket2", "async-std", "std-io"];
+    const FORBIDDEN: &[&str] = &[
+        "tokio",
+        "hyper",
+        "reqwest",
+        "mio",
+        "socket2",
+        "async-std",
+        "std-io",
+    ];
     let output = cargo()
-        .args(["tree", "-p", "sealkit-core", "-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .args([
+            "tree",
+            "-p",
+            "sealkit-core",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
         .output()
         .map_err(|e| format!("cargo tree: {e}"))?;
     if !output.status.success() {
-        return Err(format!("cargo tree failed: {}", String::from_utf8_lossy(&output.stderr)));
+        return Err(format!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
     }
     let tree = String::from_utf8_lossy(&output.stdout);
     let bad: Vec<&str> = tree
         .lines()
-        .filter(|line| FORBIDDEN.iter().any(|f| line.split_whitespace().next() == Some(f)))
+        .filter(|line| {
+            FORBIDDEN
+                .iter()
+                .any(|f| line.split_whitespace().next() == Some(f))
+        })
         .collect();
     if bad.is_empty() {
-        println!("tidy: sealkit-core depends on no I/O crate ({} crates checked)", tree.lines().count());
+        println!(
+            "tidy: sealkit-core depends on no I/O crate ({} crates checked)",
+            tree.lines().count()
+        );
         Ok(())
     } else {
-        Err(format!("sealkit-core must stay free of I/O, but depends on: {}", bad.join(", ")))
+        Err(format!(
+            "sealkit-core must stay free of I/O, but depends on: {}",
+            bad.join(", ")
+        ))
     }
 }
 
@@ -83,7 +137,11 @@ pub(crate) fn bench(args: &[&str]) -> Result<(), String> {
     if args.contains(&"--peers") {
         cmd.args(["--features", "peers"]);
     }
-    let filters: Vec<&str> = args.iter().copied().filter(|a| !a.starts_with("--")).collect();
+    let filters: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     cmd.arg("--");
     if args.contains(&"--quick") {
         cmd.args(["--warm-up-time", "1", "--measurement-time", "2"]);
@@ -99,8 +157,14 @@ pub(crate) fn fuzz_smoke() -> Result<(), String> {
         return Ok(());
     }
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(root().join("fuzz"))
-        .args(["+nightly", "fuzz", "run", "envelope_parse", "--", "-max_total_time=30"]);
+    cmd.current_dir(root().join("fuzz")).args([
+        "+nightly",
+        "fuzz",
+        "run",
+        "envelope_parse",
+        "--",
+        "-max_total_time=30",
+    ]);
     run(cmd)
 }
 
@@ -115,10 +179,19 @@ pub(crate) fn deny() -> Result<(), String> {
         prepare_advisory_db(&snapshot)?;
         checks.push("advisories");
     } else {
-        println!("deny: no advisory snapshot at {}; advisories not checked", snapshot.display());
+        println!(
+            "deny: no advisory snapshot at {}; advisories not checked",
+            snapshot.display()
+        );
     }
+    // cargo-deny reads `cargo metadata` for every platform: fetch those crates first, so that
+    // `--offline` only keeps cargo-deny from fetching its database.
+    let mut fetch = cargo();
+    fetch.arg("fetch");
+    run(fetch)?;
     let mut cmd = cargo();
-    cmd.args(["deny", "--offline", "--all-features", "check"]).args(&checks);
+    cmd.args(["deny", "--offline", "--all-features", "check"])
+        .args(&checks);
     run(cmd)
 }
 
@@ -137,10 +210,22 @@ fn prepare_advisory_db(snapshot: &Path) -> Result<(), String> {
     for args in [
         vec!["init", "-q"],
         vec!["add", "-A"],
-        vec!["-c", "user.name=sealkit", "-c", "user.email=ci@sealkit.invalid", "commit", "-q", "-m", "snapshot"],
+        vec![
+            "-c",
+            "user.name=sealkit",
+            "-c",
+            "user.email=ci@sealkit.invalid",
+            "commit",
+            "-q",
+            "-m",
+            "snapshot",
+        ],
     ] {
         let mut git = Command::new("git");
-        git.current_dir(&db).args(&args).env("GIT_AUTHOR_DATE", date).env("GIT_COMMITTER_DATE", date);
+        git.current_dir(&db)
+            .args(&args)
+            .env("GIT_AUTHOR_DATE", date)
+            .env("GIT_COMMITTER_DATE", date);
         run(git)?;
     }
     Ok(())

@@ -52,9 +52,13 @@ impl Io {
     fn read(&self) -> anyhow::Result<Vec<u8>> {
         let mut data = Vec::new();
         match &self.input {
-            Some(path) => data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            Some(path) => {
+                data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+            }
             None => {
-                std::io::stdin().read_to_end(&mut data).context("reading stdin")?;
+                std::io::stdin()
+                    .read_to_end(&mut data)
+                    .context("reading stdin")?;
             }
         }
         Ok(data)
@@ -65,7 +69,9 @@ impl Io {
             Some(path) => write_atomically(path, data),
             None => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(data).and_then(|()| out.flush()).context("writing stdout")
+                out.write_all(data)
+                    .and_then(|()| out.flush())
+                    .context("writing stdout")
             }
         }
     }
@@ -73,10 +79,17 @@ impl Io {
 
 /// Writes through a temporary file and a rename, so a failure never leaves half a file.
 fn write_atomically(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
-    tmp.write_all(data).and_then(|()| tmp.as_file().sync_all()).context("writing output")?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    tmp.write_all(data)
+        .and_then(|()| tmp.as_file().sync_all())
+        .context("writing output")?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -212,11 +225,16 @@ pub(crate) async fn keys(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> 
     match command {
         KeysCommand::Create { key } => {
             let meta = keyring.create_key(&KeyUri::parse(&key)?).await?;
-            ctx.print(json!({ "key": key, "primary": meta.primary.as_str() }), || format!("created {key}#v{}", meta.primary));
+            ctx.print(
+                json!({ "key": key, "primary": meta.primary.as_str() }),
+                || format!("created {key}#v{}", meta.primary),
+            );
         }
         KeysCommand::Rotate { key } => {
             let version = keyring.rotate_key(&KeyUri::parse(&key)?).await?;
-            ctx.print(json!({ "key": key, "primary": version.as_str() }), || format!("rotated {key}: primary is now v{version}"));
+            ctx.print(json!({ "key": key, "primary": version.as_str() }), || {
+                format!("rotated {key}: primary is now v{version}")
+            });
         }
         KeysCommand::List { key } => {
             let uri = KeyUri::parse(&key)?;
@@ -226,29 +244,53 @@ pub(crate) async fn keys(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> 
                 .iter()
                 .map(|v| json!({ "version": v.version.as_str(), "state": v.state.as_str(), "created_unix": v.created_unix, "primary": v.version == meta.primary }))
                 .collect();
-            ctx.print(json!({ "key": key, "primary": meta.primary.as_str(), "versions": versions }), || {
-                let mut out = format!("{key}\n");
-                for v in &meta.versions {
-                    let mark = if v.version == meta.primary { " (primary)" } else { "" };
-                    out.push_str(&format!("  v{:<6} {:<10} created {}{mark}\n", v.version, v.state.as_str(), v.created_unix.unwrap_or(0)));
-                }
-                out.trim_end().to_string()
-            });
+            ctx.print(
+                json!({ "key": key, "primary": meta.primary.as_str(), "versions": versions }),
+                || {
+                    let mut out = format!("{key}\n");
+                    for v in &meta.versions {
+                        let mark = if v.version == meta.primary {
+                            " (primary)"
+                        } else {
+                            ""
+                        };
+                        out.push_str(&format!(
+                            "  v{:<6} {:<10} created {}{mark}\n",
+                            v.version,
+                            v.state.as_str(),
+                            v.created_unix.unwrap_or(0)
+                        ));
+                    }
+                    out.trim_end().to_string()
+                },
+            );
         }
-        KeysCommand::Disable { key } => set_state(ctx, &keyring, &key, VersionState::Disabled).await?,
-        KeysCommand::Enable { key } => set_state(ctx, &keyring, &key, VersionState::Enabled).await?,
-        KeysCommand::Destroy { key } => set_state(ctx, &keyring, &key, VersionState::Destroyed).await?,
+        KeysCommand::Disable { key } => {
+            set_state(ctx, &keyring, &key, VersionState::Disabled).await?
+        }
+        KeysCommand::Enable { key } => {
+            set_state(ctx, &keyring, &key, VersionState::Enabled).await?
+        }
+        KeysCommand::Destroy { key } => {
+            set_state(ctx, &keyring, &key, VersionState::Destroyed).await?
+        }
     }
     keyring.flush_audit()?;
     Ok(())
 }
 
-async fn set_state(ctx: &Ctx, keyring: &Keyring, key: &str, state: VersionState) -> anyhow::Result<()> {
+async fn set_state(
+    ctx: &Ctx,
+    keyring: &Keyring,
+    key: &str,
+    state: VersionState,
+) -> anyhow::Result<()> {
     let (uri, version) = versioned(key)?;
     keyring.set_version_state(&uri, &version, state).await?;
-    ctx.print(json!({ "key": uri.as_str(), "version": version.as_str(), "state": state.as_str() }), || {
-        format!("{uri}#v{version} is now {}", state.as_str())
-    });
+    ctx.print(
+        json!({ "key": uri.as_str(), "version": version.as_str(), "state": state.as_str() }),
+        || format!("{uri}#v{version} is now {}", state.as_str()),
+    );
     Ok(())
 }
 
@@ -264,7 +306,11 @@ pub(crate) async fn health(ctx: &Ctx) -> anyhow::Result<()> {
         reports
             .iter()
             .map(|r| match &r.problem {
-                None => format!("ok    {:<40} {:>8.2} ms", r.component, r.latency.as_secs_f64() * 1e3),
+                None => format!(
+                    "ok    {:<40} {:>8.2} ms",
+                    r.component,
+                    r.latency.as_secs_f64() * 1e3
+                ),
                 Some(p) => format!("FAIL  {:<40} {p}", r.component),
             })
             .collect::<Vec<_>>()
@@ -273,7 +319,10 @@ pub(crate) async fn health(ctx: &Ctx) -> anyhow::Result<()> {
     if healthy {
         Ok(())
     } else {
-        anyhow::bail!(sealkit::Error::unavailable("health", "at least one check failed"))
+        anyhow::bail!(sealkit::Error::unavailable(
+            "health",
+            "at least one check failed"
+        ))
     }
 }
 
@@ -293,7 +342,9 @@ pub(crate) fn audit(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<()> {
             let path = match path {
                 Some(p) => p,
                 None => ctx.config()?.audit.path.ok_or_else(|| {
-                    sealkit::Error::misconfigured("no audit log configured: pass its path or set SEALKIT_AUDIT_LOG")
+                    sealkit::Error::misconfigured(
+                        "no audit log configured: pass its path or set SEALKIT_AUDIT_LOG",
+                    )
                 })?,
             };
             let report = sealkit::audit::verify_audit_log(&path)?;

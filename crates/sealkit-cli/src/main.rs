@@ -71,7 +71,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sealkit: cannot start the async runtime: {e}");
@@ -80,7 +83,10 @@ fn main() -> ExitCode {
     };
     let json = cli.json;
     let result = runtime.block_on(async move {
-        let ctx = commands::Ctx { config: cli.config, json };
+        let ctx = commands::Ctx {
+            config: cli.config,
+            json,
+        };
         match cli.command {
             Command::Encrypt(a) => commands::encrypt(&ctx, a).await,
             Command::Decrypt(a) => commands::decrypt(&ctx, a).await,
@@ -96,8 +102,14 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = exit_code(&e);
             if json {
-                let kind = e.downcast_ref::<Error>().map(|e| e.kind().as_str()).unwrap_or("other");
-                println!("{}", serde_json::json!({ "error": format!("{e:#}"), "kind": kind, "exit_code": code }));
+                let kind = e
+                    .downcast_ref::<Error>()
+                    .map(|e| e.kind().as_str())
+                    .unwrap_or("other");
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": format!("{e:#}"), "kind": kind, "exit_code": code })
+                );
             } else {
                 eprintln!("sealkit: {e:#}");
             }

@@ -37,19 +37,35 @@ pub(crate) struct QuickstartArgs {
 
 /// Deterministic sample data.
 fn field(id: u64, column: &str) -> String {
-    const FIRST: [&str; 8] = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken"];
-    const LAST: [&str; 8] = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson"];
+    const FIRST: [&str; 8] = [
+        "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken",
+    ];
+    const LAST: [&str; 8] = [
+        "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson",
+    ];
     let (f, l) = (FIRST[(id % 8) as usize], LAST[(id / 8 % 8) as usize]);
     match column {
         "name" => format!("{f} {l}"),
         "email" => format!("{}.{}{id}@example.com", f.to_lowercase(), l.to_lowercase()),
         "phone" => format!("+1-555-{:04}-{:03}", id % 10_000, id % 997),
-        _ => format!("Customer #{id}; prefers contact by {}; account opened {}", if id % 2 == 0 { "email" } else { "phone" }, 2000 + id % 25),
+        _ => format!(
+            "Customer #{id}; prefers contact by {}; account opened {}",
+            if id.is_multiple_of(2) {
+                "email"
+            } else {
+                "phone"
+            },
+            2000 + id % 25
+        ),
     }
 }
 
 fn context(id: u64, column: &str) -> anyhow::Result<EncryptionContext> {
-    Ok(EncryptionContext::builder().with("table", "customers").with("column", column).with("id", &id.to_string()).build()?)
+    Ok(EncryptionContext::builder()
+        .with("table", "customers")
+        .with("column", column)
+        .with("id", &id.to_string())
+        .build()?)
 }
 
 fn progress(ctx: &Ctx, len: u64, label: &str) -> ProgressBar {
@@ -80,7 +96,12 @@ fn keyring_for(dir: &Path, audit_data_operations: bool) -> anyhow::Result<Keyrin
     Ok(Keyring::builder(config).build()?)
 }
 
-async fn seal_rows(ctx: &Ctx, db: &mut Connection, keyring: &Keyring, rows: u64) -> anyhow::Result<()> {
+async fn seal_rows(
+    ctx: &Ctx,
+    db: &mut Connection,
+    keyring: &Keyring,
+    rows: u64,
+) -> anyhow::Result<()> {
     db.execute_batch(
         "DROP TABLE IF EXISTS customers;
          CREATE TABLE customers (id INTEGER PRIMARY KEY, name BLOB NOT NULL, email BLOB NOT NULL, phone BLOB NOT NULL, notes BLOB NOT NULL);",
@@ -88,11 +109,17 @@ async fn seal_rows(ctx: &Ctx, db: &mut Connection, keyring: &Keyring, rows: u64)
     let bar = progress(ctx, rows, "seal");
     let tx = db.transaction()?;
     {
-        let mut insert = tx.prepare("INSERT INTO customers (id, name, email, phone, notes) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        let mut insert = tx.prepare(
+            "INSERT INTO customers (id, name, email, phone, notes) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         for id in 1..=rows {
             let mut sealed = Vec::with_capacity(4);
             for column in COLUMNS {
-                sealed.push(keyring.seal(field(id, column).as_bytes(), &context(id, column)?).await?);
+                sealed.push(
+                    keyring
+                        .seal(field(id, column).as_bytes(), &context(id, column)?)
+                        .await?,
+                );
             }
             insert.execute(params![id, sealed[0], sealed[1], sealed[2], sealed[3]])?;
             bar.inc(1);
@@ -103,16 +130,26 @@ async fn seal_rows(ctx: &Ctx, db: &mut Connection, keyring: &Keyring, rows: u64)
     Ok(())
 }
 
-async fn verify_rows(ctx: &Ctx, db: &Connection, keyring: &Keyring, rows: u64, label: &str) -> anyhow::Result<()> {
+async fn verify_rows(
+    ctx: &Ctx,
+    db: &Connection,
+    keyring: &Keyring,
+    rows: u64,
+    label: &str,
+) -> anyhow::Result<()> {
     let bar = progress(ctx, rows, label);
-    let mut select = db.prepare("SELECT id, name, email, phone, notes FROM customers ORDER BY id")?;
+    let mut select =
+        db.prepare("SELECT id, name, email, phone, notes FROM customers ORDER BY id")?;
     let mut cursor = select.query([])?;
     let mut seen = 0u64;
     while let Some(row) = cursor.next()? {
         let id: u64 = row.get(0)?;
         for (i, column) in COLUMNS.iter().enumerate() {
             let sealed: Vec<u8> = row.get(i + 1)?;
-            let opened = keyring.open(&sealed, &context(id, column)?).await.with_context(|| format!("row {id}, column {column}"))?;
+            let opened = keyring
+                .open(&sealed, &context(id, column)?)
+                .await
+                .with_context(|| format!("row {id}, column {column}"))?;
             if opened != field(id, column).as_bytes() {
                 anyhow::bail!("row {id}, column {column} opened to the wrong plaintext");
             }
@@ -127,15 +164,25 @@ async fn verify_rows(ctx: &Ctx, db: &Connection, keyring: &Keyring, rows: u64, l
     Ok(())
 }
 
-async fn rewrap_rows(ctx: &Ctx, db: &mut Connection, keyring: &Keyring, rows: u64) -> anyhow::Result<u64> {
+async fn rewrap_rows(
+    ctx: &Ctx,
+    db: &mut Connection,
+    keyring: &Keyring,
+    rows: u64,
+) -> anyhow::Result<u64> {
     let bar = progress(ctx, rows, "rewrap");
     let tx = db.transaction()?;
     let mut rewrapped = 0u64;
     {
-        let mut select = tx.prepare("SELECT id, name, email, phone, notes FROM customers ORDER BY id")?;
-        let mut update = tx.prepare("UPDATE customers SET name = ?2, email = ?3, phone = ?4, notes = ?5 WHERE id = ?1")?;
+        let mut select =
+            tx.prepare("SELECT id, name, email, phone, notes FROM customers ORDER BY id")?;
+        let mut update = tx.prepare(
+            "UPDATE customers SET name = ?2, email = ?3, phone = ?4, notes = ?5 WHERE id = ?1",
+        )?;
         let all: Vec<(u64, [Vec<u8>; 4])> = select
-            .query_map([], |r| Ok((r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])))?
+            .query_map([], |r| {
+                Ok((r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?]))
+            })?
             .collect::<Result<_, _>>()?;
         for (id, fields) in all {
             let mut out: Vec<Vec<u8>> = Vec::with_capacity(4);
@@ -143,7 +190,10 @@ async fn rewrap_rows(ctx: &Ctx, db: &mut Connection, keyring: &Keyring, rows: u6
                 match keyring.rewrap(&old, &context(id, column)?, None).await? {
                     RewrapOutcome::Rewrapped(new) => {
                         // The data ciphertext (nonce, ciphertext, tag) is byte-for-byte the same.
-                        let body = |b: &[u8]| sealkit::core::Envelope::parse(b).map(|e| (e.nonce().to_vec(), e.ciphertext().to_vec(), *e.tag()));
+                        let body = |b: &[u8]| {
+                            sealkit::core::Envelope::parse(b)
+                                .map(|e| (e.nonce().to_vec(), e.ciphertext().to_vec(), *e.tag()))
+                        };
                         if body(&old)? != body(&new)? {
                             anyhow::bail!("rewrap of row {id} changed the data ciphertext");
                         }
@@ -177,14 +227,20 @@ pub(crate) async fn run(ctx: &Ctx, args: QuickstartArgs) -> anyhow::Result<()> {
     let rows = args.rows;
     let total = Instant::now();
     let mut phases = Vec::new();
-    let mut timed = |name, started: Instant| phases.push(Phase { name, elapsed: started.elapsed() });
+    let mut timed = |name, started: Instant| {
+        phases.push(Phase {
+            name,
+            elapsed: started.elapsed(),
+        })
+    };
 
     let keyring = keyring_for(&dir, args.audit_data_operations)?;
     let key = KeyUri::parse(KEY)?;
     if keyring.key_metadata(&key).await.is_err() {
         keyring.create_key(&key).await?;
     }
-    let mut db = Connection::open(dir.join("customers.db")).context("opening the SQLite database")?;
+    let mut db =
+        Connection::open(dir.join("customers.db")).context("opening the SQLite database")?;
     db.pragma_update(None, "journal_mode", "WAL")?;
 
     let started = Instant::now();
@@ -218,7 +274,20 @@ pub(crate) async fn run(ctx: &Ctx, args: QuickstartArgs) -> anyhow::Result<()> {
 
     let fields = rows * COLUMNS.len() as u64;
     let seconds = total.elapsed().as_secs_f64();
-    report(ctx, &dir, rows, fields, seconds, &phases, after_seal, after_rewrap, cold_stats, rewrapped, &version.to_string(), audit.records);
+    report(
+        ctx,
+        &dir,
+        rows,
+        fields,
+        seconds,
+        &phases,
+        after_seal,
+        after_rewrap,
+        cold_stats,
+        rewrapped,
+        &version.to_string(),
+        audit.records,
+    );
     Ok(())
 }
 
@@ -254,17 +323,33 @@ fn report(
         );
         return;
     }
-    println!("Sealkit quickstart — {rows} customers, {fields} sealed fields, in {}", dir.display());
+    println!(
+        "Sealkit quickstart — {rows} customers, {fields} sealed fields, in {}",
+        dir.display()
+    );
     for p in phases {
         if p.name == "audit verify" {
             println!("  {:<22} {:>8.3} s", p.name, p.elapsed.as_secs_f64());
         } else {
-            println!("  {:<22} {:>8.3} s  {:>10.0} rows/s", p.name, p.elapsed.as_secs_f64(), rate(p));
+            println!(
+                "  {:<22} {:>8.3} s  {:>10.0} rows/s",
+                p.name,
+                p.elapsed.as_secs_f64(),
+                rate(p)
+            );
         }
     }
     println!("  total                  {seconds:>8.3} s");
-    println!("KMS calls: {} to seal {fields} fields, {} for rotation + rewrap of {rewrapped} fields, {} for a cold read of everything", seal.kms_calls, rewrap.kms_calls - seal.kms_calls, cold.kms_calls);
-    println!("DEK cache: {} hits, {} misses (warm keyring); {} hits, {} misses (cold keyring)", rewrap.cache_hits, rewrap.cache_misses, cold.cache_hits, cold.cache_misses);
+    println!(
+        "KMS calls: {} to seal {fields} fields, {} for rotation + rewrap of {rewrapped} fields, {} for a cold read of everything",
+        seal.kms_calls,
+        rewrap.kms_calls - seal.kms_calls,
+        cold.kms_calls
+    );
+    println!(
+        "DEK cache: {} hits, {} misses (warm keyring); {} hits, {} misses (cold keyring)",
+        rewrap.cache_hits, rewrap.cache_misses, cold.cache_hits, cold.cache_misses
+    );
     println!("Key local://customers rotated to v{version}; every row verified from a cold keyring");
     println!("Audit log: {audit_records} records, hash chain intact");
 }

@@ -103,7 +103,10 @@ impl EncryptionContext {
 }
 
 fn encode(pairs: &BTreeMap<String, String>) -> Vec<u8> {
-    let size = 2 + pairs.iter().map(|(k, v)| 3 + k.len() + v.len()).sum::<usize>();
+    let size = 2 + pairs
+        .iter()
+        .map(|(k, v)| 3 + k.len() + v.len())
+        .sum::<usize>();
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&(pairs.len() as u16).to_be_bytes());
     for (k, v) in pairs {
@@ -149,8 +152,14 @@ impl ContextBuilder {
         if key.is_empty() || key.len() > EncryptionContext::MAX_KEY_LEN {
             self.error = Some(alloc::format!("context key {key:?} must be 1 to 255 bytes"));
         } else if value.len() > EncryptionContext::MAX_VALUE_LEN {
-            self.error = Some(alloc::format!("context value of {key:?} exceeds 65535 bytes"));
-        } else if self.pairs.insert(key.to_string(), value.to_string()).is_some() {
+            self.error = Some(alloc::format!(
+                "context value of {key:?} exceeds 65535 bytes"
+            ));
+        } else if self
+            .pairs
+            .insert(key.to_string(), value.to_string())
+            .is_some()
+        {
             self.error = Some(alloc::format!("context key {key:?} appears twice"));
         } else if self.pairs.len() > EncryptionContext::MAX_PAIRS {
             self.error = Some("a context holds at most 64 pairs".to_string());
@@ -169,6 +178,9 @@ impl ContextBuilder {
             ));
         }
         let encoded = encode(&self.pairs);
-        Ok(EncryptionContext { pairs: self.pairs, encoded })
+        Ok(EncryptionContext {
+            pairs: self.pairs,
+            encoded,
+        })
     }
 }

@@ -125,35 +125,52 @@ impl<'a> Envelope<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
         let mut r = Reader { bytes, pos: 0 };
         if r.take(2, "shorter than the magic bytes")? != MAGIC {
-            return Err(Error::MalformedEnvelope { reason: "wrong magic bytes" });
+            return Err(Error::MalformedEnvelope {
+                reason: "wrong magic bytes",
+            });
         }
         let version = r.byte("missing format version")?;
         if version != FORMAT_VERSION {
             return Err(Error::UnsupportedFormat { version });
         }
         let layout = r.byte("missing layout")?;
-        let algorithm = Algorithm::from_code(r.byte("missing algorithm")?)
-            .ok_or(Error::MalformedEnvelope { reason: "unknown algorithm code" })?;
+        let algorithm =
+            Algorithm::from_code(r.byte("missing algorithm")?).ok_or(Error::MalformedEnvelope {
+                reason: "unknown algorithm code",
+            })?;
         let slot_start = r.pos;
         let mut slot_end = r.pos;
         let slot = match layout {
             0x01 => {
                 let u = r.byte("missing key URI length")? as usize;
-                let uri = core::str::from_utf8(r.take(u, "truncated key URI")?)
-                    .map_err(|_| Error::MalformedEnvelope { reason: "key URI is not UTF-8" })?;
+                let uri = core::str::from_utf8(r.take(u, "truncated key URI")?).map_err(|_| {
+                    Error::MalformedEnvelope {
+                        reason: "key URI is not UTF-8",
+                    }
+                })?;
                 if uri.is_empty() {
-                    return Err(Error::MalformedEnvelope { reason: "empty key URI" });
+                    return Err(Error::MalformedEnvelope {
+                        reason: "empty key URI",
+                    });
                 }
                 let v = r.byte("missing key version length")? as usize;
-                let version = core::str::from_utf8(r.take(v, "truncated key version")?)
-                    .map_err(|_| Error::MalformedEnvelope { reason: "key version is not UTF-8" })?;
+                let version =
+                    core::str::from_utf8(r.take(v, "truncated key version")?).map_err(|_| {
+                        Error::MalformedEnvelope {
+                            reason: "key version is not UTF-8",
+                        }
+                    })?;
                 if version.is_empty() {
-                    return Err(Error::MalformedEnvelope { reason: "empty key version" });
+                    return Err(Error::MalformedEnvelope {
+                        reason: "empty key version",
+                    });
                 }
                 let w = r.take(2, "missing wrapped key length")?;
                 let w = u16::from_be_bytes([w[0], w[1]]) as usize;
                 if w == 0 || w > WrappedKey::MAX_LEN {
-                    return Err(Error::MalformedEnvelope { reason: "bad wrapped key length" });
+                    return Err(Error::MalformedEnvelope {
+                        reason: "bad wrapped key length",
+                    });
                 }
                 let wrapped = r.take(w, "truncated wrapped key")?;
                 slot_end = r.pos;
@@ -162,33 +179,53 @@ impl<'a> Envelope<'a> {
                     uri,
                     version,
                     wrapped,
-                    commitment: commitment.try_into().map_err(|_| Error::MalformedEnvelope {
-                        reason: "truncated key commitment",
-                    })?,
+                    commitment: commitment
+                        .try_into()
+                        .map_err(|_| Error::MalformedEnvelope {
+                            reason: "truncated key commitment",
+                        })?,
                 }
             }
             0x02 => {
                 let id = r.take(DEK_ID_LEN, "truncated DEK id")?;
-                KeySlot::DekId(
-                    id.try_into()
-                        .map_err(|_| Error::MalformedEnvelope { reason: "truncated DEK id" })?,
-                )
+                KeySlot::DekId(id.try_into().map_err(|_| Error::MalformedEnvelope {
+                    reason: "truncated DEK id",
+                })?)
             }
-            _ => return Err(Error::MalformedEnvelope { reason: "unknown layout code" }),
+            _ => {
+                return Err(Error::MalformedEnvelope {
+                    reason: "unknown layout code",
+                });
+            }
         };
-        let fixed = if layout == 0x01 { &bytes[..slot_start] } else { &bytes[..r.pos] };
+        let fixed = if layout == 0x01 {
+            &bytes[..slot_start]
+        } else {
+            &bytes[..r.pos]
+        };
         let slot_bytes = &bytes[slot_start..slot_end];
         let nonce = r.take(algorithm.nonce_len(), "truncated nonce")?;
         let header = &bytes[..r.pos];
         let rest = &bytes[r.pos..];
         if rest.len() < Algorithm::TAG_LEN {
-            return Err(Error::MalformedEnvelope { reason: "truncated ciphertext or tag" });
+            return Err(Error::MalformedEnvelope {
+                reason: "truncated ciphertext or tag",
+            });
         }
         let (ciphertext, tag) = rest.split_at(rest.len() - Algorithm::TAG_LEN);
-        let tag = tag
-            .try_into()
-            .map_err(|_| Error::MalformedEnvelope { reason: "truncated ciphertext or tag" })?;
-        Ok(Self { algorithm, slot, fixed, slot_bytes, header, nonce, ciphertext, tag })
+        let tag = tag.try_into().map_err(|_| Error::MalformedEnvelope {
+            reason: "truncated ciphertext or tag",
+        })?;
+        Ok(Self {
+            algorithm,
+            slot,
+            fixed,
+            slot_bytes,
+            header,
+            nonce,
+            ciphertext,
+            tag,
+        })
     }
 
     /// The AEAD suite.
@@ -223,7 +260,9 @@ impl<'a> Envelope<'a> {
             KeySlot::Wrapped { uri, version, .. } => Some(
                 KeyUri::parse(uri)
                     .and_then(|u| Ok(KeyRef::new(u, KeyVersion::new(version)?)))
-                    .map_err(|_| Error::MalformedEnvelope { reason: "invalid key reference" }),
+                    .map_err(|_| Error::MalformedEnvelope {
+                        reason: "invalid key reference",
+                    }),
             ),
             KeySlot::DekId(_) => None,
         }
@@ -232,7 +271,10 @@ impl<'a> Envelope<'a> {
     /// The wrapped DEK with its key reference (full layout only).
     pub fn wrapped_key(&self) -> Option<Result<WrappedKey>> {
         let bytes = self.wrapped_bytes()?;
-        Some(self.key_ref()?.map(|key| WrappedKey::new(key, bytes.to_vec())))
+        Some(
+            self.key_ref()?
+                .map(|key| WrappedKey::new(key, bytes.to_vec())),
+        )
     }
 
     /// The fixed header fields bound as associated data (magic, version, layout, algorithm and,

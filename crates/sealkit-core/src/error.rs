@@ -17,7 +17,9 @@ pub type Result<T, E = Error> = core::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The input is not a well-formed envelope (truncated, wrong magic, bad lengths).
-    #[error("malformed envelope: {reason}; the input is not a Sealkit envelope or it was truncated")]
+    #[error(
+        "malformed envelope: {reason}; the input is not a Sealkit envelope or it was truncated"
+    )]
     MalformedEnvelope {
         /// Which structural check failed (never secret: the structure is public).
         reason: &'static str,
@@ -29,9 +31,7 @@ pub enum Error {
         version: u8,
     },
     /// Authentication failed: wrong key, wrong context, or altered data.
-    #[error(
-        "ciphertext could not be opened: wrong key, wrong context, or the data was altered"
-    )]
+    #[error("ciphertext could not be opened: wrong key, wrong context, or the data was altered")]
     InvalidCiphertext,
     /// A key, key version or secret does not exist.
     #[error("{what} not found in {provider}; check the name and that it was created")]
@@ -174,32 +174,48 @@ impl Error {
 
     /// Shorthand for [`Error::InvalidInput`].
     pub fn invalid_input(detail: impl Into<String>) -> Self {
-        Self::InvalidInput { detail: detail.into() }
+        Self::InvalidInput {
+            detail: detail.into(),
+        }
     }
 
     /// Shorthand for [`Error::Misconfigured`].
     pub fn misconfigured(detail: impl Into<String>) -> Self {
-        Self::Misconfigured { detail: detail.into() }
+        Self::Misconfigured {
+            detail: detail.into(),
+        }
     }
 
     /// Shorthand for [`Error::NotFound`].
     pub fn not_found(provider: impl Into<String>, what: impl Into<String>) -> Self {
-        Self::NotFound { provider: provider.into(), what: what.into() }
+        Self::NotFound {
+            provider: provider.into(),
+            what: what.into(),
+        }
     }
 
     /// Shorthand for [`Error::Unavailable`].
     pub fn unavailable(provider: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self::Unavailable { provider: provider.into(), detail: detail.into() }
+        Self::Unavailable {
+            provider: provider.into(),
+            detail: detail.into(),
+        }
     }
 
     /// Shorthand for [`Error::PermissionDenied`].
     pub fn permission_denied(provider: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self::PermissionDenied { provider: provider.into(), detail: detail.into() }
+        Self::PermissionDenied {
+            provider: provider.into(),
+            detail: detail.into(),
+        }
     }
 
     /// Shorthand for [`Error::Throttled`].
     pub fn throttled(provider: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self::Throttled { provider: provider.into(), detail: detail.into() }
+        Self::Throttled {
+            provider: provider.into(),
+            detail: detail.into(),
+        }
     }
 
     /// Wraps any error as [`Error::Other`].
@@ -207,6 +223,9 @@ impl Error {
         provider: impl Into<String>,
         source: impl Into<Box<dyn core::error::Error + Send + Sync>>,
     ) -> Self {
-        Self::Other { provider: provider.into(), source: source.into() }
+        Self::Other {
+            provider: provider.into(),
+            source: source.into(),
+        }
     }
 }

@@ -96,7 +96,10 @@ impl KeyUri {
         };
         let scheme = &text[..scheme_len];
         let path = &text[scheme_len + 3..];
-        let scheme_ok = scheme.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        let scheme_ok = scheme
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase())
             && scheme
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'+');
@@ -106,10 +109,16 @@ impl KeyUri {
         if path.is_empty() {
             return Err(bad("has an empty path"));
         }
-        if path.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#') {
+        if path
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '#')
+        {
             return Err(bad("contains whitespace, a control character or '#'"));
         }
-        Ok(Self { text: text.to_string(), scheme_len })
+        Ok(Self {
+            text: text.to_string(),
+            scheme_len,
+        })
     }
 
     /// Parses `URI` or `URI#vN` (a pinned version), as the CLI accepts.
@@ -171,7 +180,9 @@ impl KeyVersion {
     pub fn new(text: &str) -> Result<Self> {
         let ok = !text.is_empty()
             && text.len() <= Self::MAX_LEN
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if ok {
             Ok(Self(text.to_string()))
         } else {

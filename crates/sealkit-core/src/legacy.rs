@@ -8,11 +8,11 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+use aes_gcm::AesGcm;
 use aes_gcm::aead::array::Array;
 use aes_gcm::aead::consts::{U12, U16};
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::aes::Aes256;
-use aes_gcm::AesGcm;
 use zeroize::Zeroize;
 
 use crate::{DataKey, Error, Result, SecureRandom};
@@ -106,7 +106,9 @@ fn run<N: aes_gcm::aead::array::ArraySize>(
 pub fn open(format: LegacyFormat, key: &DataKey, data: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
     let iv_len = format.iv_len();
     if data.len() < format.overhead() {
-        return Err(Error::MalformedEnvelope { reason: "shorter than the legacy format's IV and tag" });
+        return Err(Error::MalformedEnvelope {
+            reason: "shorter than the legacy format's IV and tag",
+        });
     }
     let (iv, rest) = data.split_at(iv_len);
     let (ct, tag) = rest.split_at(rest.len() - 16);

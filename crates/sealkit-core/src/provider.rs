@@ -69,7 +69,11 @@ pub struct KeyVersionInfo {
 impl KeyVersionInfo {
     /// Describes a version.
     pub fn new(version: KeyVersion, state: VersionState, created_unix: Option<u64>) -> Self {
-        Self { version, state, created_unix }
+        Self {
+            version,
+            state,
+            created_unix,
+        }
     }
 }
 
@@ -88,7 +92,11 @@ pub struct KeyMetadata {
 impl KeyMetadata {
     /// Describes a key.
     pub fn new(uri: KeyUri, primary: KeyVersion, versions: Vec<KeyVersionInfo>) -> Self {
-        Self { uri, primary, versions }
+        Self {
+            uri,
+            primary,
+            versions,
+        }
     }
 
     /// The primary version as a [`KeyRef`].
@@ -179,7 +187,10 @@ pub struct Secret {
 impl Secret {
     /// Wraps a value.
     pub fn new(value: Vec<u8>, version: Option<String>) -> Self {
-        Self { value: SecretBox::new(Box::new(value)), version }
+        Self {
+            value: SecretBox::new(Box::new(value)),
+            version,
+        }
     }
 }
 

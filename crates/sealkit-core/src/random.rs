@@ -23,7 +23,9 @@ pub struct FixedRandom {
 impl FixedRandom {
     /// A generator whose output is a function of `seed` and the number of bytes drawn so far.
     pub const fn new(seed: u64) -> Self {
-        Self { state: core::sync::atomic::AtomicU64::new(seed) }
+        Self {
+            state: core::sync::atomic::AtomicU64::new(seed),
+        }
     }
 }
 
@@ -32,7 +34,9 @@ impl SecureRandom for FixedRandom {
         use core::sync::atomic::Ordering;
         for chunk in dest.chunks_mut(8) {
             // splitmix64: a simple, well-distributed sequence (not cryptographic).
-            let mut z = self.state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+            let mut z = self
+                .state
+                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
             z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

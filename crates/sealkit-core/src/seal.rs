@@ -43,7 +43,10 @@ pub struct MessageBudget {
 
 impl MessageBudget {
     fn new(limit: u64) -> Self {
-        Self { used: AtomicU64::new(0), limit }
+        Self {
+            used: AtomicU64::new(0),
+            limit,
+        }
     }
 
     fn take(&self) -> Result<()> {
@@ -131,7 +134,11 @@ impl DekCipher {
         let slot = key_slot(wrapped)?;
         let commitment = self.slot_commitment(&slot)?;
         let prefix = full_prefix(self.algorithm, &slot, &commitment);
-        self.full = Some(FullSlot { slot, commitment, prefix });
+        self.full = Some(FullSlot {
+            slot,
+            commitment,
+            prefix,
+        });
         Ok(self)
     }
 
@@ -257,7 +264,8 @@ impl DekCipher {
         self.check_commitment(envelope)?;
         let mut out = envelope.ciphertext().to_vec();
         let opened = with_aad(envelope.fixed_header(), envelope.nonce(), context, |aad| {
-            self.aead.open_in_place(envelope.nonce(), aad, &mut out, envelope.tag())
+            self.aead
+                .open_in_place(envelope.nonce(), aad, &mut out, envelope.tag())
         });
         match opened {
             Ok(()) => Ok(out),
@@ -271,7 +279,11 @@ impl DekCipher {
     /// Replaces the key slot of a full-layout envelope sealed under this DEK with `wrapped`
     /// (the same DEK wrapped anew, e.g. after a KEK rotation). The nonce, ciphertext and tag
     /// are copied unchanged; no data is decrypted.
-    pub fn rewrap_envelope(&self, envelope: &Envelope<'_>, wrapped: &WrappedKey) -> Result<Vec<u8>> {
+    pub fn rewrap_envelope(
+        &self,
+        envelope: &Envelope<'_>,
+        wrapped: &WrappedKey,
+    ) -> Result<Vec<u8>> {
         if envelope.layout() != crate::EnvelopeLayout::Full {
             return Err(Error::invalid_input(
                 "compact envelopes hold no wrapped DEK: rewrap the DEK in its store instead",

@@ -10,7 +10,9 @@ pub(crate) fn io_error(action: &str, path: &std::path::Path, e: std::io::Error) 
         K::NotFound => Error::not_found("local", format!("{at} (while trying to {action})")),
         K::PermissionDenied => Error::permission_denied(
             "local",
-            format!("cannot {action} {at}: permission denied; check the owner and mode of the key store"),
+            format!(
+                "cannot {action} {at}: permission denied; check the owner and mode of the key store"
+            ),
         ),
         _ => Error::unavailable("local", format!("cannot {action} {at}: {e}")),
     }

@@ -51,12 +51,18 @@ impl LegacyKey {
                 bytes.len()
             )));
         }
-        Ok(Self { source: source.to_string(), key: DataKey::from_slice(&bytes)? })
+        Ok(Self {
+            source: source.to_string(),
+            key: DataKey::from_slice(&bytes)?,
+        })
     }
 
     /// Wraps raw key bytes (tests, secret stores).
     pub fn from_key(source: &str, key: DataKey) -> Self {
-        Self { source: source.to_string(), key }
+        Self {
+            source: source.to_string(),
+            key,
+        }
     }
 
     /// Where the key came from (the variable name), for logs.

@@ -25,6 +25,7 @@ pub(crate) use error::io_error;
 
 /// Fills `dest` from the operating system's generator.
 pub(crate) fn os_random(dest: &mut [u8]) -> sealkit_core::Result<()> {
-    getrandom::fill(dest)
-        .map_err(|e| sealkit_core::Error::unavailable("os-random", format!("getrandom failed: {e}")))
+    getrandom::fill(dest).map_err(|e| {
+        sealkit_core::Error::unavailable("os-random", format!("getrandom failed: {e}"))
+    })
 }

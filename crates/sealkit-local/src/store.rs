@@ -14,8 +14,8 @@ use sealkit_core::provider::{
     GeneratedDataKey, KeyAdmin, KeyEncryption, KeyMetadata, KeyVersionInfo, VersionState,
 };
 use sealkit_core::{
-    Algorithm, DataKey, EncryptionContext, Error, KeyRef, KeyUri, KeyVersion, PreparedAead,
-    Result, WrappedKey, default_backend,
+    Algorithm, DataKey, EncryptionContext, Error, KeyRef, KeyUri, KeyVersion, PreparedAead, Result,
+    WrappedKey, default_backend,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -37,7 +37,10 @@ fn b64() -> base64::engine::GeneralPurpose {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// On-disk form of one key.
@@ -56,7 +59,12 @@ enum Protection {
     /// Material stored as base64 (protected by file permissions only).
     None,
     /// Material sealed with AES-256-GCM under an argon2id key derived from a passphrase.
-    Argon2idAes256Gcm { salt: String, m_cost: u32, t_cost: u32, p_cost: u32 },
+    Argon2idAes256Gcm {
+        salt: String,
+        m_cost: u32,
+        t_cost: u32,
+        p_cost: u32,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -124,7 +132,10 @@ impl std::fmt::Debug for LocalKeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalKeyStore")
             .field("dir", &self.dir)
-            .field("passphrase", &self.passphrase.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -168,11 +179,16 @@ impl LocalKeyStore {
 
     fn name_of<'k>(&self, key: &'k KeyUri) -> Result<&'k str> {
         if key.scheme() != self.scheme {
-            return Err(Error::invalid_input(format!("{key} is not a {}:// key", self.scheme)));
+            return Err(Error::invalid_input(format!(
+                "{key} is not a {}:// key",
+                self.scheme
+            )));
         }
         let name = key.path();
         let valid = name.len() <= 128
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             && !name.starts_with('.');
         if valid {
             Ok(name)
@@ -194,7 +210,10 @@ impl LocalKeyStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::not_found(
                     "local",
-                    format!("key local://{name} (no file {}); create it with `sealkit keys create local://{name}`", path.display()),
+                    format!(
+                        "key local://{name} (no file {}); create it with `sealkit keys create local://{name}`",
+                        path.display()
+                    ),
                 ));
             }
             Err(e) => return Err(io_error("read", &path, e)),
@@ -219,16 +238,27 @@ impl LocalKeyStore {
     fn material_key(&self, protection: &Protection) -> Result<Option<Box<dyn PreparedAead>>> {
         match protection {
             Protection::None => Ok(None),
-            Protection::Argon2idAes256Gcm { salt, m_cost, t_cost, p_cost } => {
+            Protection::Argon2idAes256Gcm {
+                salt,
+                m_cost,
+                t_cost,
+                p_cost,
+            } => {
                 let passphrase = self.passphrase.as_ref().ok_or_else(|| {
                     Error::misconfigured(
                         "the local key store is sealed by a passphrase; set SEALKIT_PASSPHRASE",
                     )
                 })?;
-                let salt = b64().decode(salt).map_err(|_| Error::misconfigured("corrupt key file salt"))?;
+                let salt = b64()
+                    .decode(salt)
+                    .map_err(|_| Error::misconfigured("corrupt key file salt"))?;
                 let params = argon2::Params::new(*m_cost, *t_cost, *p_cost, Some(32))
                     .map_err(|e| Error::misconfigured(format!("bad argon2 parameters: {e}")))?;
-                let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+                let argon = argon2::Argon2::new(
+                    argon2::Algorithm::Argon2id,
+                    argon2::Version::V0x13,
+                    params,
+                );
                 let mut key = Zeroizing::new([0u8; 32]);
                 argon
                     .hash_password_into(passphrase.expose_secret().as_bytes(), &salt, key.as_mut())
@@ -244,7 +274,11 @@ impl LocalKeyStore {
         text: &str,
         sealer: Option<&dyn PreparedAead>,
     ) -> Result<Zeroizing<[u8; 32]>> {
-        let corrupt = || Error::misconfigured(format!("key material of local://{name}#v{version} is corrupt; restore the key file from backup"));
+        let corrupt = || {
+            Error::misconfigured(format!(
+                "key material of local://{name}#v{version} is corrupt; restore the key file from backup"
+            ))
+        };
         let raw = Zeroizing::new(b64().decode(text).map_err(|_| corrupt())?);
         let mut key = Zeroizing::new([0u8; 32]);
         match sealer {
@@ -260,13 +294,18 @@ impl LocalKeyStore {
                 }
                 let mut buf = Zeroizing::new(raw[NONCE_LEN..NONCE_LEN + 32].to_vec());
                 let tag: [u8; 16] = raw[NONCE_LEN + 32..].try_into().map_err(|_| corrupt())?;
-                aead.open_in_place(&raw[..NONCE_LEN], &material_aad(name, version), &mut buf, &tag)
-                    .map_err(|_| {
-                        Error::permission_denied(
-                            "local",
-                            format!("wrong passphrase for local://{name} (SEALKIT_PASSPHRASE)"),
-                        )
-                    })?;
+                aead.open_in_place(
+                    &raw[..NONCE_LEN],
+                    &material_aad(name, version),
+                    &mut buf,
+                    &tag,
+                )
+                .map_err(|_| {
+                    Error::permission_denied(
+                        "local",
+                        format!("wrong passphrase for local://{name} (SEALKIT_PASSPHRASE)"),
+                    )
+                })?;
                 key.copy_from_slice(&buf);
             }
         }
@@ -285,9 +324,19 @@ impl LocalKeyStore {
                 }
                 _ => None,
             };
-            versions.insert(v.version, LoadedVersion { state: v.state, created_unix: v.created_unix, aead });
+            versions.insert(
+                v.version,
+                LoadedVersion {
+                    state: v.state,
+                    created_unix: v.created_unix,
+                    aead,
+                },
+            );
         }
-        let loaded = Arc::new(LoadedKey { primary: file.primary, versions });
+        let loaded = Arc::new(LoadedKey {
+            primary: file.primary,
+            versions,
+        });
         self.keys
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -296,7 +345,12 @@ impl LocalKeyStore {
     }
 
     fn loaded(&self, name: &str) -> Result<Arc<LoadedKey>> {
-        if let Some(k) = self.keys.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+        if let Some(k) = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
             return Ok(k.clone());
         }
         self.load(name)
@@ -305,9 +359,16 @@ impl LocalKeyStore {
     /// Writes a key file atomically: temporary file (0600), fsync, rename, fsync directory.
     fn write_file(&self, file: &KeyFile) -> Result<()> {
         let path = self.path_of(&file.name);
-        let tmp = self.dir.join(format!(".{}.json.tmp-{}", file.name, std::process::id()));
-        let bytes = Zeroizing::new(serde_json::to_vec_pretty(file).map_err(|e| Error::other("local", e))?);
-        let crash = self.crash_point.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let tmp = self
+            .dir
+            .join(format!(".{}.json.tmp-{}", file.name, std::process::id()));
+        let bytes =
+            Zeroizing::new(serde_json::to_vec_pretty(file).map_err(|e| Error::other("local", e))?);
+        let crash = self
+            .crash_point
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let mut out = OpenOptions::new()
             .write(true)
             .create(true)
@@ -319,13 +380,17 @@ impl LocalKeyStore {
             let _ = out.write_all(&bytes[..bytes.len() / 2]);
             return Err(Error::unavailable("local", "simulated crash mid-write"));
         }
-        out.write_all(&bytes).and_then(|()| out.sync_all()).map_err(|e| io_error("write", &tmp, e))?;
+        out.write_all(&bytes)
+            .and_then(|()| out.sync_all())
+            .map_err(|e| io_error("write", &tmp, e))?;
         drop(out);
         if crash == Some(CrashPoint::BeforeRename) {
             return Err(Error::unavailable("local", "simulated crash before rename"));
         }
         fs::rename(&tmp, &path).map_err(|e| io_error("replace", &path, e))?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| io_error("sync", &self.dir, e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error("sync", &self.dir, e))?;
         Ok(())
     }
 
@@ -366,7 +431,12 @@ impl LocalKeyStore {
         }
     }
 
-    fn version_aead<'a>(&self, key: &'a LoadedKey, name: &str, version: u64) -> Result<&'a dyn PreparedAead> {
+    fn version_aead<'a>(
+        &self,
+        key: &'a LoadedKey,
+        name: &str,
+        version: u64,
+    ) -> Result<&'a dyn PreparedAead> {
         let v = key.versions.get(&version).ok_or_else(|| {
             Error::not_found("local", format!("key version local://{name}#v{version}"))
         })?;
@@ -375,7 +445,9 @@ impl LocalKeyStore {
             (State::Destroyed, _) | (_, None) => Err(Error::KeyDisabled {
                 key: format!("local://{name}#v{version} (destroyed)"),
             }),
-            (State::Disabled, _) => Err(Error::KeyDisabled { key: format!("local://{name}#v{version}") }),
+            (State::Disabled, _) => Err(Error::KeyDisabled {
+                key: format!("local://{name}#v{version}"),
+            }),
         }
     }
 
@@ -385,7 +457,13 @@ impl LocalKeyStore {
             KeyVersion::number(key.primary),
             key.versions
                 .iter()
-                .map(|(n, v)| KeyVersionInfo::new(KeyVersion::number(*n), v.state.into(), Some(v.created_unix)))
+                .map(|(n, v)| {
+                    KeyVersionInfo::new(
+                        KeyVersion::number(*n),
+                        v.state.into(),
+                        Some(v.created_unix),
+                    )
+                })
                 .collect(),
         )
     }
@@ -411,9 +489,12 @@ fn wrap_aad(name: &str, version: u64, context: &EncryptionContext) -> Vec<u8> {
 }
 
 fn parse_version(version: &KeyVersion, key: &KeyRef) -> Result<u64> {
-    version
-        .as_number()
-        .ok_or_else(|| Error::not_found("local", format!("key version {key} (local versions are numbers)")))
+    version.as_number().ok_or_else(|| {
+        Error::not_found(
+            "local",
+            format!("key version {key} (local versions are numbers)"),
+        )
+    })
 }
 
 #[async_trait]
@@ -450,14 +531,19 @@ impl KeyEncryption for LocalKeyStore {
         let (nonce, body) = out.split_at_mut(NONCE_LEN);
         let tag = aead.seal_in_place(nonce, &wrap_aad(name, version, context), body)?;
         out.extend_from_slice(&tag);
-        Ok(WrappedKey::new(KeyRef::new(key.clone(), KeyVersion::number(version)), out))
+        Ok(WrappedKey::new(
+            KeyRef::new(key.clone(), KeyVersion::number(version)),
+            out,
+        ))
     }
 
     async fn unwrap(&self, wrapped: &WrappedKey, context: &EncryptionContext) -> Result<DataKey> {
         let name = self.name_of(&wrapped.key.uri)?;
         let version = parse_version(&wrapped.key.version, &wrapped.key)?;
         let mut loaded = self.loaded(name)?;
-        if !loaded.versions.contains_key(&version) || loaded.versions[&version].state != State::Enabled {
+        if !loaded.versions.contains_key(&version)
+            || loaded.versions[&version].state != State::Enabled
+        {
             // The key may have been rotated or re-enabled by another process: reload once.
             loaded = self.load(name)?;
         }
@@ -467,8 +553,15 @@ impl KeyEncryption for LocalKeyStore {
         }
         let bytes = &wrapped.bytes;
         let mut buf = Zeroizing::new(bytes[NONCE_LEN..NONCE_LEN + 32].to_vec());
-        let tag: [u8; 16] = bytes[NONCE_LEN + 32..].try_into().map_err(|_| Error::InvalidCiphertext)?;
-        aead.open_in_place(&bytes[..NONCE_LEN], &wrap_aad(name, version, context), &mut buf, &tag)?;
+        let tag: [u8; 16] = bytes[NONCE_LEN + 32..]
+            .try_into()
+            .map_err(|_| Error::InvalidCiphertext)?;
+        aead.open_in_place(
+            &bytes[..NONCE_LEN],
+            &wrap_aad(name, version, context),
+            &mut buf,
+            &tag,
+        )?;
         DataKey::from_slice(&buf)
     }
 
@@ -485,14 +578,21 @@ impl KeyAdmin for LocalKeyStore {
         let name = self.name_of(key)?;
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.path_of(name).exists() {
-            return Err(Error::invalid_input(format!("key {key} already exists; use `keys rotate` to add a version")));
+            return Err(Error::invalid_input(format!(
+                "key {key} already exists; use `keys rotate` to add a version"
+            )));
         }
         let protection = match &self.passphrase {
             None => Protection::None,
             Some(_) => {
                 let mut salt = [0u8; 16];
                 os_random(&mut salt)?;
-                Protection::Argon2idAes256Gcm { salt: b64().encode(salt), m_cost: 19_456, t_cost: 2, p_cost: 1 }
+                Protection::Argon2idAes256Gcm {
+                    salt: b64().encode(salt),
+                    m_cost: 19_456,
+                    t_cost: 2,
+                    p_cost: 1,
+                }
             }
         };
         let material = self.new_material(name, 1, &protection)?;
@@ -501,7 +601,12 @@ impl KeyAdmin for LocalKeyStore {
             name: name.to_string(),
             primary: 1,
             protection,
-            versions: vec![VersionFile { version: 1, state: State::Enabled, created_unix: now_unix(), material: Some(material) }],
+            versions: vec![VersionFile {
+                version: 1,
+                state: State::Enabled,
+                created_unix: now_unix(),
+                material: Some(material),
+            }],
         };
         self.write_file(&file)?;
         let loaded = self.load(name)?;
@@ -514,7 +619,12 @@ impl KeyAdmin for LocalKeyStore {
         let version = self.update(name, |file| {
             let next = file.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
             let material = self.new_material(name, next, &file.protection)?;
-            file.versions.push(VersionFile { version: next, state: State::Enabled, created_unix: now_unix(), material: Some(material) });
+            file.versions.push(VersionFile {
+                version: next,
+                state: State::Enabled,
+                created_unix: now_unix(),
+                material: Some(material),
+            });
             file.primary = next;
             Ok(next)
         })?;
@@ -526,7 +636,12 @@ impl KeyAdmin for LocalKeyStore {
         Ok(self.key_metadata(key).await?.versions)
     }
 
-    async fn set_version_state(&self, key: &KeyUri, version: &KeyVersion, state: VersionState) -> Result<()> {
+    async fn set_version_state(
+        &self,
+        key: &KeyUri,
+        version: &KeyVersion,
+        state: VersionState,
+    ) -> Result<()> {
         let name = self.name_of(key)?;
         let key_ref = KeyRef::new(key.clone(), version.clone());
         let number = parse_version(version, &key_ref)?;
@@ -544,7 +659,9 @@ impl KeyAdmin for LocalKeyStore {
             v.state = match (v.state, state) {
                 (State::Destroyed, VersionState::Destroyed) => State::Destroyed,
                 (State::Destroyed, _) => {
-                    return Err(Error::invalid_input(format!("{key_ref} was destroyed and cannot change state")));
+                    return Err(Error::invalid_input(format!(
+                        "{key_ref} was destroyed and cannot change state"
+                    )));
                 }
                 (_, VersionState::Enabled) => State::Enabled,
                 (_, VersionState::Disabled) => State::Disabled,

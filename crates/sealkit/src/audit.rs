@@ -85,7 +85,14 @@ pub struct AuditEvent<'a> {
 impl<'a> AuditEvent<'a> {
     /// An event for `operation` by `actor`.
     pub fn new(actor: &'a str, operation: Operation) -> Self {
-        Self { actor, operation, key: None, key_version: None, context: None, error: None }
+        Self {
+            actor,
+            operation,
+            key: None,
+            key_version: None,
+            context: None,
+            error: None,
+        }
     }
 }
 
@@ -144,7 +151,9 @@ pub struct JsonlAuditSink {
 
 impl std::fmt::Debug for JsonlAuditSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonlAuditSink").field("path", &self.path).finish()
+        f.debug_struct("JsonlAuditSink")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -152,7 +161,12 @@ fn last_record(path: &Path) -> Result<Option<Record>> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::unavailable("audit", format!("cannot read {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(Error::unavailable(
+                "audit",
+                format!("cannot read {}: {e}", path.display()),
+            ));
+        }
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(64 * 1024);
@@ -185,8 +199,17 @@ impl JsonlAuditSink {
             .append(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| Error::unavailable("audit", format!("cannot open {}: {e}", path.display())))?;
-        Ok(Self { path, state: Mutex::new(ChainState { out: BufWriter::with_capacity(64 * 1024, file), seq, head }) })
+            .map_err(|e| {
+                Error::unavailable("audit", format!("cannot open {}: {e}", path.display()))
+            })?;
+        Ok(Self {
+            path,
+            state: Mutex::new(ChainState {
+                out: BufWriter::with_capacity(64 * 1024, file),
+                seq,
+                head,
+            }),
+        })
     }
 
     /// The file.
@@ -200,13 +223,21 @@ impl AuditSink for JsonlAuditSink {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut record = Record {
             seq: state.seq,
-            time_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            time_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
             actor: event.actor.to_string(),
             operation: event.operation.as_str().to_string(),
             key: event.key.map(str::to_string),
             key_version: event.key_version.map(str::to_string),
             context: event.context.map(|c| c.to_string()),
-            outcome: if event.error.is_none() { "success" } else { "failure" }.to_string(),
+            outcome: if event.error.is_none() {
+                "success"
+            } else {
+                "failure"
+            }
+            .to_string(),
             error: event.error.map(|k| k.as_str().to_string()),
             prev: state.head.clone(),
             hash: String::new(),
@@ -215,9 +246,15 @@ impl AuditSink for JsonlAuditSink {
             record.hash = hash;
             let mut line = serde_json::to_vec(&record).map_err(|e| Error::other("audit", e))?;
             line.push(b'\n');
-            state.out.write_all(&line).map_err(|e| Error::unavailable("audit", e.to_string()))?;
+            state
+                .out
+                .write_all(&line)
+                .map_err(|e| Error::unavailable("audit", e.to_string()))?;
             if event.operation.is_key_operation() {
-                state.out.flush().map_err(|e| Error::unavailable("audit", e.to_string()))?;
+                state
+                    .out
+                    .flush()
+                    .map_err(|e| Error::unavailable("audit", e.to_string()))?;
             }
             Ok(())
         });
@@ -226,14 +263,22 @@ impl AuditSink for JsonlAuditSink {
                 state.seq += 1;
                 state.head = record.hash;
             }
-            Err(e) => tracing::error!(path = %self.path.display(), error = %e, "audit record could not be written"),
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "audit record could not be written")
+            }
         }
     }
 
     fn flush(&self) -> Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.out.flush().map_err(|e| Error::unavailable("audit", format!("flushing {}: {e}", self.path.display())))?;
-        state.out.get_ref().sync_data().map_err(|e| Error::unavailable("audit", e.to_string()))
+        state.out.flush().map_err(|e| {
+            Error::unavailable("audit", format!("flushing {}: {e}", self.path.display()))
+        })?;
+        state
+            .out
+            .get_ref()
+            .sync_data()
+            .map_err(|e| Error::unavailable("audit", e.to_string()))
     }
 }
 
@@ -265,21 +310,35 @@ pub fn verify_audit_log(path: &Path) -> Result<AuditVerification> {
         if line.trim().is_empty() {
             continue;
         }
-        let broken = |why: &str| {
-            Error::InvalidInput { detail: format!("audit log {} is broken at line {line_no}: {why}", path.display()) }
+        let broken = |why: &str| Error::InvalidInput {
+            detail: format!(
+                "audit log {} is broken at line {line_no}: {why}",
+                path.display()
+            ),
         };
-        let record: Record = serde_json::from_str(&line).map_err(|_| broken("not a valid record"))?;
+        let record: Record =
+            serde_json::from_str(&line).map_err(|_| broken("not a valid record"))?;
         if record.seq != count {
-            return Err(broken(&format!("sequence {} where {count} was expected (a record was deleted, inserted or moved)", record.seq)));
+            return Err(broken(&format!(
+                "sequence {} where {count} was expected (a record was deleted, inserted or moved)",
+                record.seq
+            )));
         }
         if record.prev != prev {
-            return Err(broken("does not chain to the previous record (deleted, inserted or reordered)"));
+            return Err(broken(
+                "does not chain to the previous record (deleted, inserted or reordered)",
+            ));
         }
         if record.digest()? != record.hash {
-            return Err(broken("its content does not match its hash (the record was edited)"));
+            return Err(broken(
+                "its content does not match its hash (the record was edited)",
+            ));
         }
         prev = record.hash;
         count += 1;
     }
-    Ok(AuditVerification { records: count, head: prev })
+    Ok(AuditVerification {
+        records: count,
+        head: prev,
+    })
 }

@@ -39,11 +39,19 @@ pub(crate) struct BoundedCache<V> {
 
 impl<V> BoundedCache<V> {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { map: RwLock::new(HashMap::new()), order: Mutex::new(VecDeque::new()), capacity }
+        Self {
+            map: RwLock::new(HashMap::new()),
+            order: Mutex::new(VecDeque::new()),
+            capacity,
+        }
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<V>> {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 
     /// Inserts, evicting the oldest entries beyond capacity. A zero capacity caches nothing.
@@ -69,7 +77,10 @@ impl<V> BoundedCache<V> {
     pub(crate) fn remove(&self, key: &[u8]) {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         if map.remove(key).is_some() {
-            self.order.lock().unwrap_or_else(|e| e.into_inner()).retain(|k| k != key);
+            self.order
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|k| k != key);
         }
     }
 
@@ -77,7 +88,10 @@ impl<V> BoundedCache<V> {
     pub(crate) fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, v| keep(v));
-        self.order.lock().unwrap_or_else(|e| e.into_inner()).retain(|k| map.contains_key(k));
+        self.order
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k| map.contains_key(k));
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -29,7 +29,9 @@ impl std::str::FromStr for Mode {
             "legacy" => Ok(Self::Legacy),
             "hybrid" => Ok(Self::Hybrid),
             "kms" => Ok(Self::Kms),
-            _ => Err(Error::misconfigured(format!("mode {s:?} must be legacy, hybrid or kms"))),
+            _ => Err(Error::misconfigured(format!(
+                "mode {s:?} must be legacy, hybrid or kms"
+            ))),
         }
     }
 }
@@ -69,7 +71,13 @@ impl Default for CacheConfig {
 impl CacheConfig {
     /// No caching: every seal asks the KMS for a fresh DEK, every open unwraps.
     pub fn disabled() -> Self {
-        Self { max_age_secs: 0, max_messages: 1, max_bytes: u64::MAX, max_entries: 0, max_open_entries: 0 }
+        Self {
+            max_age_secs: 0,
+            max_messages: 1,
+            max_bytes: u64::MAX,
+            max_entries: 0,
+            max_open_entries: 0,
+        }
     }
 
     /// The age limit as a duration.
@@ -121,7 +129,10 @@ pub struct LocalConfig {
 
 impl Default for LocalConfig {
     fn default() -> Self {
-        Self { home: PathBuf::from(".sealkit"), passphrase_env: "SEALKIT_PASSPHRASE".into() }
+        Self {
+            home: PathBuf::from(".sealkit"),
+            passphrase_env: "SEALKIT_PASSPHRASE".into(),
+        }
     }
 }
 
@@ -137,7 +148,10 @@ pub struct LegacyConfig {
 
 impl Default for LegacyConfig {
     fn default() -> Self {
-        Self { key_env: "ENCRYPTION_MASTER_KEY".into(), format: "aes-gcm-iv16".into() }
+        Self {
+            key_env: "ENCRYPTION_MASTER_KEY".into(),
+            format: "aes-gcm-iv16".into(),
+        }
     }
 }
 
@@ -198,13 +212,17 @@ impl Default for Config {
 impl Config {
     /// Parses TOML.
     pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::misconfigured(format!("invalid configuration: {e}")))
+        toml::from_str(text)
+            .map_err(|e| Error::misconfigured(format!("invalid configuration: {e}")))
     }
 
     /// Reads a TOML file.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::misconfigured(format!("cannot read configuration file {}: {e}", path.display()))
+            Error::misconfigured(format!(
+                "cannot read configuration file {}: {e}",
+                path.display()
+            ))
         })?;
         Self::from_toml(&text)
     }

@@ -76,7 +76,9 @@ pub struct KeyringBuilder {
 
 impl std::fmt::Debug for KeyringBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyringBuilder").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("KeyringBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,9 +109,13 @@ impl KeyringBuilder {
     }
 
     /// Registers a provider for both key operations and administration.
-    pub fn with_managed_provider<P: KeyEncryption + KeyAdmin + 'static>(self, provider: Arc<P>) -> Self {
+    pub fn with_managed_provider<P: KeyEncryption + KeyAdmin + 'static>(
+        self,
+        provider: Arc<P>,
+    ) -> Self {
         let scheme = provider.scheme().to_string();
-        self.with_provider(provider.clone()).with_admin(&scheme, provider)
+        self.with_provider(provider.clone())
+            .with_admin(&scheme, provider)
     }
 
     /// Adds an audit sink (besides `tracing` and the configured file).
@@ -142,22 +148,35 @@ impl KeyringBuilder {
         let algorithm = config.algorithm()?;
         let default_key = config.default_key()?;
         #[cfg(feature = "local")]
-        if self.auto_providers && !self.providers.iter().any(|p| p.scheme() == sealkit_local::SCHEME) {
-            let passphrase = std::env::var(&config.local.passphrase_env).ok().map(secrecy::SecretString::from);
-            let store = Arc::new(sealkit_local::LocalKeyStore::open(&config.local.home, passphrase)?);
+        if self.auto_providers
+            && !self
+                .providers
+                .iter()
+                .any(|p| p.scheme() == sealkit_local::SCHEME)
+        {
+            let passphrase = std::env::var(&config.local.passphrase_env)
+                .ok()
+                .map(secrecy::SecretString::from);
+            let store = Arc::new(sealkit_local::LocalKeyStore::open(
+                &config.local.home,
+                passphrase,
+            )?);
             self.providers.push(store.clone());
             self.admins.push((sealkit_local::SCHEME.to_string(), store));
         }
-        let providers: HashMap<String, Arc<dyn KeyEncryption>> =
-            self.providers.into_iter().map(|p| (p.scheme().to_string(), p)).collect();
+        let providers: HashMap<String, Arc<dyn KeyEncryption>> = self
+            .providers
+            .into_iter()
+            .map(|p| (p.scheme().to_string(), p))
+            .collect();
         let admins: HashMap<String, Arc<dyn KeyAdmin>> = self.admins.into_iter().collect();
-        if let Some(key) = &default_key {
-            if !providers.contains_key(key.scheme()) {
-                return Err(Error::misconfigured(format!(
-                    "default key {key} needs the {:?} provider, which is not configured (compiled features or environment)",
-                    key.scheme()
-                )));
-            }
+        if let Some(key) = &default_key
+            && !providers.contains_key(key.scheme())
+        {
+            return Err(Error::misconfigured(format!(
+                "default key {key} needs the {:?} provider, which is not configured (compiled features or environment)",
+                key.scheme()
+            )));
         }
         let legacy_format: LegacyFormat = config.legacy.format.parse()?;
         let legacy_key = match (self.legacy_key, config.mode) {
@@ -251,7 +270,10 @@ struct Inner {
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
-            .field("providers", &self.inner.providers.keys().collect::<Vec<_>>())
+            .field(
+                "providers",
+                &self.inner.providers.keys().collect::<Vec<_>>(),
+            )
             .field("default_key", &self.inner.default_key)
             .field("algorithm", &self.inner.algorithm)
             .field("mode", &self.inner.mode)
@@ -322,7 +344,10 @@ impl Keyring {
 
     fn admin(&self, key: &KeyUri) -> Result<&Arc<dyn KeyAdmin>> {
         self.inner.admins.get(key.scheme()).ok_or_else(|| {
-            Error::misconfigured(format!("no key administration for {}:// keys is configured", key.scheme()))
+            Error::misconfigured(format!(
+                "no key administration for {}:// keys is configured",
+                key.scheme()
+            ))
         })
     }
 
@@ -332,7 +357,14 @@ impl Keyring {
         })
     }
 
-    fn audit(&self, operation: Operation, key: Option<&KeyRef>, uri: Option<&KeyUri>, context: Option<&EncryptionContext>, error: Option<&Error>) {
+    fn audit(
+        &self,
+        operation: Operation,
+        key: Option<&KeyRef>,
+        uri: Option<&KeyUri>,
+        context: Option<&EncryptionContext>,
+        error: Option<&Error>,
+    ) {
         let inner = &self.inner;
         if !operation.is_key_operation() && !inner.audit_data_operations {
             return;
@@ -407,11 +439,22 @@ impl Keyring {
     }
 
     /// Seals `plaintext` under `key`, bound to `context`.
-    pub async fn seal_with(&self, key: &KeyUri, plaintext: &[u8], context: &EncryptionContext) -> Result<Vec<u8>> {
+    pub async fn seal_with(
+        &self,
+        key: &KeyUri,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>> {
         if self.inner.mode == Mode::Legacy {
             let (format, legacy_key) = self.legacy()?;
             let result = legacy::seal(format, legacy_key, &OsRandom, plaintext, b"");
-            self.audit(Operation::Seal, None, None, Some(context), result.as_ref().err());
+            self.audit(
+                Operation::Seal,
+                None,
+                None,
+                Some(context),
+                result.as_ref().err(),
+            );
             return result;
         }
         let cache_key = self.seal_cache_key(key, context);
@@ -430,8 +473,12 @@ impl Keyring {
                     self.inner.cache_misses.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!(m::DEK_CACHE_MISSES_TOTAL, "cache" => "seal").increment(1);
                     let entry = self.new_sealer(key, context, now).await?;
-                    entry.bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-                    self.inner.seal_cache.insert(cache_key.clone(), entry.clone());
+                    entry
+                        .bytes
+                        .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+                    self.inner
+                        .seal_cache
+                        .insert(cache_key.clone(), entry.clone());
                     entry
                 }
             };
@@ -448,7 +495,13 @@ impl Keyring {
                         }
                         Err(e) => self.count_error(Operation::Seal, key.scheme(), e),
                     }
-                    self.audit(Operation::Seal, Some(&entry.key), None, Some(context), result.as_ref().err());
+                    self.audit(
+                        Operation::Seal,
+                        Some(&entry.key),
+                        None,
+                        Some(context),
+                        result.as_ref().err(),
+                    );
                     return result;
                 }
             }
@@ -466,29 +519,55 @@ impl Keyring {
     /// A weak handle on the sealing DEK cached for `context` under the default key (tests
     /// use it to observe that eviction drops the key).
     #[doc(hidden)]
-    pub fn __weak_seal_cipher_for_tests(&self, context: &EncryptionContext) -> Option<std::sync::Weak<DekCipher>> {
+    pub fn __weak_seal_cipher_for_tests(
+        &self,
+        context: &EncryptionContext,
+    ) -> Option<std::sync::Weak<DekCipher>> {
         let key = self.inner.default_key.as_ref()?;
-        let entry = self.inner.seal_cache.get(&self.seal_cache_key(key, context))?;
+        let entry = self
+            .inner
+            .seal_cache
+            .get(&self.seal_cache_key(key, context))?;
         Some(Arc::downgrade(&entry.cipher))
     }
 
-    async fn new_sealer(&self, key: &KeyUri, context: &EncryptionContext, now: Instant) -> Result<Arc<SealEntry>> {
+    async fn new_sealer(
+        &self,
+        key: &KeyUri,
+        context: &EncryptionContext,
+        now: Instant,
+    ) -> Result<Arc<SealEntry>> {
         let provider = self.provider(key.scheme())?.clone();
         let scope = self.scope_of(context);
         let generated = self
-            .kms_call(key.scheme(), Operation::GenerateDataKey, || provider.generate_data_key(key, &scope))
+            .kms_call(key.scheme(), Operation::GenerateDataKey, || {
+                provider.generate_data_key(key, &scope)
+            })
             .await;
-        self.audit(Operation::GenerateDataKey, generated.as_ref().ok().map(|g| &g.wrapped.key), Some(key), Some(&scope), generated.as_ref().err());
+        self.audit(
+            Operation::GenerateDataKey,
+            generated.as_ref().ok().map(|g| &g.wrapped.key),
+            Some(key),
+            Some(&scope),
+            generated.as_ref().err(),
+        );
         let generated = generated?;
         let cipher = Arc::new(
-            DekCipher::new(self.inner.backend, self.inner.algorithm, &generated.plaintext)?
-                .with_wrapped_key(&generated.wrapped)?
-                .with_message_limit(self.inner.max_messages)?,
+            DekCipher::new(
+                self.inner.backend,
+                self.inner.algorithm,
+                &generated.plaintext,
+            )?
+            .with_wrapped_key(&generated.wrapped)?
+            .with_message_limit(self.inner.max_messages)?,
         );
         let wrapped = &generated.wrapped;
         // Prime the open cache: data sealed now is often read back soon.
         let open_entry = self.open_entry(cipher.clone(), wrapped, now);
-        self.inner.open_cache.insert(self.open_cache_key(&wrapped.bytes, &wrapped.key, context), open_entry);
+        self.inner.open_cache.insert(
+            self.open_cache_key(&wrapped.bytes, &wrapped.key, context),
+            open_entry,
+        );
         let (scheme, version) = (key.scheme().to_string(), wrapped.key.version.to_string());
         Ok(Arc::new(SealEntry {
             cipher,
@@ -527,7 +606,12 @@ impl Keyring {
         out
     }
 
-    fn open_entry(&self, cipher: Arc<DekCipher>, wrapped: &WrappedKey, now: Instant) -> Arc<OpenEntry> {
+    fn open_entry(
+        &self,
+        cipher: Arc<DekCipher>,
+        wrapped: &WrappedKey,
+        now: Instant,
+    ) -> Arc<OpenEntry> {
         let key = &wrapped.key;
         let (scheme, version) = (key.scheme().to_string(), key.version.to_string());
         Arc::new(OpenEntry {
@@ -541,7 +625,12 @@ impl Keyring {
     }
 
     /// The cipher for an envelope's DEK: from the cache, or unwrapped by its provider.
-    async fn cipher_for(&self, envelope: &Envelope<'_>, context: &EncryptionContext, now: Instant) -> Result<Arc<OpenEntry>> {
+    async fn cipher_for(
+        &self,
+        envelope: &Envelope<'_>,
+        context: &EncryptionContext,
+        now: Instant,
+    ) -> Result<Arc<OpenEntry>> {
         let wrapped = envelope.wrapped_key().ok_or_else(|| {
             Error::misconfigured("compact envelopes need a DEK store, which this keyring does not have; seal with the full layout")
         })??;
@@ -559,10 +648,21 @@ impl Keyring {
         let scheme = wrapped.key.scheme().to_string();
         let provider = self.provider(&scheme)?.clone();
         let scope = self.scope_of(context);
-        let dek = self.kms_call(&scheme, Operation::Unwrap, || provider.unwrap(&wrapped, &scope)).await;
-        self.audit(Operation::Unwrap, Some(&wrapped.key), None, Some(&scope), dek.as_ref().err());
+        let dek = self
+            .kms_call(&scheme, Operation::Unwrap, || {
+                provider.unwrap(&wrapped, &scope)
+            })
+            .await;
+        self.audit(
+            Operation::Unwrap,
+            Some(&wrapped.key),
+            None,
+            Some(&scope),
+            dek.as_ref().err(),
+        );
         let dek = dek?;
-        let cipher = DekCipher::new(self.inner.backend, envelope.algorithm(), &dek)?.with_wrapped_key(&wrapped)?;
+        let cipher = DekCipher::new(self.inner.backend, envelope.algorithm(), &dek)?
+            .with_wrapped_key(&wrapped)?;
         let entry = self.open_entry(Arc::new(cipher), &wrapped, now);
         self.inner.open_cache.insert(cache_key, entry.clone());
         Ok(entry)
@@ -572,7 +672,11 @@ impl Keyring {
     /// key version, or (in `hybrid` and `legacy` modes) a legacy ciphertext.
     pub async fn open(&self, ciphertext: &[u8], context: &EncryptionContext) -> Result<Vec<u8>> {
         let now = Instant::now();
-        let parsed = if Envelope::looks_like(ciphertext) { Some(Envelope::parse(ciphertext)) } else { None };
+        let parsed = if Envelope::looks_like(ciphertext) {
+            Some(Envelope::parse(ciphertext))
+        } else {
+            None
+        };
         match (parsed, self.inner.mode) {
             (Some(Ok(envelope)), _) => {
                 let result = self.open_envelope(&envelope, context, now).await;
@@ -597,11 +701,22 @@ impl Keyring {
         }
     }
 
-    async fn open_envelope(&self, envelope: &Envelope<'_>, context: &EncryptionContext, now: Instant) -> Result<Vec<u8>> {
+    async fn open_envelope(
+        &self,
+        envelope: &Envelope<'_>,
+        context: &EncryptionContext,
+        now: Instant,
+    ) -> Result<Vec<u8>> {
         let entry = match self.cipher_for(envelope, context, now).await {
             Ok(e) => e,
             Err(e) => {
-                self.audit(Operation::Open, envelope.key_ref().and_then(Result::ok).as_ref(), None, Some(context), Some(&e));
+                self.audit(
+                    Operation::Open,
+                    envelope.key_ref().and_then(Result::ok).as_ref(),
+                    None,
+                    Some(context),
+                    Some(&e),
+                );
                 return Err(e);
             }
         };
@@ -613,16 +728,30 @@ impl Keyring {
             }
             Err(e) => self.count_error(Operation::Open, entry.key.scheme(), e),
         }
-        self.audit(Operation::Open, Some(&entry.key), None, Some(context), result.as_ref().err());
+        self.audit(
+            Operation::Open,
+            Some(&entry.key),
+            None,
+            Some(context),
+            result.as_ref().err(),
+        );
         result
     }
 
     fn open_legacy(&self, ciphertext: &[u8], context: &EncryptionContext) -> Result<Vec<u8>> {
-        let result = self.legacy().and_then(|(format, key)| legacy::open(format, key, ciphertext, b""));
+        let result = self
+            .legacy()
+            .and_then(|(format, key)| legacy::open(format, key, ciphertext, b""));
         if let Err(e) = &result {
             self.count_error(Operation::Open, "legacy", e);
         }
-        self.audit(Operation::Open, None, None, Some(context), result.as_ref().err());
+        self.audit(
+            Operation::Open,
+            None,
+            None,
+            Some(context),
+            result.as_ref().err(),
+        );
         result
     }
 
@@ -642,7 +771,12 @@ impl Keyring {
     /// ciphertext and tag are copied, and no data is decrypted. The new wrapped DEK is
     /// unwrapped once and checked against the envelope's commitment before it is used, so a
     /// faulty rewrap can never produce an envelope that does not open.
-    pub async fn rewrap(&self, ciphertext: &[u8], context: &EncryptionContext, target: Option<&KeyUri>) -> Result<RewrapOutcome> {
+    pub async fn rewrap(
+        &self,
+        ciphertext: &[u8],
+        context: &EncryptionContext,
+        target: Option<&KeyUri>,
+    ) -> Result<RewrapOutcome> {
         let now = Instant::now();
         let envelope = Envelope::parse(ciphertext)?;
         let old = self.cipher_for(&envelope, context, now).await?;
@@ -653,62 +787,117 @@ impl Keyring {
         }
         // One rewrap per distinct (old wrapped DEK, scope, target primary): cache the result.
         let mut cache_key = b"rewrap".to_vec();
-        cache_key.extend(self.open_cache_key(envelope.wrapped_bytes().unwrap_or_default(), &old.key, context));
+        cache_key.extend(self.open_cache_key(
+            envelope.wrapped_bytes().unwrap_or_default(),
+            &old.key,
+            context,
+        ));
         push_field(&mut cache_key, target.as_str().as_bytes());
         push_field(&mut cache_key, primary.as_str().as_bytes());
         let new = match self.inner.open_cache.get(&cache_key) {
             Some(entry) => entry,
             None => {
-                let wrapped = envelope.wrapped_key().ok_or_else(|| Error::invalid_input("compact envelopes are rewrapped in their DEK store"))??;
+                let wrapped = envelope.wrapped_key().ok_or_else(|| {
+                    Error::invalid_input("compact envelopes are rewrapped in their DEK store")
+                })??;
                 let scope = self.scope_of(context);
                 let provider = self.provider(wrapped.key.scheme())?.clone();
                 let target_provider = self.provider(target.scheme())?.clone();
                 let rewrapped = if wrapped.key.scheme() == target.scheme() {
-                    self.kms_call(target.scheme(), Operation::Rewrap, || provider.rewrap(&wrapped, &target, &scope)).await
+                    self.kms_call(target.scheme(), Operation::Rewrap, || {
+                        provider.rewrap(&wrapped, &target, &scope)
+                    })
+                    .await
                 } else {
-                    let dek = self.kms_call(wrapped.key.scheme(), Operation::Unwrap, || provider.unwrap(&wrapped, &scope)).await?;
-                    self.kms_call(target.scheme(), Operation::Rewrap, || target_provider.wrap(&target, &dek, &scope)).await
+                    let dek = self
+                        .kms_call(wrapped.key.scheme(), Operation::Unwrap, || {
+                            provider.unwrap(&wrapped, &scope)
+                        })
+                        .await?;
+                    self.kms_call(target.scheme(), Operation::Rewrap, || {
+                        target_provider.wrap(&target, &dek, &scope)
+                    })
+                    .await
                 };
-                self.audit(Operation::Rewrap, rewrapped.as_ref().ok().map(|w| &w.key), Some(&target), Some(&scope), rewrapped.as_ref().err());
+                self.audit(
+                    Operation::Rewrap,
+                    rewrapped.as_ref().ok().map(|w| &w.key),
+                    Some(&target),
+                    Some(&scope),
+                    rewrapped.as_ref().err(),
+                );
                 let rewrapped: WrappedKey = rewrapped?;
-                let dek = self.kms_call(target.scheme(), Operation::Unwrap, || target_provider.unwrap(&rewrapped, &scope)).await?;
-                let cipher = DekCipher::new(self.inner.backend, envelope.algorithm(), &dek)?.with_wrapped_key(&rewrapped)?;
+                let dek = self
+                    .kms_call(target.scheme(), Operation::Unwrap, || {
+                        target_provider.unwrap(&rewrapped, &scope)
+                    })
+                    .await?;
+                let cipher = DekCipher::new(self.inner.backend, envelope.algorithm(), &dek)?
+                    .with_wrapped_key(&rewrapped)?;
                 if cipher.dek_id() != old.cipher.dek_id() {
-                    return Err(Error::other(target.scheme(), "rewrap returned a different data key; nothing was changed"));
+                    return Err(Error::other(
+                        target.scheme(),
+                        "rewrap returned a different data key; nothing was changed",
+                    ));
                 }
                 let entry = self.open_entry(Arc::new(cipher), &rewrapped, now);
                 self.inner.open_cache.insert(cache_key, entry.clone());
-                self.inner.open_cache.insert(self.open_cache_key(&rewrapped.bytes, &rewrapped.key, context), entry.clone());
+                self.inner.open_cache.insert(
+                    self.open_cache_key(&rewrapped.bytes, &rewrapped.key, context),
+                    entry.clone(),
+                );
                 entry
             }
         };
-        Ok(RewrapOutcome::Rewrapped(new.cipher.rewrap_envelope(&envelope, &new.wrapped)?))
+        Ok(RewrapOutcome::Rewrapped(
+            new.cipher.rewrap_envelope(&envelope, &new.wrapped)?,
+        ))
     }
 
     /// The primary version of `key`, cached for up to a minute (and forgotten on rotation).
     async fn primary_version(&self, key: &KeyUri, now: Instant) -> Result<KeyVersion> {
         let ttl = self.inner.cache.max_age().min(Duration::from_secs(60));
-        if let Some((version, at)) = self.inner.primaries.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
-            if now.duration_since(*at) < ttl {
-                return Ok(version.clone());
-            }
+        if let Some((version, at)) = self
+            .inner
+            .primaries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            && now.duration_since(*at) < ttl
+        {
+            return Ok(version.clone());
         }
         let primary = self.key_metadata(key).await?.primary;
-        self.inner.primaries.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), (primary.clone(), now));
+        self.inner
+            .primaries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), (primary.clone(), now));
         Ok(primary)
     }
 
     /// Describes a key.
     pub async fn key_metadata(&self, key: &KeyUri) -> Result<KeyMetadata> {
         let provider = self.provider(key.scheme())?.clone();
-        self.kms_call(key.scheme(), Operation::HealthCheck, || provider.key_metadata(key)).await
+        self.kms_call(key.scheme(), Operation::HealthCheck, || {
+            provider.key_metadata(key)
+        })
+        .await
     }
 
     /// Creates a key.
     pub async fn create_key(&self, key: &KeyUri) -> Result<KeyMetadata> {
         let admin = self.admin(key)?.clone();
-        let result = self.kms_call(key.scheme(), Operation::CreateKey, || admin.create_key(key)).await;
-        self.audit(Operation::CreateKey, result.as_ref().ok().map(|m| m.primary_ref()).as_ref(), Some(key), None, result.as_ref().err());
+        let result = self
+            .kms_call(key.scheme(), Operation::CreateKey, || admin.create_key(key))
+            .await;
+        self.audit(
+            Operation::CreateKey,
+            result.as_ref().ok().map(|m| m.primary_ref()).as_ref(),
+            Some(key),
+            None,
+            result.as_ref().err(),
+        );
         result
     }
 
@@ -716,12 +905,27 @@ impl Keyring {
     /// version are dropped from the cache).
     pub async fn rotate_key(&self, key: &KeyUri) -> Result<KeyVersion> {
         let admin = self.admin(key)?.clone();
-        let result = self.kms_call(key.scheme(), Operation::RotateKey, || admin.rotate_key(key)).await;
-        let key_ref = result.as_ref().ok().map(|v| KeyRef::new(key.clone(), v.clone()));
-        self.audit(Operation::RotateKey, key_ref.as_ref(), Some(key), None, result.as_ref().err());
+        let result = self
+            .kms_call(key.scheme(), Operation::RotateKey, || admin.rotate_key(key))
+            .await;
+        let key_ref = result
+            .as_ref()
+            .ok()
+            .map(|v| KeyRef::new(key.clone(), v.clone()));
+        self.audit(
+            Operation::RotateKey,
+            key_ref.as_ref(),
+            Some(key),
+            None,
+            result.as_ref().err(),
+        );
         if result.is_ok() {
             self.inner.seal_cache.retain(|e| &e.key.uri != key);
-            self.inner.primaries.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+            self.inner
+                .primaries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(key);
         }
         result
     }
@@ -729,15 +933,33 @@ impl Keyring {
     /// Lists a key's versions.
     pub async fn list_versions(&self, key: &KeyUri) -> Result<Vec<KeyVersionInfo>> {
         let admin = self.admin(key)?.clone();
-        self.kms_call(key.scheme(), Operation::HealthCheck, || admin.list_versions(key)).await
+        self.kms_call(key.scheme(), Operation::HealthCheck, || {
+            admin.list_versions(key)
+        })
+        .await
     }
 
     /// Enables, disables or destroys a version; cached DEKs under it are dropped.
-    pub async fn set_version_state(&self, key: &KeyUri, version: &KeyVersion, state: VersionState) -> Result<()> {
+    pub async fn set_version_state(
+        &self,
+        key: &KeyUri,
+        version: &KeyVersion,
+        state: VersionState,
+    ) -> Result<()> {
         let admin = self.admin(key)?.clone();
-        let result = self.kms_call(key.scheme(), Operation::SetVersionState, || admin.set_version_state(key, version, state)).await;
+        let result = self
+            .kms_call(key.scheme(), Operation::SetVersionState, || {
+                admin.set_version_state(key, version, state)
+            })
+            .await;
         let key_ref = KeyRef::new(key.clone(), version.clone());
-        self.audit(Operation::SetVersionState, Some(&key_ref), None, None, result.as_ref().err());
+        self.audit(
+            Operation::SetVersionState,
+            Some(&key_ref),
+            None,
+            None,
+            result.as_ref().err(),
+        );
         if result.is_ok() && state != VersionState::Enabled {
             self.inner.seal_cache.retain(|e| e.key != key_ref);
             self.inner.open_cache.retain(|e| e.key != key_ref);
@@ -753,22 +975,52 @@ impl Keyring {
         for scheme in self.schemes() {
             let started = Instant::now();
             let provider = self.inner.providers[scheme].clone();
-            let problem = match self.inner.default_key.as_ref().filter(|k| k.scheme() == scheme) {
+            let problem = match self
+                .inner
+                .default_key
+                .as_ref()
+                .filter(|k| k.scheme() == scheme)
+            {
                 Some(key) => {
                     let round_trip = async {
-                        let g = self.kms_call(scheme, Operation::HealthCheck, || provider.generate_data_key(key, &probe)).await?;
-                        let back = self.kms_call(scheme, Operation::HealthCheck, || provider.unwrap(&g.wrapped, &probe)).await?;
-                        if back.expose() == g.plaintext.expose() { Ok(()) } else { Err(Error::other(scheme, "round trip returned another key")) }
+                        let g = self
+                            .kms_call(scheme, Operation::HealthCheck, || {
+                                provider.generate_data_key(key, &probe)
+                            })
+                            .await?;
+                        let back = self
+                            .kms_call(scheme, Operation::HealthCheck, || {
+                                provider.unwrap(&g.wrapped, &probe)
+                            })
+                            .await?;
+                        if back.expose() == g.plaintext.expose() {
+                            Ok(())
+                        } else {
+                            Err(Error::other(scheme, "round trip returned another key"))
+                        }
                     };
                     round_trip.await.err().map(|e| e.to_string())
                 }
                 None => None,
             };
-            let mut report = HealthReport { component: format!("provider {scheme}"), problem, latency: started.elapsed() };
+            let mut report = HealthReport {
+                component: format!("provider {scheme}"),
+                problem,
+                latency: started.elapsed(),
+            };
             if self.circuit_state(scheme) == CircuitState::Open && report.problem.is_none() {
                 report.problem = Some("circuit open".into());
             }
-            self.audit(Operation::HealthCheck, None, self.inner.default_key.as_ref().filter(|k| k.scheme() == scheme), None, None);
+            self.audit(
+                Operation::HealthCheck,
+                None,
+                self.inner
+                    .default_key
+                    .as_ref()
+                    .filter(|k| k.scheme() == scheme),
+                None,
+                None,
+            );
             reports.push(report);
         }
         if self.inner.mode != Mode::Kms {

@@ -26,7 +26,8 @@ thread_local! {
 pub struct OsRandom;
 
 fn os_fill(dest: &mut [u8]) -> Result<()> {
-    getrandom::fill(dest).map_err(|e| Error::unavailable("os-random", format!("getrandom failed: {e}")))
+    getrandom::fill(dest)
+        .map_err(|e| Error::unavailable("os-random", format!("getrandom failed: {e}")))
 }
 
 impl SecureRandom for OsRandom {

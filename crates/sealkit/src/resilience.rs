@@ -35,7 +35,10 @@ pub(crate) struct Resilience {
 
 impl Resilience {
     pub(crate) fn new(config: ResilienceConfig) -> Self {
-        Self { config, breakers: Mutex::new(HashMap::new()) }
+        Self {
+            config,
+            breakers: Mutex::new(HashMap::new()),
+        }
     }
 
     pub(crate) fn state(&self, provider: &str) -> CircuitState {
@@ -71,7 +74,11 @@ impl Resilience {
             b.consecutive_failures += 1;
             if b.consecutive_failures >= self.config.failure_threshold.max(1) {
                 b.open_until = Some(Instant::now() + Duration::from_secs(self.config.open_secs));
-                tracing::warn!(provider, failures = b.consecutive_failures, "circuit opened");
+                tracing::warn!(
+                    provider,
+                    failures = b.consecutive_failures,
+                    "circuit opened"
+                );
             }
         } else {
             if b.open_until.is_some() {
@@ -83,7 +90,11 @@ impl Resilience {
 
     fn backoff(&self, attempt: u32) -> Duration {
         let cap = self.config.max_backoff_ms.max(1);
-        let exp = self.config.initial_backoff_ms.saturating_mul(1u64 << attempt.min(20)).min(cap);
+        let exp = self
+            .config
+            .initial_backoff_ms
+            .saturating_mul(1u64 << attempt.min(20))
+            .min(cap);
         let mut r = [0u8; 8];
         let _ = OsRandom.fill(&mut r);
         Duration::from_millis(u64::from_le_bytes(r) % (exp + 1))
@@ -105,7 +116,10 @@ impl Resilience {
             }
             let outcome = match tokio::time::timeout(timeout, call()).await {
                 Ok(r) => r,
-                Err(_) => Err(Error::unavailable(provider, format!("no answer within {} ms", timeout.as_millis()))),
+                Err(_) => Err(Error::unavailable(
+                    provider,
+                    format!("no answer within {} ms", timeout.as_millis()),
+                )),
             };
             match outcome {
                 Ok(v) => {

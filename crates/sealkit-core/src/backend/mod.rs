@@ -42,8 +42,13 @@ pub trait PreparedAead: Send + Sync {
 
     /// Decrypts `buffer` in place after checking `tag`; on failure `buffer` holds no plaintext
     /// the caller may use.
-    fn open_in_place(&self, nonce: &[u8], aad: &[u8], buffer: &mut [u8], tag: &[u8; 16])
-    -> Result<()>;
+    fn open_in_place(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        buffer: &mut [u8],
+        tag: &[u8; 16],
+    ) -> Result<()>;
 }
 
 /// The backend Sealkit uses unless told otherwise: `ring` when the `ring` feature is on,
@@ -60,6 +65,7 @@ pub fn default_backend() -> &'static dyn AeadBackend {
 }
 
 /// Every backend compiled into this build, for tests and benchmarks.
+#[allow(clippy::vec_init_then_push)] // the pushes depend on features
 pub fn all_backends() -> alloc::vec::Vec<&'static dyn AeadBackend> {
     let mut backends: alloc::vec::Vec<&'static dyn AeadBackend> = alloc::vec::Vec::new();
     #[cfg(feature = "ring")]

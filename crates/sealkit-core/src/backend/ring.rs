@@ -45,7 +45,13 @@ fn seal(key: &LessSafeKey, nonce: Nonce, aad: &[u8], buffer: &mut [u8]) -> Resul
     Ok(out)
 }
 
-fn open(key: &LessSafeKey, nonce: Nonce, aad: &[u8], buffer: &mut [u8], tag: &[u8; 16]) -> Result<()> {
+fn open(
+    key: &LessSafeKey,
+    nonce: Nonce,
+    aad: &[u8],
+    buffer: &mut [u8],
+    tag: &[u8; 16],
+) -> Result<()> {
     key.open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(*tag), buffer, 0..)
         .map(|_| ())
         .map_err(|_| Error::InvalidCiphertext)
@@ -60,7 +66,13 @@ impl PreparedAead for RingAesGcm {
         seal(&self.0, nonce12(nonce)?, aad, buffer)
     }
 
-    fn open_in_place(&self, nonce: &[u8], aad: &[u8], buffer: &mut [u8], tag: &[u8; 16]) -> Result<()> {
+    fn open_in_place(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        buffer: &mut [u8],
+        tag: &[u8; 16],
+    ) -> Result<()> {
         let nonce = nonce12(nonce).map_err(|_| Error::InvalidCiphertext)?;
         open(&self.0, nonce, aad, buffer, tag)
     }
@@ -97,7 +109,13 @@ impl PreparedAead for RingXChaCha {
         seal(&key, nonce, aad, buffer)
     }
 
-    fn open_in_place(&self, nonce: &[u8], aad: &[u8], buffer: &mut [u8], tag: &[u8; 16]) -> Result<()> {
+    fn open_in_place(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        buffer: &mut [u8],
+        tag: &[u8; 16],
+    ) -> Result<()> {
         let (key, nonce) = self.subkey(nonce).map_err(|_| Error::InvalidCiphertext)?;
         open(&key, nonce, aad, buffer, tag)
     }

@@ -22,10 +22,14 @@ impl AeadBackend for RustCryptoBackend {
     fn prepare(&self, algorithm: Algorithm, key: &[u8; 32]) -> Result<Box<dyn PreparedAead>> {
         let key = Array::from(*key);
         Ok(match algorithm {
-            Algorithm::Aes256Gcm => Box::new(Suite { algorithm, aead: Aes256Gcm::new(&key) }),
-            Algorithm::XChaCha20Poly1305 => {
-                Box::new(Suite { algorithm, aead: XChaCha20Poly1305::new(&key) })
-            }
+            Algorithm::Aes256Gcm => Box::new(Suite {
+                algorithm,
+                aead: Aes256Gcm::new(&key),
+            }),
+            Algorithm::XChaCha20Poly1305 => Box::new(Suite {
+                algorithm,
+                aead: XChaCha20Poly1305::new(&key),
+            }),
         })
     }
 }

@@ -20,11 +20,18 @@ fn ctx(id: &str) -> EncryptionContext {
 }
 
 fn cipher(algorithm: Algorithm, key_byte: u8, version: &str) -> DekCipher {
-    let wrapped = WrappedKey::new(KeyRef::parse("local://customers", version).unwrap(), vec![0xAB; 40]);
-    DekCipher::new(default_backend(), algorithm, &DataKey::from_bytes([key_byte; 32]))
-        .unwrap()
-        .with_wrapped_key(&wrapped)
-        .unwrap()
+    let wrapped = WrappedKey::new(
+        KeyRef::parse("local://customers", version).unwrap(),
+        vec![0xAB; 40],
+    );
+    DekCipher::new(
+        default_backend(),
+        algorithm,
+        &DataKey::from_bytes([key_byte; 32]),
+    )
+    .unwrap()
+    .with_wrapped_key(&wrapped)
+    .unwrap()
 }
 
 #[test]
@@ -47,8 +54,12 @@ fn backends_produce_identical_envelopes() {
         let outputs: Vec<Vec<u8>> = all_backends()
             .into_iter()
             .map(|b| {
-                let c = DekCipher::new(b, algorithm, &dek).unwrap().with_wrapped_key(&wrapped).unwrap();
-                c.seal(&FixedRandom::new(42), &ctx("9"), &[0x5A; 1000]).unwrap()
+                let c = DekCipher::new(b, algorithm, &dek)
+                    .unwrap()
+                    .with_wrapped_key(&wrapped)
+                    .unwrap();
+                c.seal(&FixedRandom::new(42), &ctx("9"), &[0x5A; 1000])
+                    .unwrap()
             })
             .collect();
         assert!(outputs.windows(2).all(|w| w[0] == w[1]), "{algorithm}");
@@ -68,7 +79,10 @@ fn parse_exposes_the_header_fields() {
     let env = Envelope::parse(&sealed).unwrap();
     assert_eq!(env.layout(), EnvelopeLayout::Full);
     assert_eq!(env.algorithm(), Algorithm::Aes256Gcm);
-    assert_eq!(env.key_ref().unwrap().unwrap().to_string(), "local://customers#v12");
+    assert_eq!(
+        env.key_ref().unwrap().unwrap().to_string(),
+        "local://customers#v12"
+    );
     assert_eq!(env.wrapped_bytes().unwrap(), &[0xAB; 40][..]);
     assert!(Envelope::looks_like(&sealed));
 }
@@ -79,7 +93,10 @@ fn rewrap_replaces_the_key_slot_and_keeps_the_ciphertext() {
     let c = cipher(Algorithm::Aes256Gcm, 1, "1");
     let sealed = c.seal(&rng, &ctx("5"), b"data").unwrap();
     let env = Envelope::parse(&sealed).unwrap();
-    let new_wrapped = WrappedKey::new(KeyRef::parse("local://customers", "2").unwrap(), vec![0xCD; 60]);
+    let new_wrapped = WrappedKey::new(
+        KeyRef::parse("local://customers", "2").unwrap(),
+        vec![0xCD; 60],
+    );
     let rewrapped = c.rewrap_envelope(&env, &new_wrapped).unwrap();
     let renv = Envelope::parse(&rewrapped).unwrap();
     assert_eq!(renv.key_ref().unwrap().unwrap().version.as_str(), "2");
@@ -88,35 +105,68 @@ fn rewrap_replaces_the_key_slot_and_keeps_the_ciphertext() {
     assert_eq!(renv.tag(), env.tag());
     assert_eq!(c.open(&renv, &ctx("5")).unwrap(), b"data");
     // A cipher built from the new slot opens it too; the old slot no longer matches it.
-    let c2 = DekCipher::new(default_backend(), Algorithm::Aes256Gcm, &DataKey::from_bytes([1; 32]))
-        .unwrap()
-        .with_wrapped_key(&new_wrapped)
-        .unwrap();
+    let c2 = DekCipher::new(
+        default_backend(),
+        Algorithm::Aes256Gcm,
+        &DataKey::from_bytes([1; 32]),
+    )
+    .unwrap()
+    .with_wrapped_key(&new_wrapped)
+    .unwrap();
     assert_eq!(c2.open(&renv, &ctx("5")).unwrap(), b"data");
     // Another DEK cannot rewrap (commitment check), and compact envelopes are refused.
-    assert!(cipher(Algorithm::Aes256Gcm, 2, "1").rewrap_envelope(&env, &new_wrapped).is_err());
+    assert!(
+        cipher(Algorithm::Aes256Gcm, 2, "1")
+            .rewrap_envelope(&env, &new_wrapped)
+            .is_err()
+    );
     let compact = c.seal_compact(&rng, &ctx("5"), b"data").unwrap();
-    assert!(c.rewrap_envelope(&Envelope::parse(&compact).unwrap(), &new_wrapped).is_err());
+    assert!(
+        c.rewrap_envelope(&Envelope::parse(&compact).unwrap(), &new_wrapped)
+            .is_err()
+    );
 }
 
 #[test]
 fn message_budget_is_enforced() {
-    let c = cipher(Algorithm::Aes256Gcm, 1, "1").with_message_limit(3).unwrap();
+    let c = cipher(Algorithm::Aes256Gcm, 1, "1")
+        .with_message_limit(3)
+        .unwrap();
     let rng = FixedRandom::new(1);
     for _ in 0..3 {
         c.seal(&rng, &ctx("1"), b"a").unwrap();
     }
-    assert!(matches!(c.seal(&rng, &ctx("1"), b"a"), Err(Error::MessageBudgetExhausted)));
-    assert!(matches!(c.seal_compact(&rng, &ctx("1"), b"a"), Err(Error::MessageBudgetExhausted)));
+    assert!(matches!(
+        c.seal(&rng, &ctx("1"), b"a"),
+        Err(Error::MessageBudgetExhausted)
+    ));
+    assert!(matches!(
+        c.seal_compact(&rng, &ctx("1"), b"a"),
+        Err(Error::MessageBudgetExhausted)
+    ));
     assert_eq!(c.budget().remaining(), 0);
-    assert!(cipher(Algorithm::Aes256Gcm, 1, "1").with_message_limit((1 << 32) + 1).is_err());
-    assert!(cipher(Algorithm::Aes256Gcm, 1, "1").with_message_limit(0).is_err());
+    assert!(
+        cipher(Algorithm::Aes256Gcm, 1, "1")
+            .with_message_limit((1 << 32) + 1)
+            .is_err()
+    );
+    assert!(
+        cipher(Algorithm::Aes256Gcm, 1, "1")
+            .with_message_limit(0)
+            .is_err()
+    );
 }
 
 #[test]
 fn empty_and_duplicate_contexts_are_refused() {
     assert!(EncryptionContext::builder().build().is_err());
-    assert!(EncryptionContext::builder().with("a", "1").with("a", "2").build().is_err());
+    assert!(
+        EncryptionContext::builder()
+            .with("a", "1")
+            .with("a", "2")
+            .build()
+            .is_err()
+    );
     assert!(EncryptionContext::builder().with("", "1").build().is_err());
     assert!(EncryptionContext::parse("table=t,column").is_err());
 }
@@ -131,14 +181,22 @@ fn context_encoding_is_order_independent_and_unambiguous() {
     let d = EncryptionContext::from_pairs([("ab", "1")]).unwrap();
     assert_ne!(a.canonical_bytes(), c.canonical_bytes());
     assert_ne!(c.canonical_bytes(), d.canonical_bytes());
-    assert_eq!(EncryptionContext::parse("table=t, id=42").unwrap().to_string(), "id=42,table=t");
+    assert_eq!(
+        EncryptionContext::parse("table=t, id=42")
+            .unwrap()
+            .to_string(),
+        "id=42,table=t"
+    );
 }
 
 #[test]
 fn debug_output_never_shows_key_material() {
     let dek = DataKey::from_bytes([0x42; 32]);
     let text = format!("{dek:?} {:?}", cipher(Algorithm::Aes256Gcm, 0x42, "1"));
-    assert!(!text.contains("42, 42") && !text.contains("0x42") && !text.contains("424242"), "{text}");
+    assert!(
+        !text.contains("42, 42") && !text.contains("0x42") && !text.contains("424242"),
+        "{text}"
+    );
     assert!(text.contains("REDACTED"));
 }
 

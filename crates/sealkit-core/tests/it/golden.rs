@@ -14,13 +14,20 @@ fn committed_vectors_open_and_reseal_identically() {
     assert!(vectors.len() >= 6);
     for v in vectors {
         let name = v["name"].as_str().unwrap();
-        let dek: [u8; 32] = hex::decode(v["dek"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let dek: [u8; 32] = hex::decode(v["dek"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
         let dek = DataKey::from_bytes(dek);
         let context = EncryptionContext::parse(v["context"].as_str().unwrap()).unwrap();
         let plaintext = hex::decode(v["plaintext"].as_str().unwrap()).unwrap();
         let envelope = hex::decode(v["envelope"].as_str().unwrap()).unwrap();
         let parsed = Envelope::parse(&envelope).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(parsed.algorithm().as_str(), v["algorithm"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            parsed.algorithm().as_str(),
+            v["algorithm"].as_str().unwrap(),
+            "{name}"
+        );
         let cipher = DekCipher::new(default_backend(), parsed.algorithm(), &dek).unwrap();
         assert_eq!(cipher.open(&parsed, &context).unwrap(), plaintext, "{name}");
         let committed = match parsed.slot() {
@@ -32,7 +39,11 @@ fn committed_vectors_open_and_reseal_identically() {
         if let Some(key) = parsed.key_ref() {
             let key = key.unwrap();
             assert_eq!(key.uri.as_str(), v["key_uri"].as_str().unwrap(), "{name}");
-            assert_eq!(key.version.as_str(), v["key_version"].as_str().unwrap(), "{name}");
+            assert_eq!(
+                key.version.as_str(),
+                v["key_version"].as_str().unwrap(),
+                "{name}"
+            );
         }
     }
 }

@@ -11,11 +11,17 @@ fn round_trip_and_tamper_every_format() {
     for format in [LegacyFormat::AesGcmIv16, LegacyFormat::AesGcmNonce12] {
         let ct = legacy::seal(format, &key, &rng, b"4111 1111 1111 1111", b"").unwrap();
         assert_eq!(ct.len(), 19 + format.overhead());
-        assert_eq!(legacy::open(format, &key, &ct, b"").unwrap(), b"4111 1111 1111 1111");
+        assert_eq!(
+            legacy::open(format, &key, &ct, b"").unwrap(),
+            b"4111 1111 1111 1111"
+        );
         for i in 0..ct.len() {
             let mut bad = ct.clone();
             bad[i] ^= 0x01;
-            assert!(matches!(legacy::open(format, &key, &bad, b""), Err(Error::InvalidCiphertext)));
+            assert!(matches!(
+                legacy::open(format, &key, &bad, b""),
+                Err(Error::InvalidCiphertext)
+            ));
         }
         for n in 0..ct.len() {
             assert!(legacy::open(format, &key, &ct[..n], b"").is_err());
@@ -43,7 +49,14 @@ fn known_answer_iv16_matches_independent_implementation() {
             Ok(())
         }
     }
-    let ct = legacy::seal(LegacyFormat::AesGcmIv16, &key, &Fixed(iv.clone()), b"hello legacy", b"").unwrap();
+    let ct = legacy::seal(
+        LegacyFormat::AesGcmIv16,
+        &key,
+        &Fixed(iv.clone()),
+        b"hello legacy",
+        b"",
+    )
+    .unwrap();
     assert_eq!(&ct[..16], iv.as_slice());
     // Cross-checked against the RustCrypto GHASH path with a 16-byte IV (J0 = GHASH(IV)),
     // and in tests/data/legacy-iv16.hex, produced by Python's `cryptography` AESGCM.

@@ -20,40 +20,102 @@ async fn wrap_unwrap_rotate_disable_destroy() {
     let store = LocalKeyStore::open(home.path(), None).unwrap();
     let key = uri("local://customers");
     store.create_key(&key).await.unwrap();
-    let g1 = store.generate_data_key(&key, &ctx("customers")).await.unwrap();
+    let g1 = store
+        .generate_data_key(&key, &ctx("customers"))
+        .await
+        .unwrap();
     assert_eq!(g1.wrapped.key.version.as_str(), "1");
-    assert_eq!(store.unwrap(&g1.wrapped, &ctx("customers")).await.unwrap().expose(), g1.plaintext.expose());
+    assert_eq!(
+        store
+            .unwrap(&g1.wrapped, &ctx("customers"))
+            .await
+            .unwrap()
+            .expose(),
+        g1.plaintext.expose()
+    );
     // Wrong context and tampered bytes fail without revealing which.
-    assert!(matches!(store.unwrap(&g1.wrapped, &ctx("orders")).await, Err(Error::InvalidCiphertext)));
+    assert!(matches!(
+        store.unwrap(&g1.wrapped, &ctx("orders")).await,
+        Err(Error::InvalidCiphertext)
+    ));
     let mut bad = g1.wrapped.clone();
     bad.bytes[20] ^= 1;
-    assert!(matches!(store.unwrap(&bad, &ctx("customers")).await, Err(Error::InvalidCiphertext)));
+    assert!(matches!(
+        store.unwrap(&bad, &ctx("customers")).await,
+        Err(Error::InvalidCiphertext)
+    ));
     // Rotation: new wraps use v2, v1 still opens; rewrap moves to v2.
     assert_eq!(store.rotate_key(&key).await.unwrap().as_str(), "2");
-    let g2 = store.generate_data_key(&key, &ctx("customers")).await.unwrap();
+    let g2 = store
+        .generate_data_key(&key, &ctx("customers"))
+        .await
+        .unwrap();
     assert_eq!(g2.wrapped.key.version.as_str(), "2");
     assert!(store.unwrap(&g1.wrapped, &ctx("customers")).await.is_ok());
-    let moved = store.rewrap(&g1.wrapped, &key, &ctx("customers")).await.unwrap();
+    let moved = store
+        .rewrap(&g1.wrapped, &key, &ctx("customers"))
+        .await
+        .unwrap();
     assert_eq!(moved.key.version.as_str(), "2");
-    assert_eq!(store.unwrap(&moved, &ctx("customers")).await.unwrap().expose(), g1.plaintext.expose());
+    assert_eq!(
+        store
+            .unwrap(&moved, &ctx("customers"))
+            .await
+            .unwrap()
+            .expose(),
+        g1.plaintext.expose()
+    );
     // The primary cannot be disabled; v1 can, and is then refused; re-enabled it works.
     let v1 = KeyVersion::number(1);
-    assert!(store.set_version_state(&key, &KeyVersion::number(2), VersionState::Disabled).await.is_err());
-    store.set_version_state(&key, &v1, VersionState::Disabled).await.unwrap();
-    assert!(matches!(store.unwrap(&g1.wrapped, &ctx("customers")).await, Err(Error::KeyDisabled { .. })));
-    store.set_version_state(&key, &v1, VersionState::Enabled).await.unwrap();
+    assert!(
+        store
+            .set_version_state(&key, &KeyVersion::number(2), VersionState::Disabled)
+            .await
+            .is_err()
+    );
+    store
+        .set_version_state(&key, &v1, VersionState::Disabled)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.unwrap(&g1.wrapped, &ctx("customers")).await,
+        Err(Error::KeyDisabled { .. })
+    ));
+    store
+        .set_version_state(&key, &v1, VersionState::Enabled)
+        .await
+        .unwrap();
     assert!(store.unwrap(&g1.wrapped, &ctx("customers")).await.is_ok());
-    store.set_version_state(&key, &v1, VersionState::Destroyed).await.unwrap();
-    assert!(matches!(store.unwrap(&g1.wrapped, &ctx("customers")).await, Err(Error::KeyDisabled { .. })));
-    assert!(store.set_version_state(&key, &v1, VersionState::Enabled).await.is_err());
+    store
+        .set_version_state(&key, &v1, VersionState::Destroyed)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.unwrap(&g1.wrapped, &ctx("customers")).await,
+        Err(Error::KeyDisabled { .. })
+    ));
+    assert!(
+        store
+            .set_version_state(&key, &v1, VersionState::Enabled)
+            .await
+            .is_err()
+    );
     let versions = store.list_versions(&key).await.unwrap();
     assert_eq!(versions.len(), 2);
     assert_eq!(versions[0].state, VersionState::Destroyed);
     // Unknown key and unknown version.
-    assert!(matches!(store.generate_data_key(&uri("local://nope"), &ctx("t")).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store
+            .generate_data_key(&uri("local://nope"), &ctx("t"))
+            .await,
+        Err(Error::NotFound { .. })
+    ));
     let mut unknown = g2.wrapped.clone();
     unknown.key.version = KeyVersion::number(9);
-    assert!(matches!(store.unwrap(&unknown, &ctx("customers")).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.unwrap(&unknown, &ctx("customers")).await,
+        Err(Error::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
@@ -63,14 +125,20 @@ async fn files_are_private_and_another_process_sees_rotations() {
     let a = LocalKeyStore::open(home.path(), None).unwrap();
     let key = uri("local://k");
     a.create_key(&key).await.unwrap();
-    let mode = std::fs::metadata(a.dir().join("k.json")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(a.dir().join("k.json"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let b = LocalKeyStore::open(home.path(), None).unwrap();
     let old = b.generate_data_key(&key, &ctx("t")).await.unwrap();
     a.rotate_key(&key).await.unwrap();
     let fresh = a.generate_data_key(&key, &ctx("t")).await.unwrap();
     // b has v1 cached and reloads to find v2.
-    assert_eq!(b.unwrap(&fresh.wrapped, &ctx("t")).await.unwrap().expose(), fresh.plaintext.expose());
+    assert_eq!(
+        b.unwrap(&fresh.wrapped, &ctx("t")).await.unwrap().expose(),
+        fresh.plaintext.expose()
+    );
     assert!(b.unwrap(&old.wrapped, &ctx("t")).await.is_ok());
 }
 
@@ -135,14 +203,25 @@ async fn a_crash_at_any_step_of_a_rotation_leaves_a_loadable_store() {
 fn legacy_key_validation_never_echoes_the_value() {
     let good = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     assert!(LegacyKey::from_base64("TEST", good).is_ok());
-    for (bad, expect) in [("", "empty"), ("not base64!!", "base64"), ("c2hvcnQ=", "32")] {
-        let err = LegacyKey::from_base64("ENCRYPTION_MASTER_KEY", bad).unwrap_err().to_string();
-        assert!(err.contains(expect) && err.contains("ENCRYPTION_MASTER_KEY"), "{err}");
+    for (bad, expect) in [
+        ("", "empty"),
+        ("not base64!!", "base64"),
+        ("c2hvcnQ=", "32"),
+    ] {
+        let err = LegacyKey::from_base64("ENCRYPTION_MASTER_KEY", bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(expect) && err.contains("ENCRYPTION_MASTER_KEY"),
+            "{err}"
+        );
         if !bad.is_empty() {
             assert!(!err.contains(bad), "{err}");
         }
     }
-    let err = LegacyKey::from_env("SEALKIT_TEST_SURELY_UNSET_VAR").unwrap_err().to_string();
+    let err = LegacyKey::from_env("SEALKIT_TEST_SURELY_UNSET_VAR")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not set"), "{err}");
 }
 
@@ -150,6 +229,12 @@ fn legacy_key_validation_never_echoes_the_value() {
 async fn wrapped_key_for_other_scheme_is_refused() {
     let home = tempfile::tempdir().unwrap();
     let store = LocalKeyStore::open(home.path(), None).unwrap();
-    let w = WrappedKey::new(sealkit_core::KeyRef::parse("aws-kms://alias/x", "1").unwrap(), vec![1; 60]);
-    assert!(matches!(store.unwrap(&w, &ctx("t")).await, Err(Error::InvalidInput { .. })));
+    let w = WrappedKey::new(
+        sealkit_core::KeyRef::parse("aws-kms://alias/x", "1").unwrap(),
+        vec![1; 60],
+    );
+    assert!(matches!(
+        store.unwrap(&w, &ctx("t")).await,
+        Err(Error::InvalidInput { .. })
+    ));
 }

@@ -1,7 +1,7 @@
 //! The hash-chained audit log: every operation recorded, tampering detected.
 
-use sealkit::audit::verify_audit_log;
 use sealkit::Keyring;
+use sealkit::audit::verify_audit_log;
 
 use crate::support::*;
 
@@ -29,8 +29,14 @@ async fn records_every_operation_with_actor_key_context_and_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let path = log_with_records(dir.path()).await;
     let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let ops: Vec<&str> = lines.iter().map(|l| l["operation"].as_str().unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ops: Vec<&str> = lines
+        .iter()
+        .map(|l| l["operation"].as_str().unwrap())
+        .collect();
     assert_eq!(ops.iter().filter(|o| **o == "seal").count(), 5);
     assert_eq!(ops.iter().filter(|o| **o == "open").count(), 6);
     assert!(ops.contains(&"create_key") && ops.contains(&"generate_data_key"));

@@ -5,7 +5,7 @@ use sealkit::config::CacheConfig;
 use sealkit::core::legacy::{self, LegacyFormat};
 use sealkit::core::provider::VersionState;
 use sealkit::random::OsRandom;
-use sealkit::{DataKey, Error, Keyring, KeyVersion, Mode, RewrapOutcome};
+use sealkit::{DataKey, Error, KeyVersion, Keyring, Mode, RewrapOutcome};
 
 use crate::support::*;
 
@@ -54,30 +54,59 @@ async fn bad_input_gets_distinct_clear_errors() {
     let err = keyring.open(&sealed, &ctx("t", "c", 2)).await.unwrap_err();
     assert!(matches!(err, Error::InvalidCiphertext), "{err}");
     // Wrong DEK scope (another table): the unwrap fails too.
-    let fresh = keyring_with(config(home.path(), "local://k"), CacheConfig::default(), Mode::Kms);
-    assert!(matches!(fresh.open(&sealed, &ctx("u", "c", 1)).await, Err(Error::InvalidCiphertext)));
+    let fresh = keyring_with(
+        config(home.path(), "local://k"),
+        CacheConfig::default(),
+        Mode::Kms,
+    );
+    assert!(matches!(
+        fresh.open(&sealed, &ctx("u", "c", 1)).await,
+        Err(Error::InvalidCiphertext)
+    ));
     // Every single-byte tamper and every truncation fails, never panics.
     for i in 0..sealed.len() {
         let mut bad = sealed.clone();
         bad[i] ^= 0x80;
-        assert!(keyring.open(&bad, &c).await.is_err(), "tamper at {i} opened");
+        assert!(
+            keyring.open(&bad, &c).await.is_err(),
+            "tamper at {i} opened"
+        );
     }
     for n in 0..sealed.len() {
-        assert!(keyring.open(&sealed[..n], &c).await.is_err(), "truncation to {n} opened");
+        assert!(
+            keyring.open(&sealed[..n], &c).await.is_err(),
+            "truncation to {n} opened"
+        );
     }
     // Not an envelope at all (kms mode): says what to do.
     let err = keyring.open(b"plain text", &c).await.unwrap_err();
     assert!(err.to_string().contains("hybrid"), "{err}");
     // Unknown key.
-    let err = keyring.seal_with(&uri("local://missing"), b"x", &c).await.unwrap_err();
-    assert!(matches!(err, Error::NotFound { .. }) && err.to_string().contains("keys create"), "{err}");
+    let err = keyring
+        .seal_with(&uri("local://missing"), b"x", &c)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound { .. }) && err.to_string().contains("keys create"),
+        "{err}"
+    );
     // Unknown provider.
-    let err = keyring.seal_with(&uri("aws-kms://alias/x"), b"x", &c).await.unwrap_err();
+    let err = keyring
+        .seal_with(&uri("aws-kms://alias/x"), b"x", &c)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Misconfigured { .. }), "{err}");
     // Disabled version: rotate, disable v1, then a fresh keyring refuses v1 data.
     keyring.rotate_key(&key).await.unwrap();
-    keyring.set_version_state(&key, &KeyVersion::number(1), VersionState::Disabled).await.unwrap();
-    let fresh = keyring_with(config(home.path(), "local://k"), CacheConfig::default(), Mode::Kms);
+    keyring
+        .set_version_state(&key, &KeyVersion::number(1), VersionState::Disabled)
+        .await
+        .unwrap();
+    let fresh = keyring_with(
+        config(home.path(), "local://k"),
+        CacheConfig::default(),
+        Mode::Kms,
+    );
     let err = fresh.open(&sealed, &c).await.unwrap_err();
     assert!(matches!(err, Error::KeyDisabled { .. }), "{err}");
     // Unknown version: relabel v1 → v9 in the header.
@@ -95,39 +124,102 @@ async fn hybrid_mode_opens_legacy_rows_from_sqlite_and_seals_envelopes() {
     let home = tempfile::tempdir().unwrap();
     let legacy_key = DataKey::from_bytes([0x24; 32]);
     let db = rusqlite::Connection::open(home.path().join("app.db")).unwrap();
-    db.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, email BLOB NOT NULL)").unwrap();
+    db.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, email BLOB NOT NULL)")
+        .unwrap();
     for id in 1..=50u64 {
-        let ct = legacy::seal(LegacyFormat::AesGcmIv16, &legacy_key, &OsRandom, format!("user{id}@example.com").as_bytes(), b"").unwrap();
-        db.execute("INSERT INTO customers (id, email) VALUES (?1, ?2)", rusqlite::params![id, ct]).unwrap();
+        let ct = legacy::seal(
+            LegacyFormat::AesGcmIv16,
+            &legacy_key,
+            &OsRandom,
+            format!("user{id}@example.com").as_bytes(),
+            b"",
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO customers (id, email) VALUES (?1, ?2)",
+            rusqlite::params![id, ct],
+        )
+        .unwrap();
     }
     let mut cfg = config(home.path(), "local://customers");
     cfg.mode = Mode::Hybrid;
-    let keyring = Keyring::builder(cfg).with_legacy_key(legacy_key.clone()).build().unwrap();
+    let keyring = Keyring::builder(cfg)
+        .with_legacy_key(legacy_key.clone())
+        .build()
+        .unwrap();
     keyring.create_key(&uri("local://customers")).await.unwrap();
     // Half the rows get rewritten as envelopes, as an application in hybrid mode would.
     for id in 1..=25u64 {
         let c = ctx("customers", "email", id);
-        let sealed = keyring.seal(format!("new{id}@example.com").as_bytes(), &c).await.unwrap();
-        db.execute("UPDATE customers SET email = ?1 WHERE id = ?2", rusqlite::params![sealed, id]).unwrap();
+        let sealed = keyring
+            .seal(format!("new{id}@example.com").as_bytes(), &c)
+            .await
+            .unwrap();
+        db.execute(
+            "UPDATE customers SET email = ?1 WHERE id = ?2",
+            rusqlite::params![sealed, id],
+        )
+        .unwrap();
     }
-    let mut stmt = db.prepare("SELECT id, email FROM customers ORDER BY id").unwrap();
-    let rows: Vec<(u64, Vec<u8>)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    let mut stmt = db
+        .prepare("SELECT id, email FROM customers ORDER BY id")
+        .unwrap();
+    let rows: Vec<(u64, Vec<u8>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     for (id, ct) in &rows {
-        let plain = keyring.open(ct, &ctx("customers", "email", *id)).await.unwrap();
-        let expected = if *id <= 25 { format!("new{id}@example.com") } else { format!("user{id}@example.com") };
+        let plain = keyring
+            .open(ct, &ctx("customers", "email", *id))
+            .await
+            .unwrap();
+        let expected = if *id <= 25 {
+            format!("new{id}@example.com")
+        } else {
+            format!("user{id}@example.com")
+        };
         assert_eq!(plain, expected.as_bytes());
     }
     // kms mode refuses the legacy rows with a clear error, and still opens envelopes.
-    let kms = keyring_with(config(home.path(), "local://customers"), CacheConfig::default(), Mode::Kms);
-    assert!(kms.open(&rows[30].1, &ctx("customers", "email", 31)).await.unwrap_err().to_string().contains("hybrid"));
-    assert!(kms.open(&rows[0].1, &ctx("customers", "email", 1)).await.is_ok());
+    let kms = keyring_with(
+        config(home.path(), "local://customers"),
+        CacheConfig::default(),
+        Mode::Kms,
+    );
+    assert!(
+        kms.open(&rows[30].1, &ctx("customers", "email", 31))
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("hybrid")
+    );
+    assert!(
+        kms.open(&rows[0].1, &ctx("customers", "email", 1))
+            .await
+            .is_ok()
+    );
     // legacy mode seals legacy data and still opens envelopes (rollback keeps new data readable).
     let mut cfg = config(home.path(), "local://customers");
     cfg.mode = Mode::Legacy;
-    let rollback = Keyring::builder(cfg).with_legacy_key(legacy_key.clone()).build().unwrap();
-    let legacy_ct = rollback.seal(b"old style", &ctx("customers", "email", 99)).await.unwrap();
-    assert_eq!(legacy::open(LegacyFormat::AesGcmIv16, &legacy_key, &legacy_ct, b"").unwrap(), b"old style");
-    assert!(rollback.open(&rows[0].1, &ctx("customers", "email", 1)).await.is_ok());
+    let rollback = Keyring::builder(cfg)
+        .with_legacy_key(legacy_key.clone())
+        .build()
+        .unwrap();
+    let legacy_ct = rollback
+        .seal(b"old style", &ctx("customers", "email", 99))
+        .await
+        .unwrap();
+    assert_eq!(
+        legacy::open(LegacyFormat::AesGcmIv16, &legacy_key, &legacy_ct, b"").unwrap(),
+        b"old style"
+    );
+    assert!(
+        rollback
+            .open(&rows[0].1, &ctx("customers", "email", 1))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -137,8 +229,11 @@ async fn hybrid_mode_reads_the_legacy_key_from_the_environment() {
     let mut cfg = config(home.path(), "local://k");
     cfg.mode = Mode::Hybrid;
     cfg.legacy.key_env = var.into();
-    let err = Keyring::builder(cfg.clone()).build().unwrap_err();
-    assert!(err.to_string().contains(var) && err.to_string().contains("not set"), "{err}");
+    let err = Keyring::builder(cfg).build().unwrap_err();
+    assert!(
+        err.to_string().contains(var) && err.to_string().contains("not set"),
+        "{err}"
+    );
     // The variable is set only in a child process running `hybrid_child`, so no other test
     // of this binary sees it (setting variables in-process is unsafe in edition 2024).
     let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
@@ -162,8 +257,18 @@ async fn hybrid_child() {
     cfg.mode = Mode::Hybrid;
     cfg.legacy.key_env = "SEALKIT_TEST_LEGACY_KEY_HYBRID".into();
     let keyring = Keyring::builder(cfg).build().unwrap();
-    let legacy = legacy::seal(LegacyFormat::AesGcmIv16, &DataKey::from_bytes([7; 32]), &OsRandom, b"hi", b"").unwrap();
-    assert_eq!(keyring.open(&legacy, &ctx("t", "c", 1)).await.unwrap(), b"hi");
+    let legacy = legacy::seal(
+        LegacyFormat::AesGcmIv16,
+        &DataKey::from_bytes([7; 32]),
+        &OsRandom,
+        b"hi",
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        keyring.open(&legacy, &ctx("t", "c", 1)).await.unwrap(),
+        b"hi"
+    );
 }
 
 #[tokio::test]
@@ -179,7 +284,9 @@ async fn cache_bounds_are_honoured() {
     for id in 0..35 {
         let sealed = keyring.seal(b"x", &ctx("t", "c", id)).await.unwrap();
         let env = sealkit::core::Envelope::parse(&sealed).unwrap();
-        *dek_ids.entry(env.wrapped_bytes().unwrap().to_vec()).or_insert(0) += 1;
+        *dek_ids
+            .entry(env.wrapped_bytes().unwrap().to_vec())
+            .or_insert(0) += 1;
     }
     assert_eq!(dek_ids.len(), 4);
     assert!(dek_ids.values().all(|&n| n <= 10), "{dek_ids:?}");
@@ -228,7 +335,9 @@ async fn evicted_deks_are_dropped() {
     assert_eq!(keyring.cached_deks(), (1, 1));
     keyring.seal(b"x", &ctx("b", "c", 1)).await.unwrap();
     assert_eq!(keyring.cached_deks(), (1, 1));
-    let weak = keyring.__weak_seal_cipher_for_tests(&ctx("b", "c", 1)).expect("cached");
+    let weak = keyring
+        .__weak_seal_cipher_for_tests(&ctx("b", "c", 1))
+        .expect("cached");
     keyring.seal(b"x", &ctx("c", "c", 1)).await.unwrap();
     assert!(weak.upgrade().is_none(), "an evicted DEK is still alive");
 }
@@ -241,7 +350,12 @@ async fn rotation_then_rewrap_changes_only_the_key_slot() {
     keyring.create_key(&key).await.unwrap();
     let mut sealed = Vec::new();
     for id in 0..100 {
-        sealed.push(keyring.seal(format!("row {id}").as_bytes(), &ctx("t", "c", id)).await.unwrap());
+        sealed.push(
+            keyring
+                .seal(format!("row {id}").as_bytes(), &ctx("t", "c", id))
+                .await
+                .unwrap(),
+        );
     }
     keyring.rotate_key(&key).await.unwrap();
     let calls = keyring.stats().kms_calls;
@@ -250,20 +364,39 @@ async fn rotation_then_rewrap_changes_only_the_key_slot() {
         let RewrapOutcome::Rewrapped(new) = keyring.rewrap(old, &c, None).await.unwrap() else {
             panic!("row {id} was not rewrapped");
         };
-        let (o, n) = (sealkit::core::Envelope::parse(old).unwrap(), sealkit::core::Envelope::parse(&new).unwrap());
+        let (o, n) = (
+            sealkit::core::Envelope::parse(old).unwrap(),
+            sealkit::core::Envelope::parse(&new).unwrap(),
+        );
         assert_eq!(n.key_ref().unwrap().unwrap().version.as_str(), "2");
-        assert_eq!((o.nonce(), o.ciphertext(), o.tag()), (n.nonce(), n.ciphertext(), n.tag()));
-        assert_eq!(keyring.rewrap(&new, &c, None).await.unwrap(), RewrapOutcome::AlreadyCurrent);
-        let fresh = keyring_with(config(home.path(), "local://k"), CacheConfig::default(), Mode::Kms);
+        assert_eq!(
+            (o.nonce(), o.ciphertext(), o.tag()),
+            (n.nonce(), n.ciphertext(), n.tag())
+        );
+        assert_eq!(
+            keyring.rewrap(&new, &c, None).await.unwrap(),
+            RewrapOutcome::AlreadyCurrent
+        );
+        let fresh = keyring_with(
+            config(home.path(), "local://k"),
+            CacheConfig::default(),
+            Mode::Kms,
+        );
         if id % 25 == 0 {
-            assert_eq!(fresh.open(&new, &c).await.unwrap(), format!("row {id}").as_bytes());
+            assert_eq!(
+                fresh.open(&new, &c).await.unwrap(),
+                format!("row {id}").as_bytes()
+            );
         }
     }
     // One DEK for 100 rows: metadata lookups aside, one rewrap and one verifying unwrap.
     let rewrap_calls = keyring.stats().kms_calls - calls;
     assert!(rewrap_calls <= 2 + 200, "{rewrap_calls}");
     // Retire v1: the rewrapped data still opens in a fresh keyring.
-    keyring.set_version_state(&key, &KeyVersion::number(1), VersionState::Disabled).await.unwrap();
+    keyring
+        .set_version_state(&key, &KeyVersion::number(1), VersionState::Disabled)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -274,10 +407,24 @@ async fn health_reports_every_component() {
     let keyring = Keyring::builder(cfg).build().unwrap();
     let reports = keyring.health().await;
     // The default key does not exist yet: the provider check says so.
-    let local = reports.iter().find(|r| r.component == "provider local").unwrap();
-    assert!(local.problem.as_deref().unwrap_or("").contains("keys create"), "{local:?}");
+    let local = reports
+        .iter()
+        .find(|r| r.component == "provider local")
+        .unwrap();
+    assert!(
+        local
+            .problem
+            .as_deref()
+            .unwrap_or("")
+            .contains("keys create"),
+        "{local:?}"
+    );
     keyring.create_key(&uri("local://k")).await.unwrap();
     let reports = keyring.health().await;
     assert!(reports.iter().all(|r| r.is_healthy()), "{reports:?}");
-    assert!(reports.iter().any(|r| r.component.starts_with("audit sink")));
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.component.starts_with("audit sink"))
+    );
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sealkit::config::CacheConfig;
 use sealkit::local::LocalKeyStore;
-use sealkit::{Config, EncryptionContext, Keyring, KeyUri, Mode};
+use sealkit::{Config, EncryptionContext, KeyUri, Keyring, Mode};
 
 pub(crate) fn ctx(table: &str, column: &str, id: u64) -> EncryptionContext {
     EncryptionContext::builder()
@@ -40,5 +40,10 @@ pub(crate) fn keyring_with(config: Config, cache: CacheConfig, mode: Mode) -> Ke
 }
 
 pub(crate) fn extra_store(home: &Path, scheme: &str) -> Arc<LocalKeyStore> {
-    Arc::new(LocalKeyStore::open(home, None).unwrap().with_scheme(scheme).unwrap())
+    Arc::new(
+        LocalKeyStore::open(home, None)
+            .unwrap()
+            .with_scheme(scheme)
+            .unwrap(),
+    )
 }
