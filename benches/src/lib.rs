@@ -1,1 +1,1 @@
-//! Benchmarks live in `benches/`.
+//! Criterion benchmarks of Sealkit live in `benches/`; run them with `cargo xtask bench`.

@@ -156,6 +156,13 @@ pub(crate) fn fuzz_smoke() -> Result<(), String> {
         println!("fuzz-smoke: skipped (cargo-fuzz is not installed; see fuzz/README.md)");
         return Ok(());
     }
+    let nightly = Command::new("cargo")
+        .args(["+nightly", "--version"])
+        .output();
+    if !nightly.map(|o| o.status.success()).unwrap_or(false) {
+        println!("fuzz-smoke: skipped (no nightly toolchain; see fuzz/README.md)");
+        return Ok(());
+    }
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root().join("fuzz")).args([
         "+nightly",
