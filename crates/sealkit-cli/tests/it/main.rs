@@ -1,0 +1,206 @@
+//! End-to-end tests of the `sealkit` binary against real key files and a real SQLite database.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn sealkit(home: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sealkit"))
+        .args(args)
+        .env("SEALKIT_HOME", home.join(".sealkit"))
+        .env("SEALKIT_AUDIT_LOG", home.join("audit.jsonl"))
+        .env_remove("SEALKIT_CONFIG")
+        .env_remove("SEALKIT_DEFAULT_KEY")
+        .env_remove("SEALKIT_MODE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sealkit binary starts");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> &[u8] {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    &out.stdout
+}
+
+const CTX: &str = "table=customers,column=email,id=42";
+
+#[test]
+fn encrypt_decrypt_rotate_rewrap_and_exit_codes() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    ok(&sealkit(h, &["keys", "create", "local://customers"], b""));
+    let sealed = ok(&sealkit(
+        h,
+        &["encrypt", "--key", "local://customers", "--context", CTX],
+        b"alice@example.com",
+    ))
+    .to_vec();
+    assert_eq!(&sealed[..2], b"SK");
+    assert_eq!(
+        ok(&sealkit(h, &["decrypt", "--context", CTX], &sealed)),
+        b"alice@example.com"
+    );
+
+    // Wrong context: exit 3, a message, no plaintext.
+    let out = sealkit(
+        h,
+        &["decrypt", "--context", "table=customers,column=email,id=43"],
+        &sealed,
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("could not be opened"));
+    // Truncated: exit 3.
+    assert_eq!(
+        sealkit(
+            h,
+            &["decrypt", "--context", CTX],
+            &sealed[..sealed.len() - 1]
+        )
+        .status
+        .code(),
+        Some(3)
+    );
+    // Unknown key: exit 4 with what to do.
+    let out = sealkit(
+        h,
+        &["encrypt", "--key", "local://nope", "--context", CTX],
+        b"x",
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keys create"));
+    // Missing context: exit 7.
+    assert_eq!(
+        sealkit(
+            h,
+            &["encrypt", "--key", "local://customers", "--context", ""],
+            b"x"
+        )
+        .status
+        .code(),
+        Some(7)
+    );
+
+    // Rotate, rewrap through files, and the result opens; v1 can then be disabled.
+    ok(&sealkit(h, &["keys", "rotate", "local://customers"], b""));
+    let in_file = h.join("email.sealed");
+    std::fs::write(&in_file, &sealed).unwrap();
+    let in_arg = in_file.to_str().unwrap();
+    ok(&sealkit(
+        h,
+        &["rewrap", "--context", CTX, "--in", in_arg, "--out", in_arg],
+        b"",
+    ));
+    let rewrapped = std::fs::read(&in_file).unwrap();
+    assert_ne!(rewrapped, sealed);
+    assert_eq!(
+        rewrapped[rewrapped.len() - 16..],
+        sealed[sealed.len() - 16..],
+        "tag unchanged"
+    );
+    ok(&sealkit(
+        h,
+        &["keys", "disable", "local://customers#v1"],
+        b"",
+    ));
+    assert_eq!(
+        ok(&sealkit(
+            h,
+            &["decrypt", "--context", CTX, "--in", in_arg],
+            b""
+        )),
+        b"alice@example.com"
+    );
+    // The old envelope is under the disabled version: exit 5.
+    assert_eq!(
+        sealkit(h, &["decrypt", "--context", CTX], &sealed)
+            .status
+            .code(),
+        Some(5)
+    );
+
+    // JSON listing for scripts.
+    let listing: serde_json::Value = serde_json::from_slice(ok(&sealkit(
+        h,
+        &["--json", "keys", "list", "local://customers"],
+        b"",
+    )))
+    .unwrap();
+    assert_eq!(listing["primary"], "2");
+    assert_eq!(listing["versions"][0]["state"], "disabled");
+
+    // Health and the audit chain.
+    let health: serde_json::Value =
+        serde_json::from_slice(ok(&sealkit(h, &["--json", "health"], b""))).unwrap();
+    assert_eq!(health["healthy"], true);
+    let audit: serde_json::Value =
+        serde_json::from_slice(ok(&sealkit(h, &["--json", "audit", "verify"], b""))).unwrap();
+    assert!(audit["records"].as_u64().unwrap() >= 8, "{audit}");
+}
+
+#[test]
+fn corrupt_key_file_gives_a_clear_error_and_exit_7() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    ok(&sealkit(h, &["keys", "create", "local://k"], b""));
+    std::fs::write(h.join(".sealkit/keys/k.json"), b"{ torn").unwrap();
+    let out = sealkit(
+        h,
+        &["encrypt", "--key", "local://k", "--context", CTX],
+        b"x",
+    );
+    assert_eq!(out.status.code(), Some(7));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("corrupt") && err.contains("restore"), "{err}");
+}
+
+#[test]
+fn quickstart_runs_and_reports() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("qs");
+    let out = sealkit(
+        home.path(),
+        &[
+            "--json",
+            "quickstart",
+            "--rows",
+            "300",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let report: serde_json::Value = serde_json::from_slice(ok(&out)).unwrap();
+    assert_eq!(report["rows"], 300);
+    assert_eq!(report["fields"], 1200);
+    assert_eq!(report["rewrapped_fields"], 1200);
+    assert_eq!(report["primary_version"], "2");
+    // Four columns, four DEK scopes: four data keys for all 1,200 fields.
+    assert!(
+        report["kms_calls"]["seal"].as_u64().unwrap() <= 6,
+        "{report}"
+    );
+    // The database holds envelopes, not plaintext.
+    let db = rusqlite_free_check(&dir.join("customers.db"));
+    assert!(
+        !db.windows(12).any(|w| w == b"@example.com"),
+        "plaintext found in the database file"
+    );
+}
+
+/// Reads the database file as bytes (a plaintext scan needs no SQL).
+fn rusqlite_free_check(path: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    if let Ok(wal) = std::fs::read(path.with_extension("db-wal")) {
+        bytes.extend(wal);
+    }
+    bytes
+}
