@@ -4,7 +4,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
 
 use sealkit_core::{DekCipher, KeyRef, WrappedKey};
 
@@ -14,9 +13,8 @@ use crate::config::CacheConfig;
 pub(crate) struct SealEntry {
     pub(crate) cipher: Arc<DekCipher>,
     pub(crate) key: KeyRef,
-    pub(crate) created: Instant,
+    pub(crate) created: CoarseInstant,
     pub(crate) bytes: AtomicU64,
-    pub(crate) sealed: AtomicU64,
     pub(crate) encrypted: metrics::Counter,
     pub(crate) duration: metrics::Histogram,
 }
@@ -26,10 +24,77 @@ pub(crate) struct OpenEntry {
     pub(crate) cipher: Arc<DekCipher>,
     pub(crate) key: KeyRef,
     pub(crate) wrapped: WrappedKey,
-    pub(crate) created: Instant,
+    pub(crate) created: CoarseInstant,
+    pub(crate) opened: AtomicU64,
     pub(crate) decrypted: metrics::Counter,
     pub(crate) duration: metrics::Histogram,
 }
+
+/// A cache key whose buffer is reused from a per-thread pool, so that a cache hit allocates
+/// nothing. Fields are length-prefixed, so distinct field lists never collide.
+pub(crate) struct CacheKey {
+    buf: Vec<u8>,
+}
+
+thread_local! {
+    static KEY_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl CacheKey {
+    pub(crate) fn new() -> Self {
+        let buf = KEY_BUFFERS
+            .with(|pool| pool.borrow_mut().pop())
+            .unwrap_or_else(|| Vec::with_capacity(256));
+        Self { buf }
+    }
+
+    /// Appends `len ‖ bytes` (u32 big-endian length).
+    pub(crate) fn push_field(&mut self, bytes: &[u8]) {
+        push_field(&mut self.buf, bytes);
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        self.buf.clone()
+    }
+}
+
+/// Appends `len ‖ bytes` (u32 big-endian length) to a cache key.
+fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+impl Drop for CacheKey {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.capacity() <= 4096 {
+            buf.clear();
+            // A few buffers per thread suffice (nesting is shallow); drop the rest.
+            let _ = KEY_BUFFERS.try_with(|pool| {
+                let mut pool = pool.borrow_mut();
+                if pool.len() < 4 {
+                    pool.push(buf);
+                }
+            });
+        }
+    }
+}
+
+/// The clock of cache ages: `CLOCK_MONOTONIC_COARSE` (a few milliseconds of resolution, a
+/// few nanoseconds to read), since every cache hit reads it.
+pub(crate) type CoarseInstant = coarsetime::Instant;
+
+/// Whether an entry created at `created` is still within the configured age at `now`.
+pub(crate) fn within_age(config: &CacheConfig, created: CoarseInstant, now: CoarseInstant) -> bool {
+    now.duration_since(created).as_millis() < config.max_age_secs.saturating_mul(1000)
+}
+
+/// Latency of cache hits is sampled, 1 in this many, to keep clock reads off the hot path.
+pub(crate) const LATENCY_SAMPLE: u64 = 16;
 
 /// FxHash-style hasher for cache keys the application controls (key URIs and DEK scopes).
 /// Much cheaper than SipHash on short keys; not used where an attacker picks the key bytes.
@@ -71,6 +136,15 @@ impl<V, S: std::hash::BuildHasher + Default> BoundedCache<V, S> {
             order: Mutex::new(VecDeque::new()),
             capacity,
         }
+    }
+
+    /// Runs `f` on the entry for `key` under the read lock (no reference-count traffic).
+    pub(crate) fn with<R>(&self, key: &[u8], f: impl FnOnce(&V) -> R) -> Option<R> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .map(|v| f(v))
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<V>> {
@@ -128,8 +202,8 @@ impl<V, S: std::hash::BuildHasher + Default> BoundedCache<V, S> {
 
 impl SealEntry {
     /// Whether the entry may seal `len` more bytes now (and reserves them if so).
-    pub(crate) fn admit(&self, config: &CacheConfig, len: usize, now: Instant) -> bool {
-        if now.duration_since(self.created) >= config.max_age() {
+    pub(crate) fn admit(&self, config: &CacheConfig, len: usize, now: CoarseInstant) -> bool {
+        if !within_age(config, self.created, now) {
             return false;
         }
         let len = len as u64;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use sealkit_core::envelope::KeySlot;
 use sealkit_core::legacy::{self, LegacyFormat};
 use sealkit_core::provider::{KeyAdmin, KeyEncryption, KeyMetadata, KeyVersionInfo, VersionState};
 use sealkit_core::{
@@ -15,7 +16,10 @@ use sealkit_core::{
 };
 
 use crate::audit::{AuditEvent, AuditSink, JsonlAuditSink, Operation};
-use crate::cache::{BoundedCache, FastState, OpenEntry, SealEntry};
+use crate::cache::{
+    BoundedCache, CacheKey, CoarseInstant, FastState, LATENCY_SAMPLE, OpenEntry, SealEntry,
+    within_age,
+};
 use crate::config::{CacheConfig, Config, Mode};
 use crate::metrics_names as m;
 use crate::random::OsRandom;
@@ -265,7 +269,7 @@ struct Inner {
     resilience: Resilience,
     seal_hits: metrics::Counter,
     open_hits: metrics::Counter,
-    primaries: std::sync::Mutex<HashMap<KeyUri, (KeyVersion, Instant)>>,
+    primaries: std::sync::Mutex<HashMap<KeyUri, (KeyVersion, CoarseInstant)>>,
     kms_calls: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -283,12 +287,6 @@ impl std::fmt::Debug for Keyring {
             .field("mode", &self.inner.mode)
             .finish_non_exhaustive()
     }
-}
-
-/// Appends `len ‖ bytes` (u32 big-endian length) to a cache key.
-fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(bytes);
 }
 
 impl Keyring {
@@ -400,11 +398,11 @@ impl Keyring {
         })
     }
 
-    fn scope_key(&self, out: &mut Vec<u8>, context: &EncryptionContext) {
+    fn scope_key(&self, out: &mut CacheKey, context: &EncryptionContext) {
         for (k, v) in context.iter() {
             if self.inner.dek_scope.iter().any(|s| s == k) {
-                push_field(out, k.as_bytes());
-                push_field(out, v.as_bytes());
+                out.push_field(k.as_bytes());
+                out.push_field(v.as_bytes());
             }
         }
     }
@@ -462,64 +460,88 @@ impl Keyring {
             return result;
         }
         let cache_key = self.seal_cache_key(key, context);
-        let now = Instant::now();
+        let now = CoarseInstant::now();
+        // A DEK can be exhausted by other tasks between its creation and our seal: retry.
         for _ in 0..3 {
-            let entry = match self.inner.seal_cache.get(&cache_key) {
-                Some(e) if e.admit(&self.inner.cache, plaintext.len(), now) => {
-                    self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    self.inner.seal_hits.increment(1);
-                    e
+            // Fast path: seal under the cache's read lock with the cached DEK, no await.
+            let hit = self.inner.seal_cache.with(cache_key.as_slice(), |entry| {
+                if !entry.admit(&self.inner.cache, plaintext.len(), now) {
+                    return None;
                 }
-                stale => {
-                    if stale.is_some() {
-                        self.inner.seal_cache.remove(&cache_key);
-                    }
-                    self.inner.cache_misses.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(m::DEK_CACHE_MISSES_TOTAL, "cache" => "seal").increment(1);
-                    let entry = self.new_sealer(key, context, now).await?;
-                    entry
-                        .bytes
-                        .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-                    self.inner
-                        .seal_cache
-                        .insert(cache_key.clone(), entry.clone());
-                    entry
+                match self.seal_with_entry(entry, key, plaintext, context) {
+                    Err(Error::MessageBudgetExhausted) => None,
+                    result => Some(result),
                 }
-            };
-            match entry.cipher.seal(&OsRandom, context, plaintext) {
+            });
+            if let Some(Some(result)) = hit {
+                self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
+                self.inner.seal_hits.increment(1);
+                return result;
+            }
+            if hit.is_some() {
+                // Stale: too old, too many bytes or messages.
+                self.inner.seal_cache.remove(cache_key.as_slice());
+            }
+            self.inner.cache_misses.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::DEK_CACHE_MISSES_TOTAL, "cache" => "seal").increment(1);
+            let entry = self.new_sealer(key, context, now).await?;
+            entry
+                .bytes
+                .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+            self.inner
+                .seal_cache
+                .insert(cache_key.to_vec(), entry.clone());
+            match self.seal_with_entry(&entry, key, plaintext, context) {
                 Err(Error::MessageBudgetExhausted) => {
-                    self.inner.seal_cache.remove(&cache_key);
-                    continue;
+                    self.inner.seal_cache.remove(cache_key.as_slice())
                 }
-                result => {
-                    match &result {
-                        Ok(_) => {
-                            entry.encrypted.increment(1);
-                            // Latency of cache hits is sampled (1 in 16) to keep clock reads
-                            // off the hot path; misses are always timed with their KMS call.
-                            if entry.sealed.fetch_add(1, Ordering::Relaxed) % 16 == 0 {
-                                entry.duration.record(now.elapsed().as_secs_f64());
-                            }
-                        }
-                        Err(e) => self.count_error(Operation::Seal, key.scheme(), e),
-                    }
-                    self.audit(
-                        Operation::Seal,
-                        Some(&entry.key),
-                        None,
-                        Some(context),
-                        result.as_ref().err(),
-                    );
-                    return result;
-                }
+                result => return result,
             }
         }
         Err(Error::MessageBudgetExhausted)
     }
 
-    fn seal_cache_key(&self, key: &KeyUri, context: &EncryptionContext) -> Vec<u8> {
-        let mut cache_key = Vec::with_capacity(128);
-        push_field(&mut cache_key, key.as_str().as_bytes());
+    /// Seals with a cached or fresh DEK, recording metrics and the audit event.
+    fn seal_with_entry(
+        &self,
+        entry: &SealEntry,
+        key: &KeyUri,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>> {
+        // Latency is sampled (1 in LATENCY_SAMPLE) to keep clock reads off the hot path;
+        // provider calls on misses are always timed.
+        let timer = entry
+            .cipher
+            .budget()
+            .used()
+            .is_multiple_of(LATENCY_SAMPLE)
+            .then(Instant::now);
+        let result = entry.cipher.seal(&OsRandom, context, plaintext);
+        match &result {
+            Ok(_) => {
+                entry.encrypted.increment(1);
+                if let Some(started) = timer {
+                    entry.duration.record(started.elapsed().as_secs_f64());
+                }
+            }
+            // An exhausted budget is not a failure: the caller fetches a fresh DEK.
+            Err(Error::MessageBudgetExhausted) => return result,
+            Err(e) => self.count_error(Operation::Seal, key.scheme(), e),
+        }
+        self.audit(
+            Operation::Seal,
+            Some(&entry.key),
+            None,
+            Some(context),
+            result.as_ref().err(),
+        );
+        result
+    }
+
+    fn seal_cache_key(&self, key: &KeyUri, context: &EncryptionContext) -> CacheKey {
+        let mut cache_key = CacheKey::new();
+        cache_key.push_field(key.as_str().as_bytes());
         self.scope_key(&mut cache_key, context);
         cache_key
     }
@@ -535,7 +557,7 @@ impl Keyring {
         let entry = self
             .inner
             .seal_cache
-            .get(&self.seal_cache_key(key, context))?;
+            .get(self.seal_cache_key(key, context).as_slice())?;
         Some(Arc::downgrade(&entry.cipher))
     }
 
@@ -543,7 +565,7 @@ impl Keyring {
         &self,
         key: &KeyUri,
         context: &EncryptionContext,
-        now: Instant,
+        now: CoarseInstant,
     ) -> Result<Arc<SealEntry>> {
         let provider = self.provider(key.scheme())?.clone();
         let scope = self.scope_of(context);
@@ -573,7 +595,8 @@ impl Keyring {
         // Prime the open cache: data sealed now is often read back soon.
         let open_entry = self.open_entry(cipher.clone(), wrapped, now);
         self.inner.open_cache.insert(
-            self.open_cache_key(&wrapped.bytes, &wrapped.key, context),
+            self.open_cache_key(&wrapped.bytes, &wrapped.key, context)
+                .to_vec(),
             open_entry,
         );
         let (scheme, version) = (key.scheme().to_string(), wrapped.key.version.to_string());
@@ -582,7 +605,6 @@ impl Keyring {
             key: wrapped.key.clone(),
             created: now,
             bytes: AtomicU64::new(0),
-            sealed: AtomicU64::new(0),
             encrypted: metrics::counter!(m::ENCRYPT_TOTAL, "provider" => scheme.clone(), "key_version" => version),
             duration: metrics::histogram!(m::OPERATION_DURATION, "operation" => "seal", "provider" => scheme),
         }))
@@ -606,11 +628,27 @@ impl Keyring {
         })
     }
 
-    fn open_cache_key(&self, wrapped: &[u8], key: &KeyRef, context: &EncryptionContext) -> Vec<u8> {
-        let mut out = Vec::with_capacity(wrapped.len() + 64);
-        push_field(&mut out, wrapped);
-        push_field(&mut out, key.uri.as_str().as_bytes());
-        push_field(&mut out, key.version.as_str().as_bytes());
+    fn open_cache_key(
+        &self,
+        wrapped: &[u8],
+        key: &KeyRef,
+        context: &EncryptionContext,
+    ) -> CacheKey {
+        self.slot_cache_key(wrapped, key.uri.as_str(), key.version.as_str(), context)
+    }
+
+    /// The open-cache key of a wrapped DEK, its key and version, and the DEK scope.
+    fn slot_cache_key(
+        &self,
+        wrapped: &[u8],
+        uri: &str,
+        version: &str,
+        context: &EncryptionContext,
+    ) -> CacheKey {
+        let mut out = CacheKey::new();
+        out.push_field(wrapped);
+        out.push_field(uri.as_bytes());
+        out.push_field(version.as_bytes());
         self.scope_key(&mut out, context);
         out
     }
@@ -619,7 +657,7 @@ impl Keyring {
         &self,
         cipher: Arc<DekCipher>,
         wrapped: &WrappedKey,
-        now: Instant,
+        now: CoarseInstant,
     ) -> Arc<OpenEntry> {
         let key = &wrapped.key;
         let (scheme, version) = (key.scheme().to_string(), key.version.to_string());
@@ -628,6 +666,7 @@ impl Keyring {
             key: key.clone(),
             wrapped: wrapped.clone(),
             created: now,
+            opened: AtomicU64::new(0),
             decrypted: metrics::counter!(m::DECRYPT_TOTAL, "provider" => scheme.clone(), "key_version" => version),
             duration: metrics::histogram!(m::OPERATION_DURATION, "operation" => "open", "provider" => scheme),
         })
@@ -638,22 +677,35 @@ impl Keyring {
         &self,
         envelope: &Envelope<'_>,
         context: &EncryptionContext,
-        now: Instant,
+        now: CoarseInstant,
     ) -> Result<Arc<OpenEntry>> {
-        let wrapped = envelope.wrapped_key().ok_or_else(|| {
-            Error::misconfigured("compact envelopes need a DEK store, which this keyring does not have; seal with the full layout")
-        })??;
-        let cache_key = self.open_cache_key(&wrapped.bytes, &wrapped.key, context);
-        if let Some(entry) = self.inner.open_cache.get(&cache_key) {
-            if now.duration_since(entry.created) < self.inner.cache.max_age() {
+        let KeySlot::Wrapped {
+            uri,
+            version,
+            wrapped,
+            ..
+        } = envelope.slot()
+        else {
+            return Err(Error::misconfigured(
+                "compact envelopes need a DEK store, which this keyring does not have; seal with the full layout",
+            ));
+        };
+        // The cache key comes from the envelope's borrowed slot: a hit validates and copies
+        // nothing (the cached cipher's commitment check covers the slot bytes).
+        let cache_key = self.slot_cache_key(wrapped, uri, version, context);
+        if let Some(entry) = self.inner.open_cache.get(cache_key.as_slice()) {
+            if within_age(&self.inner.cache, entry.created, now) {
                 self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
                 self.inner.open_hits.increment(1);
                 return Ok(entry);
             }
-            self.inner.open_cache.remove(&cache_key);
+            self.inner.open_cache.remove(cache_key.as_slice());
         }
         self.inner.cache_misses.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::DEK_CACHE_MISSES_TOTAL, "cache" => "open").increment(1);
+        let wrapped = envelope
+            .wrapped_key()
+            .ok_or_else(|| Error::misconfigured("no wrapped key"))??;
         let scheme = wrapped.key.scheme().to_string();
         let provider = self.provider(&scheme)?.clone();
         let scope = self.scope_of(context);
@@ -673,14 +725,16 @@ impl Keyring {
         let cipher = DekCipher::new(self.inner.backend, envelope.algorithm(), &dek)?
             .with_wrapped_key(&wrapped)?;
         let entry = self.open_entry(Arc::new(cipher), &wrapped, now);
-        self.inner.open_cache.insert(cache_key, entry.clone());
+        self.inner
+            .open_cache
+            .insert(cache_key.to_vec(), entry.clone());
         Ok(entry)
     }
 
     /// Opens a ciphertext bound to `context`: an envelope under any registered provider and
     /// key version, or (in `hybrid` and `legacy` modes) a legacy ciphertext.
     pub async fn open(&self, ciphertext: &[u8], context: &EncryptionContext) -> Result<Vec<u8>> {
-        let now = Instant::now();
+        let now = CoarseInstant::now();
         let parsed = if Envelope::looks_like(ciphertext) {
             Some(Envelope::parse(ciphertext))
         } else {
@@ -714,7 +768,7 @@ impl Keyring {
         &self,
         envelope: &Envelope<'_>,
         context: &EncryptionContext,
-        now: Instant,
+        now: CoarseInstant,
     ) -> Result<Vec<u8>> {
         let entry = match self.cipher_for(envelope, context, now).await {
             Ok(e) => e,
@@ -729,11 +783,15 @@ impl Keyring {
                 return Err(e);
             }
         };
+        let timer =
+            (entry.opened.fetch_add(1, Ordering::Relaxed) % LATENCY_SAMPLE == 0).then(Instant::now);
         let result = entry.cipher.open(envelope, context);
         match &result {
             Ok(_) => {
                 entry.decrypted.increment(1);
-                entry.duration.record(now.elapsed().as_secs_f64());
+                if let Some(started) = timer {
+                    entry.duration.record(started.elapsed().as_secs_f64());
+                }
             }
             Err(e) => self.count_error(Operation::Open, entry.key.scheme(), e),
         }
@@ -786,7 +844,7 @@ impl Keyring {
         context: &EncryptionContext,
         target: Option<&KeyUri>,
     ) -> Result<RewrapOutcome> {
-        let now = Instant::now();
+        let now = CoarseInstant::now();
         let envelope = Envelope::parse(ciphertext)?;
         let old = self.cipher_for(&envelope, context, now).await?;
         let target = target.unwrap_or(&old.key.uri).clone();
@@ -795,15 +853,15 @@ impl Keyring {
             return Ok(RewrapOutcome::AlreadyCurrent);
         }
         // One rewrap per distinct (old wrapped DEK, scope, target primary): cache the result.
-        let mut cache_key = b"rewrap".to_vec();
-        cache_key.extend(self.open_cache_key(
+        let mut cache_key = self.open_cache_key(
             envelope.wrapped_bytes().unwrap_or_default(),
             &old.key,
             context,
-        ));
-        push_field(&mut cache_key, target.as_str().as_bytes());
-        push_field(&mut cache_key, primary.as_str().as_bytes());
-        let new = match self.inner.open_cache.get(&cache_key) {
+        );
+        cache_key.push_field(b"rewrap");
+        cache_key.push_field(target.as_str().as_bytes());
+        cache_key.push_field(primary.as_str().as_bytes());
+        let new = match self.inner.open_cache.get(cache_key.as_slice()) {
             Some(entry) => entry,
             None => {
                 let wrapped = envelope.wrapped_key().ok_or_else(|| {
@@ -850,9 +908,12 @@ impl Keyring {
                     ));
                 }
                 let entry = self.open_entry(Arc::new(cipher), &rewrapped, now);
-                self.inner.open_cache.insert(cache_key, entry.clone());
+                self.inner
+                    .open_cache
+                    .insert(cache_key.to_vec(), entry.clone());
                 self.inner.open_cache.insert(
-                    self.open_cache_key(&rewrapped.bytes, &rewrapped.key, context),
+                    self.open_cache_key(&rewrapped.bytes, &rewrapped.key, context)
+                        .to_vec(),
                     entry.clone(),
                 );
                 entry
@@ -864,15 +925,15 @@ impl Keyring {
     }
 
     /// The primary version of `key`, cached for up to a minute (and forgotten on rotation).
-    async fn primary_version(&self, key: &KeyUri, now: Instant) -> Result<KeyVersion> {
-        let ttl = self.inner.cache.max_age().min(Duration::from_secs(60));
+    async fn primary_version(&self, key: &KeyUri, now: CoarseInstant) -> Result<KeyVersion> {
+        let ttl_ms = self.inner.cache.max_age_secs.min(60) * 1000;
         if let Some((version, at)) = self
             .inner
             .primaries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
-            && now.duration_since(*at) < ttl
+            && now.duration_since(*at).as_millis() < ttl_ms
         {
             return Ok(version.clone());
         }
