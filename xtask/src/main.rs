@@ -13,7 +13,9 @@ cargo xtask <task>
   lint               fmt --check, clippy -D warnings, codegen --check, tidy
   codegen [--check]  regenerate golden vectors (or fail if they are out of date)
   tidy               check that sealkit-core's dependency tree holds no I/O crate
-  bench [--quick]    criterion benchmarks (figures go to docs/performance.md)
+  bench [--quick] [--peers] [FILTER]
+                     criterion benchmarks (figures go to docs/performance.md); --peers runs
+                     Sealkit beside tink-aead and envelopers
   fuzz-smoke         a short cargo-fuzz run of the envelope parser, where cargo-fuzz works
   deny               cargo deny check (licenses, bans, sources, advisories offline)
 ";

@@ -1,0 +1,80 @@
+//! A 64-byte seal + open round trip through Sealkit's facade beside `tink-aead` 0.3
+//! (`KmsEnvelopeAead` over a local AES-256-GCM "remote" AEAD) and `envelopers` 0.8
+//! (`EnvelopeCipher` over a caching `SimpleKeyProvider`), in one binary and one run.
+//!
+//! Every library wraps with a local key (no network), binds the same associated data where it
+//! can, and is given generous caching where it has any; peers' records are kept in memory (no
+//! serialisation), which favours them. Run: `cargo xtask bench --peers`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use envelopers::{Aes256Gcm, CacheOptions, CachingKeyWrapper, EnvelopeCipher, SimpleKeyProvider};
+use sealkit::{Config, EncryptionContext, KeyUri, Keyring};
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let field = [0x61u8; 64];
+    let ctx = EncryptionContext::parse("table=customers,column=email,id=123456").unwrap();
+    let aad = ctx.canonical_bytes().to_vec();
+    let mut group = c.benchmark_group("round_trip_64B");
+
+    // Sealkit: local provider, default caching (one DEK for the run).
+    let home = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.default_key = Some("local://bench".into());
+    config.local.home = home.path().to_path_buf();
+    let keyring = Keyring::builder(config).build().unwrap();
+    rt.block_on(keyring.create_key(&KeyUri::parse("local://bench").unwrap())).unwrap();
+    group.bench_function("sealkit", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let sealed = keyring.seal(&field, &ctx).await.unwrap();
+                    black_box(keyring.open(&sealed, &ctx).await.unwrap());
+                }
+                started.elapsed()
+            })
+        })
+    });
+
+    // tink-aead: a fresh DEK per message, wrapped by the "remote" AEAD (here a local one).
+    tink_aead::init();
+    let kh = tink_core::keyset::Handle::new(&tink_aead::aes256_gcm_key_template()).unwrap();
+    let remote = tink_aead::new(&kh).unwrap();
+    let tink = tink_aead::KmsEnvelopeAead::new(tink_aead::aes256_gcm_key_template(), remote);
+    group.bench_function("tink-aead", |b| {
+        b.iter(|| {
+            use tink_core::Aead;
+            let sealed = tink.encrypt(&field, &aad).unwrap();
+            black_box(tink.decrypt(&sealed, &aad).unwrap())
+        })
+    });
+
+    // envelopers: caching key wrapper with bounds as generous as Sealkit's defaults.
+    let provider: SimpleKeyProvider<Aes256Gcm> = SimpleKeyProvider::init([7u8; 16]);
+    let options = CacheOptions::default()
+        .with_max_age(Duration::from_secs(300))
+        .with_max_messages(1_000_000)
+        .with_max_bytes(1 << 30)
+        .with_max_entries(1_000);
+    let cipher: EnvelopeCipher<_> = EnvelopeCipher::init(CachingKeyWrapper::new(provider, options));
+    group.bench_function("envelopers", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let record = cipher.encrypt(&field).await.unwrap();
+                    black_box(cipher.decrypt(&record).await.unwrap());
+                }
+                started.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
