@@ -135,7 +135,13 @@ pub(crate) fn bench(args: &[&str]) -> Result<(), String> {
     let mut cmd = cargo();
     if args.contains(&"--peers") {
         // Its own workspace: the peers' dependencies stay out of the main build and cargo-deny.
-        cmd.args(["bench", "--manifest-path", "benches/peers/Cargo.toml", "--bench", "peers"]);
+        cmd.args([
+            "bench",
+            "--manifest-path",
+            "benches/peers/Cargo.toml",
+            "--bench",
+            "peers",
+        ]);
     } else {
         cmd.args(["bench", "-p", "sealkit-benches"]);
     }

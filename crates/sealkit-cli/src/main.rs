@@ -5,6 +5,7 @@
 //! or key disabled; 6 provider unavailable or throttling; 7 misconfigured; 1 anything else.
 
 mod commands;
+mod metrics_export;
 mod quickstart;
 
 use std::path::PathBuf;
@@ -27,6 +28,17 @@ struct Cli {
     /// Machine-readable output (JSON on stdout).
     #[arg(long, global = true)]
     json: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the command runs.
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDR",
+        env = "SEALKIT_METRICS_LISTEN"
+    )]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Write the Prometheus text exposition of the run's metrics to FILE when it ends.
+    #[arg(long, global = true, value_name = "FILE")]
+    metrics_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,11 +95,13 @@ fn main() -> ExitCode {
     };
     let json = cli.json;
     let result = runtime.block_on(async move {
+        // The recorder goes in before any keyring exists: handles bind to it at creation.
+        let exporter = metrics_export::install(cli.metrics_listen, cli.metrics_file.clone())?;
         let ctx = commands::Ctx {
             config: cli.config,
             json,
         };
-        match cli.command {
+        let result = match cli.command {
             Command::Encrypt(a) => commands::encrypt(&ctx, a).await,
             Command::Decrypt(a) => commands::decrypt(&ctx, a).await,
             Command::Rewrap(a) => commands::rewrap(&ctx, a).await,
@@ -95,7 +109,9 @@ fn main() -> ExitCode {
             Command::Health => commands::health(&ctx).await,
             Command::Audit(a) => commands::audit(&ctx, a),
             Command::Quickstart(a) => quickstart::run(&ctx, a).await,
-        }
+        };
+        exporter.finish()?;
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -204,3 +204,107 @@ fn rusqlite_free_check(path: &Path) -> Vec<u8> {
     }
     bytes
 }
+
+#[test]
+fn metrics_file_holds_the_prometheus_exposition() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let metrics = h.join("metrics.prom");
+    let m = metrics.to_str().unwrap();
+    ok(&sealkit(h, &["keys", "create", "local://customers"], b""));
+    let sealed = ok(&sealkit(
+        h,
+        &[
+            "--metrics-file",
+            m,
+            "encrypt",
+            "--key",
+            "local://customers",
+            "--context",
+            CTX,
+        ],
+        b"x",
+    ))
+    .to_vec();
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains(r#"sealkit_crypto_encrypt_total{provider="local",key_version="1"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"sealkit_kms_calls_total{provider="local",operation="generate_data_key"} 1"#
+        ),
+        "{text}"
+    );
+    // A failed open is counted by kind.
+    let out = sealkit(
+        h,
+        &[
+            "--metrics-file",
+            m,
+            "decrypt",
+            "--context",
+            "table=x,column=y,id=1",
+        ],
+        &sealed,
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains("sealkit_crypto_errors_total{"), "{text}");
+    assert!(
+        text.contains(r#"error_type="invalid_ciphertext""#),
+        "{text}"
+    );
+}
+
+#[test]
+fn metrics_listener_serves_prometheus_while_a_job_runs() {
+    use std::io::Read;
+    let home = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = home.path().join("qs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sealkit"))
+        .args([
+            "--metrics-listen",
+            &addr,
+            "--json",
+            "quickstart",
+            "--rows",
+            "200000",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut scraped = None;
+    for _ in 0..600 {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if let Ok(mut conn) = std::net::TcpStream::connect(&addr) {
+            let _ = conn.write_all(
+                b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            );
+            let mut body = String::new();
+            let _ = conn.read_to_string(&mut body);
+            if body.contains("sealkit_crypto_encrypt_total") {
+                scraped = Some(body);
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let body = scraped.expect("no metrics scraped while the quickstart ran");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains(r#"provider="local""#));
+}
