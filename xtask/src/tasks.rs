@@ -40,10 +40,20 @@ fn has_cargo_subcommand(name: &str) -> bool {
 
 /// The whole test suite.
 pub(crate) fn test(extra: &[&str]) -> Result<(), String> {
+    // Peers up, every test, peers down (also when tests fail).
+    let ci = std::env::var_os("CI").is_some();
+    if let Err(e) = crate::peers::up() {
+        if ci {
+            return Err(format!("the test peers did not start: {e}"));
+        }
+        eprintln!("xtask: the test peers did not start ({e}); tests that need them will skip");
+    }
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--all-features"])
-        .args(extra);
-    run(cmd)
+    cmd.args(["test", "--workspace", "--all-features"]).args(extra);
+    cmd.envs(crate::peers::env_vars());
+    let result = run(cmd);
+    crate::peers::down()?;
+    result
 }
 
 /// Everything CI checks.

@@ -1,0 +1,17 @@
+//! The provider conformance suite: the same assertions, run against every provider's real
+//! backend (local files, OpenBao, moto, …) by that provider's tests.
+//!
+//! ```ignore
+//! sealkit_conformance::run_all(&provider, &provider, "vault-transit://transit/conf").await;
+//! ```
+//!
+//! Also: [`peers::peer_env`] for tests that need a running peer, and [`FaultProxy`], a loopback
+//! TCP proxy that delays, resets or refuses connections to simulate a slow or failing service.
+#![forbid(unsafe_code)]
+
+mod proxy;
+pub mod peers;
+mod suite;
+
+pub use proxy::{FaultMode, FaultProxy};
+pub use suite::*;

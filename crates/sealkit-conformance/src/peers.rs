@@ -1,0 +1,30 @@
+//! Finding the test peers that `cargo xtask peers up` started.
+
+/// The value of `var` (set by `cargo xtask test` from `target/peers/peers.env`).
+///
+/// When it is absent: with `CI` set this panics with a message naming the peer (a test must
+/// never pass silently without its peer); otherwise it prints why the test skips and returns
+/// `None`.
+pub fn peer_env(var: &str, peer: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "{peer} is not running ({var} is unset): run the tests with `cargo xtask test`, which starts it"
+        ),
+        _ => {
+            eprintln!("skipped: {peer} is not running ({var} is unset); `cargo xtask test` starts it");
+            None
+        }
+    }
+}
+
+/// A name unique to this process and call, for keys and secrets created by a test.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}

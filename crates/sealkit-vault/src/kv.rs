@@ -1,0 +1,83 @@
+//! Secrets from the KV engine (v1 or v2).
+
+use async_trait::async_trait;
+use sealkit_core::provider::{Secret, SecretSource};
+use sealkit_core::{Error, Result};
+use serde_json::Value;
+use vaultrs::client::VaultClient;
+
+use crate::VaultConfig;
+use crate::error::map;
+
+/// The KV engine version of a mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KvVersion {
+    /// KV v1: one value per path, no versions.
+    V1,
+    /// KV v2: versioned values.
+    V2,
+}
+
+/// A Vault KV mount as a [`SecretSource`].
+///
+/// A secret's name is `PATH` or `PATH#FIELD` (field default `value`); a version selects a KV v2
+/// version (`3`), KV v1 refuses versions.
+pub struct VaultKv {
+    client: VaultClient,
+    mount: String,
+    version: KvVersion,
+    label: String,
+}
+
+impl std::fmt::Debug for VaultKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultKv").field("mount", &self.mount).field("version", &self.version).finish()
+    }
+}
+
+impl VaultKv {
+    /// Connects with `config` to the KV `mount`.
+    pub async fn connect(config: &VaultConfig, mount: &str, version: KvVersion) -> Result<Self> {
+        let label = match version {
+            KvVersion::V1 => "vault-kv1",
+            KvVersion::V2 => "vault-kv2",
+        };
+        Ok(Self { client: config.connect().await?, mount: mount.to_string(), version, label: label.into() })
+    }
+
+    /// The underlying client, e.g. to write test secrets.
+    pub fn client(&self) -> &VaultClient {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl SecretSource for VaultKv {
+    fn name(&self) -> &str {
+        &self.label
+    }
+
+    async fn get_secret(&self, name: &str, version: Option<&str>) -> Result<Secret> {
+        let (path, field) = name.split_once('#').unwrap_or((name, "value"));
+        let what = format!("secret {}/{path}", self.mount);
+        let data: Value = match (self.version, version) {
+            (KvVersion::V1, Some(_)) => {
+                return Err(Error::invalid_input(format!("{what}: KV v1 keeps no versions")));
+            }
+            (KvVersion::V1, None) => vaultrs::kv1::get(&self.client, &self.mount, path).await,
+            (KvVersion::V2, None) => vaultrs::kv2::read(&self.client, &self.mount, path).await,
+            (KvVersion::V2, Some(v)) => {
+                let n = v.parse().map_err(|_| Error::invalid_input(format!("{what}: version {v:?} is not a number")))?;
+                vaultrs::kv2::read_version(&self.client, &self.mount, path, n).await
+            }
+        }
+        .map_err(|e| map(e, &what))?;
+        let value = data.get(field).ok_or_else(|| Error::not_found(self.label.clone(), format!("field {field:?} of {what}")))?;
+        let bytes = match value {
+            Value::String(s) => s.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
+        };
+        Ok(Secret::new(bytes, version.map(str::to_string)))
+    }
+}

@@ -1,0 +1,279 @@
+//! Transit keys: `vault-transit://MOUNT/NAME`.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use async_trait::async_trait;
+use base64::Engine;
+use sealkit_core::provider::{
+    GeneratedDataKey, KeyAdmin, KeyEncryption, KeyMetadata, KeyVersionInfo, VersionState,
+};
+use sealkit_core::{
+    DataKey, EncryptionContext, Error, KeyRef, KeyUri, KeyVersion, Result, WrappedKey,
+};
+use vaultrs::api::transit::KeyType;
+use vaultrs::api::transit::requests::{
+    CreateKeyRequest, DataKeyType, DecryptDataRequest, EncryptDataRequest, GenerateDataKeyRequest,
+    RewrapDataRequest, UpdateKeyConfigurationRequest,
+};
+use vaultrs::api::transit::responses::ReadKeyData;
+use vaultrs::client::VaultClient;
+use zeroize::Zeroizing;
+
+use crate::VaultConfig;
+use crate::error::map;
+
+/// The URI scheme of Transit keys.
+pub const SCHEME: &str = "vault-transit";
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+/// What Sealkit needs to know about a Transit key before using it.
+#[derive(Clone, Copy, Debug)]
+struct KeyInfo {
+    derived: bool,
+}
+
+/// Vault Transit as a Sealkit key provider. See the crate docs.
+pub struct VaultTransit {
+    client: VaultClient,
+    address: String,
+    keys: RwLock<HashMap<String, KeyInfo>>,
+}
+
+impl std::fmt::Debug for VaultTransit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultTransit").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+/// `MOUNT/NAME` from a key URI (the mount may contain slashes).
+fn split(key: &KeyUri) -> Result<(&str, &str)> {
+    if key.scheme() != SCHEME {
+        return Err(Error::invalid_input(format!("{key} is not a {SCHEME}:// key")));
+    }
+    key.path()
+        .rsplit_once('/')
+        .filter(|(m, n)| !m.is_empty() && !n.is_empty())
+        .ok_or_else(|| Error::invalid_input(format!("{key}: expected {SCHEME}://MOUNT/NAME")))
+}
+
+/// The key version of a Transit ciphertext (`vault:v3:…` → 3).
+fn ciphertext_version(ciphertext: &str) -> Result<u64> {
+    ciphertext
+        .strip_prefix("vault:v")
+        .and_then(|rest| rest.split_once(':'))
+        .and_then(|(v, _)| v.parse().ok())
+        .ok_or(Error::InvalidCiphertext)
+}
+
+fn decode_dek(plaintext_b64: &str) -> Result<DataKey> {
+    let bytes = Zeroizing::new(b64().decode(plaintext_b64).map_err(|_| Error::InvalidCiphertext)?);
+    DataKey::from_slice(&bytes)
+}
+
+impl VaultTransit {
+    /// Connects (and logs in) with `config`.
+    pub async fn connect(config: &VaultConfig) -> Result<Self> {
+        Ok(Self { client: config.connect().await?, address: config.address().to_string(), keys: RwLock::new(HashMap::new()) })
+    }
+
+    /// Connects with [`VaultConfig::from_env`].
+    pub async fn from_env() -> Result<Self> {
+        Self::connect(&VaultConfig::from_env()?).await
+    }
+
+    /// The underlying client (for the KV source sharing one login).
+    pub fn client(&self) -> &VaultClient {
+        &self.client
+    }
+
+    async fn info(&self, key: &KeyUri) -> Result<KeyInfo> {
+        if let Some(info) = self.keys.read().unwrap_or_else(|e| e.into_inner()).get(key.as_str()) {
+            return Ok(*info);
+        }
+        let (mount, name) = split(key)?;
+        let read = vaultrs::transit::key::read(&self.client, mount, name)
+            .await
+            .map_err(|e| map(e, &format!("reading {key}")))?;
+        let info = KeyInfo { derived: read.derived };
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).insert(key.as_str().to_string(), info);
+        Ok(info)
+    }
+
+    /// The context or associated data for a key, as base64.
+    fn binding(context: &EncryptionContext) -> String {
+        b64().encode(context.canonical_bytes())
+    }
+
+    async fn encrypt(&self, key: &KeyUri, dek: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
+        let (mount, name) = split(key)?;
+        let info = self.info(key).await?;
+        let plaintext = Zeroizing::new(b64().encode(dek.expose()));
+        let mut opts = EncryptDataRequest::builder();
+        if info.derived {
+            opts.context(Self::binding(context));
+        } else {
+            opts.associated_data(Self::binding(context));
+        }
+        let reply = vaultrs::transit::data::encrypt(&self.client, mount, name, &plaintext, Some(&mut opts))
+            .await
+            .map_err(|e| map(e, &format!("encrypt with {key}")))?;
+        let version = ciphertext_version(&reply.ciphertext)?;
+        Ok(WrappedKey::new(KeyRef::new(key.clone(), KeyVersion::number(version)), reply.ciphertext.into_bytes()))
+    }
+}
+
+#[async_trait]
+impl KeyEncryption for VaultTransit {
+    fn scheme(&self) -> &str {
+        SCHEME
+    }
+
+    async fn generate_data_key(&self, key: &KeyUri, context: &EncryptionContext) -> Result<GeneratedDataKey> {
+        let (mount, name) = split(key)?;
+        if !self.info(key).await?.derived {
+            // `datakey` has no associated data: generate locally and bind it through `encrypt`.
+            let mut bytes = Zeroizing::new([0u8; 32]);
+            getrandom::fill(bytes.as_mut()).map_err(|e| Error::unavailable("os-random", e.to_string()))?;
+            let dek = DataKey::from_bytes(*bytes);
+            let wrapped = self.encrypt(key, &dek, context).await?;
+            return Ok(GeneratedDataKey::new(dek, wrapped));
+        }
+        let mut opts = GenerateDataKeyRequest::builder();
+        opts.context(Self::binding(context)).bits(256u16);
+        let reply = vaultrs::transit::generate::data_key(&self.client, mount, name, DataKeyType::Plaintext, Some(&mut opts))
+            .await
+            .map_err(|e| map(e, &format!("datakey with {key}")))?;
+        let plaintext = Zeroizing::new(reply.plaintext.unwrap_or_default());
+        let dek = decode_dek(&plaintext)?;
+        let version = ciphertext_version(&reply.ciphertext)?;
+        let wrapped = WrappedKey::new(KeyRef::new(key.clone(), KeyVersion::number(version)), reply.ciphertext.into_bytes());
+        Ok(GeneratedDataKey::new(dek, wrapped))
+    }
+
+    async fn wrap(&self, key: &KeyUri, dek: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
+        self.encrypt(key, dek, context).await
+    }
+
+    async fn unwrap(&self, wrapped: &WrappedKey, context: &EncryptionContext) -> Result<DataKey> {
+        let key = &wrapped.key.uri;
+        let (mount, name) = split(key)?;
+        let ciphertext = std::str::from_utf8(&wrapped.bytes).map_err(|_| Error::InvalidCiphertext)?;
+        if Some(ciphertext_version(ciphertext)?) != wrapped.key.version.as_number() {
+            return Err(Error::InvalidCiphertext);
+        }
+        let info = self.info(key).await?;
+        let mut opts = DecryptDataRequest::builder();
+        if info.derived {
+            opts.context(Self::binding(context));
+        } else {
+            opts.associated_data(Self::binding(context));
+        }
+        let reply = vaultrs::transit::data::decrypt(&self.client, mount, name, ciphertext, Some(&mut opts))
+            .await
+            .map_err(|e| map(e, &format!("decrypt with {}", wrapped.key)))?;
+        decode_dek(&Zeroizing::new(reply.plaintext))
+    }
+
+    async fn rewrap(&self, wrapped: &WrappedKey, target: &KeyUri, context: &EncryptionContext) -> Result<WrappedKey> {
+        let info = self.info(target).await?;
+        if &wrapped.key.uri != target || !info.derived {
+            // Another key, or associated data (which Transit's rewrap does not take).
+            let dek = self.unwrap(wrapped, context).await?;
+            return self.wrap(target, &dek, context).await;
+        }
+        let (mount, name) = split(target)?;
+        let ciphertext = std::str::from_utf8(&wrapped.bytes).map_err(|_| Error::InvalidCiphertext)?;
+        let mut opts = RewrapDataRequest::builder();
+        opts.context(Self::binding(context));
+        let reply = vaultrs::transit::data::rewrap(&self.client, mount, name, ciphertext, Some(&mut opts))
+            .await
+            .map_err(|e| map(e, &format!("rewrap with {target}")))?;
+        let version = ciphertext_version(&reply.ciphertext)?;
+        Ok(WrappedKey::new(KeyRef::new(target.clone(), KeyVersion::number(version)), reply.ciphertext.into_bytes()))
+    }
+
+    async fn key_metadata(&self, key: &KeyUri) -> Result<KeyMetadata> {
+        let (mount, name) = split(key)?;
+        let read = vaultrs::transit::key::read(&self.client, mount, name)
+            .await
+            .map_err(|e| map(e, &format!("reading {key}")))?;
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).insert(key.as_str().to_string(), KeyInfo { derived: read.derived });
+        let ReadKeyData::Symmetric(versions) = read.keys else {
+            return Err(Error::misconfigured(format!("{key} is not a symmetric key; Sealkit needs aes256-gcm96 or chacha20-poly1305")));
+        };
+        let mut numbers: Vec<(u64, u64)> = versions.iter().filter_map(|(v, t)| v.parse().ok().map(|v| (v, *t))).collect();
+        numbers.sort_unstable();
+        let primary = numbers.last().map(|(v, _)| *v).ok_or_else(|| Error::not_found("vault", format!("versions of {key}")))?;
+        let infos = numbers
+            .iter()
+            .map(|(v, t)| {
+                let state = if *v < read.min_decryption_version { VersionState::Disabled } else { VersionState::Enabled };
+                KeyVersionInfo::new(KeyVersion::number(*v), state, Some(*t))
+            })
+            .collect();
+        Ok(KeyMetadata::new(key.clone(), KeyVersion::number(primary), infos))
+    }
+}
+
+#[async_trait]
+impl KeyAdmin for VaultTransit {
+    async fn create_key(&self, key: &KeyUri) -> Result<KeyMetadata> {
+        let (mount, name) = split(key)?;
+        if self.key_metadata(key).await.is_ok() {
+            return Err(Error::invalid_input(format!("key {key} already exists; use `keys rotate` to add a version")));
+        }
+        let mut opts = CreateKeyRequest::builder();
+        opts.derived(true).key_type(KeyType::Aes256Gcm96);
+        vaultrs::transit::key::create(&self.client, mount, name, Some(&mut opts))
+            .await
+            .map_err(|e| map(e, &format!("creating {key}")))?;
+        self.key_metadata(key).await
+    }
+
+    async fn rotate_key(&self, key: &KeyUri) -> Result<KeyVersion> {
+        let (mount, name) = split(key)?;
+        vaultrs::transit::key::rotate(&self.client, mount, name)
+            .await
+            .map_err(|e| map(e, &format!("rotating {key}")))?;
+        Ok(self.key_metadata(key).await?.primary)
+    }
+
+    async fn list_versions(&self, key: &KeyUri) -> Result<Vec<KeyVersionInfo>> {
+        Ok(self.key_metadata(key).await?.versions)
+    }
+
+    /// Transit disables versions by a floor, `min_decryption_version`: disabling version N
+    /// disables every version up to N; enabling N lowers the floor to N. Destroying N trims
+    /// every version up to N (after disabling them).
+    async fn set_version_state(&self, key: &KeyUri, version: &KeyVersion, state: VersionState) -> Result<()> {
+        let (mount, name) = split(key)?;
+        let key_ref = KeyRef::new(key.clone(), version.clone());
+        let n = version.as_number().ok_or_else(|| Error::not_found("vault", format!("key version {key_ref}")))?;
+        let meta = self.key_metadata(key).await?;
+        if !meta.versions.iter().any(|v| v.version == *version) {
+            return Err(Error::not_found("vault", format!("key version {key_ref}")));
+        }
+        if meta.primary == *version && state != VersionState::Enabled {
+            return Err(Error::invalid_input(format!("{key_ref} is the primary version; rotate the key before disabling it")));
+        }
+        let floor = match state {
+            VersionState::Enabled => n,
+            _ => n + 1,
+        };
+        let mut opts = UpdateKeyConfigurationRequest::builder();
+        opts.min_decryption_version(floor);
+        vaultrs::transit::key::update(&self.client, mount, name, Some(&mut opts))
+            .await
+            .map_err(|e| map(e, &format!("configuring {key}")))?;
+        if state == VersionState::Destroyed {
+            vaultrs::transit::key::trim(&self.client, mount, name, floor)
+                .await
+                .map_err(|e| map(e, &format!("trimming {key}")))?;
+        }
+        Ok(())
+    }
+}
