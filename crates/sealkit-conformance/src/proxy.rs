@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::copy_bidirectional;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -42,25 +42,26 @@ impl FaultProxy {
         let connections = Arc::new(AtomicU64::new(0));
         let (m, d, c) = (mode.clone(), delay_ms.clone(), connections.clone());
         let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::Relaxed);
-                let (mode, delay) = (m.load(Ordering::Relaxed), d.load(Ordering::Relaxed));
+                let (m, d) = (m.clone(), d.clone());
                 tokio::spawn(async move {
-                    match mode {
-                        2 => drop(inbound),
-                        _ => {
-                            if mode == 1 {
-                                tokio::time::sleep(Duration::from_millis(delay)).await;
-                            }
-                            if let Ok(mut outbound) = TcpStream::connect(target).await {
-                                let _ = copy_bidirectional(&mut inbound, &mut outbound).await;
-                            }
-                        }
+                    if m.load(Ordering::Relaxed) == 2 {
+                        return; // reset: close at once
+                    }
+                    if let Ok(outbound) = TcpStream::connect(target).await {
+                        relay(inbound, outbound, m, d).await;
                     }
                 });
             }
         });
-        Ok(Self { addr, mode, delay_ms, connections, task })
+        Ok(Self {
+            addr,
+            mode,
+            delay_ms,
+            connections,
+            task,
+        })
     }
 
     /// The proxy's address.
@@ -87,6 +88,53 @@ impl FaultProxy {
     /// Connections accepted so far (retries show up here).
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// Forwards both ways; faults apply to every request chunk, also on kept-alive connections:
+/// a delay before each client chunk is forwarded, a reset closes the connection.
+async fn relay(
+    inbound: TcpStream,
+    outbound: TcpStream,
+    mode: Arc<AtomicU8>,
+    delay_ms: Arc<AtomicU64>,
+) {
+    let (mut in_read, mut in_write) = inbound.into_split();
+    let (mut out_read, mut out_write) = outbound.into_split();
+    let (m, d) = (mode.clone(), delay_ms);
+    let upstream = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match in_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            match m.load(Ordering::Relaxed) {
+                2 => return,
+                1 => tokio::time::sleep(Duration::from_millis(d.load(Ordering::Relaxed))).await,
+                _ => {}
+            }
+            if out_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let downstream = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match out_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if mode.load(Ordering::Relaxed) == 2 || in_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Either direction ending closes the connection (dropping both halves).
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
     }
 }
 

@@ -28,7 +28,10 @@ impl std::fmt::Debug for VaultAuth {
         match self {
             Self::Token(_) => f.write_str("Token([REDACTED])"),
             Self::AppRole { mount, role_id, .. } => {
-                write!(f, "AppRole {{ mount: {mount:?}, role_id: {role_id:?}, secret_id: [REDACTED] }}")
+                write!(
+                    f,
+                    "AppRole {{ mount: {mount:?}, role_id: {role_id:?}, secret_id: [REDACTED] }}"
+                )
             }
         }
     }
@@ -46,16 +49,29 @@ pub struct VaultConfig {
 impl VaultConfig {
     /// A configuration for `address` with `auth`.
     pub fn new(address: impl Into<String>, auth: VaultAuth) -> Self {
-        Self { address: address.into(), auth, namespace: None, timeout: Duration::from_secs(10) }
+        Self {
+            address: address.into(),
+            auth,
+            namespace: None,
+            timeout: Duration::from_secs(10),
+        }
     }
 
     /// Reads `SEALKIT_VAULT_ADDR` or `VAULT_ADDR`, and `VAULT_TOKEN` or AppRole variables.
     pub fn from_env() -> Result<Self> {
         let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-        let address = var("SEALKIT_VAULT_ADDR").or_else(|| var("VAULT_ADDR")).ok_or_else(|| {
-            Error::misconfigured("set VAULT_ADDR (or SEALKIT_VAULT_ADDR) to the Vault server's address")
-        })?;
-        let auth = match (var("VAULT_ROLE_ID"), var("VAULT_SECRET_ID"), var("VAULT_TOKEN")) {
+        let address = var("SEALKIT_VAULT_ADDR")
+            .or_else(|| var("VAULT_ADDR"))
+            .ok_or_else(|| {
+                Error::misconfigured(
+                    "set VAULT_ADDR (or SEALKIT_VAULT_ADDR) to the Vault server's address",
+                )
+            })?;
+        let auth = match (
+            var("VAULT_ROLE_ID"),
+            var("VAULT_SECRET_ID"),
+            var("VAULT_TOKEN"),
+        ) {
             (Some(role_id), Some(secret_id), _) => VaultAuth::AppRole {
                 mount: var("SEALKIT_VAULT_APPROLE_MOUNT").unwrap_or_else(|| "approle".into()),
                 role_id,
@@ -97,16 +113,28 @@ impl VaultConfig {
             VaultAuth::AppRole { .. } => String::new(),
         };
         let mut settings = VaultClientSettingsBuilder::default();
-        settings.address(&self.address).token(token).timeout(Some(self.timeout));
+        settings
+            .address(&self.address)
+            .token(token)
+            .timeout(Some(self.timeout));
         if let Some(ns) = &self.namespace {
             settings.namespace(Some(ns.clone()));
         }
-        let settings = settings
-            .build()
-            .map_err(|e| Error::misconfigured(format!("invalid Vault settings for {}: {e}", self.address)))?;
-        let mut client = VaultClient::new(settings)
-            .map_err(|e| Error::misconfigured(format!("cannot build a Vault client for {}: {e}", self.address)))?;
-        if let VaultAuth::AppRole { mount, role_id, secret_id } = &self.auth {
+        let settings = settings.build().map_err(|e| {
+            Error::misconfigured(format!("invalid Vault settings for {}: {e}", self.address))
+        })?;
+        let mut client = VaultClient::new(settings).map_err(|e| {
+            Error::misconfigured(format!(
+                "cannot build a Vault client for {}: {e}",
+                self.address
+            ))
+        })?;
+        if let VaultAuth::AppRole {
+            mount,
+            role_id,
+            secret_id,
+        } = &self.auth
+        {
             let auth = vaultrs::auth::approle::login(&client, mount, role_id, secret_id)
                 .await
                 .map_err(|e| crate::error::map(e, &format!("AppRole login at auth/{mount}")))?;

@@ -15,16 +15,23 @@ pub(crate) fn map(error: ClientError, what: &str) -> Error {
             match code {
                 403 => Error::permission_denied(
                     PROVIDER,
-                    format!("{what}: permission denied ({detail}); the token's policy needs `update` on this path"),
+                    format!(
+                        "{what}: permission denied ({detail}); the token's policy needs `update` on this path"
+                    ),
                 ),
                 404 => Error::not_found(PROVIDER, what.to_string()),
                 429 => Error::throttled(PROVIDER, format!("{what}: {detail}")),
                 500..=599 => Error::unavailable(PROVIDER, format!("{what}: HTTP {code}: {detail}")),
-                _ if lower.contains("not found") || lower.contains("no existing key") || lower.contains("encryption key not found") => {
+                _ if lower.contains("not found")
+                    || lower.contains("no existing key")
+                    || lower.contains("encryption key not found") =>
+                {
                     Error::not_found(PROVIDER, what.to_string())
                 }
                 _ if lower.contains("disallowed by policy") || lower.contains("too old") => {
-                    Error::KeyDisabled { key: format!("{what} ({detail})") }
+                    Error::KeyDisabled {
+                        key: format!("{what} ({detail})"),
+                    }
                 }
                 _ if lower.contains("message authentication failed")
                     || lower.contains("invalid ciphertext")

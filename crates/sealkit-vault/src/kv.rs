@@ -24,7 +24,8 @@ pub enum KvVersion {
 /// A secret's name is `PATH` or `PATH#FIELD` (field default `value`); a version selects a KV v2
 /// version (`3`), KV v1 refuses versions.
 pub struct VaultKv {
-    client: VaultClient,
+    config: VaultConfig,
+    client: tokio::sync::OnceCell<VaultClient>,
     mount: String,
     version: KvVersion,
     label: String,
@@ -32,23 +33,31 @@ pub struct VaultKv {
 
 impl std::fmt::Debug for VaultKv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VaultKv").field("mount", &self.mount).field("version", &self.version).finish()
+        f.debug_struct("VaultKv")
+            .field("mount", &self.mount)
+            .field("version", &self.version)
+            .finish()
     }
 }
 
 impl VaultKv {
-    /// Connects with `config` to the KV `mount`.
-    pub async fn connect(config: &VaultConfig, mount: &str, version: KvVersion) -> Result<Self> {
+    /// The KV `mount` of the Vault `config` describes; it connects on first use.
+    pub fn new(config: VaultConfig, mount: &str, version: KvVersion) -> Self {
         let label = match version {
             KvVersion::V1 => "vault-kv1",
             KvVersion::V2 => "vault-kv2",
         };
-        Ok(Self { client: config.connect().await?, mount: mount.to_string(), version, label: label.into() })
+        Self {
+            config,
+            client: tokio::sync::OnceCell::new(),
+            mount: mount.to_string(),
+            version,
+            label: label.into(),
+        }
     }
 
-    /// The underlying client, e.g. to write test secrets.
-    pub fn client(&self) -> &VaultClient {
-        &self.client
+    async fn client(&self) -> Result<&VaultClient> {
+        self.client.get_or_try_init(|| self.config.connect()).await
     }
 }
 
@@ -63,17 +72,27 @@ impl SecretSource for VaultKv {
         let what = format!("secret {}/{path}", self.mount);
         let data: Value = match (self.version, version) {
             (KvVersion::V1, Some(_)) => {
-                return Err(Error::invalid_input(format!("{what}: KV v1 keeps no versions")));
+                return Err(Error::invalid_input(format!(
+                    "{what}: KV v1 keeps no versions"
+                )));
             }
-            (KvVersion::V1, None) => vaultrs::kv1::get(&self.client, &self.mount, path).await,
-            (KvVersion::V2, None) => vaultrs::kv2::read(&self.client, &self.mount, path).await,
+            (KvVersion::V1, None) => {
+                vaultrs::kv1::get(self.client().await?, &self.mount, path).await
+            }
+            (KvVersion::V2, None) => {
+                vaultrs::kv2::read(self.client().await?, &self.mount, path).await
+            }
             (KvVersion::V2, Some(v)) => {
-                let n = v.parse().map_err(|_| Error::invalid_input(format!("{what}: version {v:?} is not a number")))?;
-                vaultrs::kv2::read_version(&self.client, &self.mount, path, n).await
+                let n = v.parse().map_err(|_| {
+                    Error::invalid_input(format!("{what}: version {v:?} is not a number"))
+                })?;
+                vaultrs::kv2::read_version(self.client().await?, &self.mount, path, n).await
             }
         }
         .map_err(|e| map(e, &what))?;
-        let value = data.get(field).ok_or_else(|| Error::not_found(self.label.clone(), format!("field {field:?} of {what}")))?;
+        let value = data.get(field).ok_or_else(|| {
+            Error::not_found(self.label.clone(), format!("field {field:?} of {what}"))
+        })?;
         let bytes = match value {
             Value::String(s) => s.clone().into_bytes(),
             other => other.to_string().into_bytes(),

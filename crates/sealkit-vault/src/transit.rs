@@ -38,21 +38,25 @@ struct KeyInfo {
 
 /// Vault Transit as a Sealkit key provider. See the crate docs.
 pub struct VaultTransit {
-    client: VaultClient,
-    address: String,
+    config: VaultConfig,
+    client: tokio::sync::OnceCell<VaultClient>,
     keys: RwLock<HashMap<String, KeyInfo>>,
 }
 
 impl std::fmt::Debug for VaultTransit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VaultTransit").field("address", &self.address).finish_non_exhaustive()
+        f.debug_struct("VaultTransit")
+            .field("address", &self.config.address())
+            .finish_non_exhaustive()
     }
 }
 
 /// `MOUNT/NAME` from a key URI (the mount may contain slashes).
 fn split(key: &KeyUri) -> Result<(&str, &str)> {
     if key.scheme() != SCHEME {
-        return Err(Error::invalid_input(format!("{key} is not a {SCHEME}:// key")));
+        return Err(Error::invalid_input(format!(
+            "{key} is not a {SCHEME}:// key"
+        )));
     }
     key.path()
         .rsplit_once('/')
@@ -70,36 +74,54 @@ fn ciphertext_version(ciphertext: &str) -> Result<u64> {
 }
 
 fn decode_dek(plaintext_b64: &str) -> Result<DataKey> {
-    let bytes = Zeroizing::new(b64().decode(plaintext_b64).map_err(|_| Error::InvalidCiphertext)?);
+    let bytes = Zeroizing::new(
+        b64()
+            .decode(plaintext_b64)
+            .map_err(|_| Error::InvalidCiphertext)?,
+    );
     DataKey::from_slice(&bytes)
 }
 
 impl VaultTransit {
-    /// Connects (and logs in) with `config`.
-    pub async fn connect(config: &VaultConfig) -> Result<Self> {
-        Ok(Self { client: config.connect().await?, address: config.address().to_string(), keys: RwLock::new(HashMap::new()) })
+    /// A provider for `config`; it connects (and logs in) on first use.
+    pub fn new(config: VaultConfig) -> Self {
+        Self {
+            config,
+            client: tokio::sync::OnceCell::new(),
+            keys: RwLock::new(HashMap::new()),
+        }
     }
 
-    /// Connects with [`VaultConfig::from_env`].
-    pub async fn from_env() -> Result<Self> {
-        Self::connect(&VaultConfig::from_env()?).await
+    /// A provider from [`VaultConfig::from_env`].
+    pub fn from_env() -> Result<Self> {
+        Ok(Self::new(VaultConfig::from_env()?))
     }
 
-    /// The underlying client (for the KV source sharing one login).
-    pub fn client(&self) -> &VaultClient {
-        &self.client
+    /// The client, logging in on first use.
+    async fn client(&self) -> Result<&VaultClient> {
+        self.client.get_or_try_init(|| self.config.connect()).await
     }
 
     async fn info(&self, key: &KeyUri) -> Result<KeyInfo> {
-        if let Some(info) = self.keys.read().unwrap_or_else(|e| e.into_inner()).get(key.as_str()) {
+        if let Some(info) = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key.as_str())
+        {
             return Ok(*info);
         }
         let (mount, name) = split(key)?;
-        let read = vaultrs::transit::key::read(&self.client, mount, name)
+        let read = vaultrs::transit::key::read(self.client().await?, mount, name)
             .await
             .map_err(|e| map(e, &format!("reading {key}")))?;
-        let info = KeyInfo { derived: read.derived };
-        self.keys.write().unwrap_or_else(|e| e.into_inner()).insert(key.as_str().to_string(), info);
+        let info = KeyInfo {
+            derived: read.derived,
+        };
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.as_str().to_string(), info);
         Ok(info)
     }
 
@@ -108,7 +130,12 @@ impl VaultTransit {
         b64().encode(context.canonical_bytes())
     }
 
-    async fn encrypt(&self, key: &KeyUri, dek: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
+    async fn encrypt(
+        &self,
+        key: &KeyUri,
+        dek: &DataKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey> {
         let (mount, name) = split(key)?;
         let info = self.info(key).await?;
         let plaintext = Zeroizing::new(b64().encode(dek.expose()));
@@ -118,11 +145,20 @@ impl VaultTransit {
         } else {
             opts.associated_data(Self::binding(context));
         }
-        let reply = vaultrs::transit::data::encrypt(&self.client, mount, name, &plaintext, Some(&mut opts))
-            .await
-            .map_err(|e| map(e, &format!("encrypt with {key}")))?;
+        let reply = vaultrs::transit::data::encrypt(
+            self.client().await?,
+            mount,
+            name,
+            &plaintext,
+            Some(&mut opts),
+        )
+        .await
+        .map_err(|e| map(e, &format!("encrypt with {key}")))?;
         let version = ciphertext_version(&reply.ciphertext)?;
-        Ok(WrappedKey::new(KeyRef::new(key.clone(), KeyVersion::number(version)), reply.ciphertext.into_bytes()))
+        Ok(WrappedKey::new(
+            KeyRef::new(key.clone(), KeyVersion::number(version)),
+            reply.ciphertext.into_bytes(),
+        ))
     }
 }
 
@@ -132,36 +168,56 @@ impl KeyEncryption for VaultTransit {
         SCHEME
     }
 
-    async fn generate_data_key(&self, key: &KeyUri, context: &EncryptionContext) -> Result<GeneratedDataKey> {
+    async fn generate_data_key(
+        &self,
+        key: &KeyUri,
+        context: &EncryptionContext,
+    ) -> Result<GeneratedDataKey> {
         let (mount, name) = split(key)?;
         if !self.info(key).await?.derived {
             // `datakey` has no associated data: generate locally and bind it through `encrypt`.
             let mut bytes = Zeroizing::new([0u8; 32]);
-            getrandom::fill(bytes.as_mut()).map_err(|e| Error::unavailable("os-random", e.to_string()))?;
+            getrandom::fill(bytes.as_mut())
+                .map_err(|e| Error::unavailable("os-random", e.to_string()))?;
             let dek = DataKey::from_bytes(*bytes);
             let wrapped = self.encrypt(key, &dek, context).await?;
             return Ok(GeneratedDataKey::new(dek, wrapped));
         }
         let mut opts = GenerateDataKeyRequest::builder();
         opts.context(Self::binding(context)).bits(256u16);
-        let reply = vaultrs::transit::generate::data_key(&self.client, mount, name, DataKeyType::Plaintext, Some(&mut opts))
-            .await
-            .map_err(|e| map(e, &format!("datakey with {key}")))?;
+        let reply = vaultrs::transit::generate::data_key(
+            self.client().await?,
+            mount,
+            name,
+            DataKeyType::Plaintext,
+            Some(&mut opts),
+        )
+        .await
+        .map_err(|e| map(e, &format!("datakey with {key}")))?;
         let plaintext = Zeroizing::new(reply.plaintext.unwrap_or_default());
         let dek = decode_dek(&plaintext)?;
         let version = ciphertext_version(&reply.ciphertext)?;
-        let wrapped = WrappedKey::new(KeyRef::new(key.clone(), KeyVersion::number(version)), reply.ciphertext.into_bytes());
+        let wrapped = WrappedKey::new(
+            KeyRef::new(key.clone(), KeyVersion::number(version)),
+            reply.ciphertext.into_bytes(),
+        );
         Ok(GeneratedDataKey::new(dek, wrapped))
     }
 
-    async fn wrap(&self, key: &KeyUri, dek: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
+    async fn wrap(
+        &self,
+        key: &KeyUri,
+        dek: &DataKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey> {
         self.encrypt(key, dek, context).await
     }
 
     async fn unwrap(&self, wrapped: &WrappedKey, context: &EncryptionContext) -> Result<DataKey> {
         let key = &wrapped.key.uri;
         let (mount, name) = split(key)?;
-        let ciphertext = std::str::from_utf8(&wrapped.bytes).map_err(|_| Error::InvalidCiphertext)?;
+        let ciphertext =
+            std::str::from_utf8(&wrapped.bytes).map_err(|_| Error::InvalidCiphertext)?;
         if Some(ciphertext_version(ciphertext)?) != wrapped.key.version.as_number() {
             return Err(Error::InvalidCiphertext);
         }
@@ -172,13 +228,24 @@ impl KeyEncryption for VaultTransit {
         } else {
             opts.associated_data(Self::binding(context));
         }
-        let reply = vaultrs::transit::data::decrypt(&self.client, mount, name, ciphertext, Some(&mut opts))
-            .await
-            .map_err(|e| map(e, &format!("decrypt with {}", wrapped.key)))?;
+        let reply = vaultrs::transit::data::decrypt(
+            self.client().await?,
+            mount,
+            name,
+            ciphertext,
+            Some(&mut opts),
+        )
+        .await
+        .map_err(|e| map(e, &format!("decrypt with {}", wrapped.key)))?;
         decode_dek(&Zeroizing::new(reply.plaintext))
     }
 
-    async fn rewrap(&self, wrapped: &WrappedKey, target: &KeyUri, context: &EncryptionContext) -> Result<WrappedKey> {
+    async fn rewrap(
+        &self,
+        wrapped: &WrappedKey,
+        target: &KeyUri,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey> {
         let info = self.info(target).await?;
         if &wrapped.key.uri != target || !info.derived {
             // Another key, or associated data (which Transit's rewrap does not take).
@@ -186,36 +253,72 @@ impl KeyEncryption for VaultTransit {
             return self.wrap(target, &dek, context).await;
         }
         let (mount, name) = split(target)?;
-        let ciphertext = std::str::from_utf8(&wrapped.bytes).map_err(|_| Error::InvalidCiphertext)?;
+        let ciphertext =
+            std::str::from_utf8(&wrapped.bytes).map_err(|_| Error::InvalidCiphertext)?;
         let mut opts = RewrapDataRequest::builder();
         opts.context(Self::binding(context));
-        let reply = vaultrs::transit::data::rewrap(&self.client, mount, name, ciphertext, Some(&mut opts))
-            .await
-            .map_err(|e| map(e, &format!("rewrap with {target}")))?;
+        let reply = vaultrs::transit::data::rewrap(
+            self.client().await?,
+            mount,
+            name,
+            ciphertext,
+            Some(&mut opts),
+        )
+        .await
+        .map_err(|e| map(e, &format!("rewrap with {target}")))?;
         let version = ciphertext_version(&reply.ciphertext)?;
-        Ok(WrappedKey::new(KeyRef::new(target.clone(), KeyVersion::number(version)), reply.ciphertext.into_bytes()))
+        Ok(WrappedKey::new(
+            KeyRef::new(target.clone(), KeyVersion::number(version)),
+            reply.ciphertext.into_bytes(),
+        ))
     }
 
     async fn key_metadata(&self, key: &KeyUri) -> Result<KeyMetadata> {
         let (mount, name) = split(key)?;
-        let read = vaultrs::transit::key::read(&self.client, mount, name)
+        let read = vaultrs::transit::key::read(self.client().await?, mount, name)
             .await
             .map_err(|e| map(e, &format!("reading {key}")))?;
-        self.keys.write().unwrap_or_else(|e| e.into_inner()).insert(key.as_str().to_string(), KeyInfo { derived: read.derived });
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).insert(
+            key.as_str().to_string(),
+            KeyInfo {
+                derived: read.derived,
+            },
+        );
         let ReadKeyData::Symmetric(versions) = read.keys else {
-            return Err(Error::misconfigured(format!("{key} is not a symmetric key; Sealkit needs aes256-gcm96 or chacha20-poly1305")));
+            return Err(Error::misconfigured(format!(
+                "{key} is not a symmetric key; Sealkit needs aes256-gcm96 or chacha20-poly1305"
+            )));
         };
-        let mut numbers: Vec<(u64, u64)> = versions.iter().filter_map(|(v, t)| v.parse().ok().map(|v| (v, *t))).collect();
-        numbers.sort_unstable();
-        let primary = numbers.last().map(|(v, _)| *v).ok_or_else(|| Error::not_found("vault", format!("versions of {key}")))?;
-        let infos = numbers
+        let mut numbers: Vec<(u64, u64)> = versions
             .iter()
-            .map(|(v, t)| {
-                let state = if *v < read.min_decryption_version { VersionState::Disabled } else { VersionState::Enabled };
-                KeyVersionInfo::new(KeyVersion::number(*v), state, Some(*t))
-            })
+            .filter_map(|(v, t)| v.parse().ok().map(|v| (v, *t)))
             .collect();
-        Ok(KeyMetadata::new(key.clone(), KeyVersion::number(primary), infos))
+        numbers.sort_unstable();
+        let primary = numbers
+            .last()
+            .map(|(v, _)| *v)
+            .ok_or_else(|| Error::not_found("vault", format!("versions of {key}")))?;
+        // Transit lists only versions at or above `min_decryption_version`; the ones below it are
+        // disabled (or, once trimmed, destroyed: `bao read transit/keys/NAME` shows
+        // `min_available_version`). They are reported as disabled, without a creation time.
+        let floor = read.min_decryption_version.max(1);
+        let mut infos: Vec<KeyVersionInfo> = (1..floor)
+            .filter(|v| !numbers.iter().any(|(n, _)| n == v))
+            .map(|v| KeyVersionInfo::new(KeyVersion::number(v), VersionState::Disabled, None))
+            .collect();
+        infos.extend(numbers.iter().map(|(v, t)| {
+            let state = if *v < floor {
+                VersionState::Disabled
+            } else {
+                VersionState::Enabled
+            };
+            KeyVersionInfo::new(KeyVersion::number(*v), state, Some(*t))
+        }));
+        Ok(KeyMetadata::new(
+            key.clone(),
+            KeyVersion::number(primary),
+            infos,
+        ))
     }
 }
 
@@ -224,11 +327,13 @@ impl KeyAdmin for VaultTransit {
     async fn create_key(&self, key: &KeyUri) -> Result<KeyMetadata> {
         let (mount, name) = split(key)?;
         if self.key_metadata(key).await.is_ok() {
-            return Err(Error::invalid_input(format!("key {key} already exists; use `keys rotate` to add a version")));
+            return Err(Error::invalid_input(format!(
+                "key {key} already exists; use `keys rotate` to add a version"
+            )));
         }
         let mut opts = CreateKeyRequest::builder();
         opts.derived(true).key_type(KeyType::Aes256Gcm96);
-        vaultrs::transit::key::create(&self.client, mount, name, Some(&mut opts))
+        vaultrs::transit::key::create(self.client().await?, mount, name, Some(&mut opts))
             .await
             .map_err(|e| map(e, &format!("creating {key}")))?;
         self.key_metadata(key).await
@@ -236,7 +341,7 @@ impl KeyAdmin for VaultTransit {
 
     async fn rotate_key(&self, key: &KeyUri) -> Result<KeyVersion> {
         let (mount, name) = split(key)?;
-        vaultrs::transit::key::rotate(&self.client, mount, name)
+        vaultrs::transit::key::rotate(self.client().await?, mount, name)
             .await
             .map_err(|e| map(e, &format!("rotating {key}")))?;
         Ok(self.key_metadata(key).await?.primary)
@@ -249,16 +354,25 @@ impl KeyAdmin for VaultTransit {
     /// Transit disables versions by a floor, `min_decryption_version`: disabling version N
     /// disables every version up to N; enabling N lowers the floor to N. Destroying N trims
     /// every version up to N (after disabling them).
-    async fn set_version_state(&self, key: &KeyUri, version: &KeyVersion, state: VersionState) -> Result<()> {
+    async fn set_version_state(
+        &self,
+        key: &KeyUri,
+        version: &KeyVersion,
+        state: VersionState,
+    ) -> Result<()> {
         let (mount, name) = split(key)?;
         let key_ref = KeyRef::new(key.clone(), version.clone());
-        let n = version.as_number().ok_or_else(|| Error::not_found("vault", format!("key version {key_ref}")))?;
+        let n = version
+            .as_number()
+            .ok_or_else(|| Error::not_found("vault", format!("key version {key_ref}")))?;
         let meta = self.key_metadata(key).await?;
         if !meta.versions.iter().any(|v| v.version == *version) {
             return Err(Error::not_found("vault", format!("key version {key_ref}")));
         }
         if meta.primary == *version && state != VersionState::Enabled {
-            return Err(Error::invalid_input(format!("{key_ref} is the primary version; rotate the key before disabling it")));
+            return Err(Error::invalid_input(format!(
+                "{key_ref} is the primary version; rotate the key before disabling it"
+            )));
         }
         let floor = match state {
             VersionState::Enabled => n,
@@ -266,11 +380,11 @@ impl KeyAdmin for VaultTransit {
         };
         let mut opts = UpdateKeyConfigurationRequest::builder();
         opts.min_decryption_version(floor);
-        vaultrs::transit::key::update(&self.client, mount, name, Some(&mut opts))
+        vaultrs::transit::key::update(self.client().await?, mount, name, Some(&mut opts))
             .await
             .map_err(|e| map(e, &format!("configuring {key}")))?;
         if state == VersionState::Destroyed {
-            vaultrs::transit::key::trim(&self.client, mount, name, floor)
+            vaultrs::transit::key::trim(self.client().await?, mount, name, floor)
                 .await
                 .map_err(|e| map(e, &format!("trimming {key}")))?;
         }

@@ -238,3 +238,10 @@ async fn wrapped_key_for_other_scheme_is_refused() {
         Err(Error::InvalidInput { .. })
     ));
 }
+
+#[tokio::test]
+async fn local_store_passes_the_conformance_suite() {
+    let home = tempfile::tempdir().unwrap();
+    let store = LocalKeyStore::open(home.path(), None).unwrap();
+    sealkit_conformance::run_all(&store, &store, &uri("local://conformance")).await;
+}
