@@ -355,3 +355,51 @@ pub(crate) fn audit(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<()> {
         }
     }
 }
+
+/// `secrets` subcommands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum SecretsCommand {
+    /// Print a secret, trying each SOURCE:NAME in order (env:VAR, file:PATH,
+    /// vault-kv2:MOUNT/PATH#FIELD[@VERSION], vault-kv1:MOUNT/PATH#FIELD). The source that served
+    /// it goes to stderr (or the JSON output); the value to stdout.
+    Get {
+        /// The chain, first choice first.
+        #[arg(required = true)]
+        specs: Vec<String>,
+        /// Fall back on any failure but permission denied (default: only when a source is
+        /// unavailable or throttling).
+        #[arg(long)]
+        any_failure: bool,
+    },
+}
+
+pub(crate) async fn secrets(ctx: &Ctx, command: SecretsCommand) -> anyhow::Result<()> {
+    use sealkit::secrets::{FallbackPolicy, SecretSources};
+    use secrecy::ExposeSecret;
+    match command {
+        SecretsCommand::Get { specs, any_failure } => {
+            let policy = if any_failure {
+                FallbackPolicy::OnAnyFailure
+            } else {
+                FallbackPolicy::OnUnavailable
+            };
+            let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+            let chain = SecretSources::with_defaults()?.chain("cli", &specs, policy)?;
+            let resolved = chain.resolve().await?;
+            let value = resolved.secret.value.expose_secret();
+            if ctx.json {
+                println!(
+                    "{}",
+                    json!({ "source": resolved.source, "value": String::from_utf8_lossy(value), "version": resolved.secret.version })
+                );
+            } else {
+                eprintln!("sealkit: served by {}", resolved.source);
+                let mut out = std::io::stdout().lock();
+                out.write_all(value)
+                    .and_then(|()| out.flush())
+                    .context("writing stdout")?;
+            }
+            Ok(())
+        }
+    }
+}

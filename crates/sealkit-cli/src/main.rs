@@ -56,6 +56,9 @@ enum Command {
     Keys(commands::KeysCommand),
     /// Check every configured provider, the legacy key and the audit sink.
     Health,
+    /// Resolve a secret through a fallback chain of sources and print it to stdout.
+    #[command(subcommand)]
+    Secrets(commands::SecretsCommand),
     /// Audit log tools.
     #[command(subcommand)]
     Audit(commands::AuditCommand),
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
             Command::Keys(k) => commands::keys(&ctx, k).await,
             Command::Health => commands::health(&ctx).await,
             Command::Audit(a) => commands::audit(&ctx, a),
+            Command::Secrets(s) => commands::secrets(&ctx, s).await,
             Command::Quickstart(a) => quickstart::run(&ctx, a).await,
         };
         exporter.finish()?;

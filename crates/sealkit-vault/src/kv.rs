@@ -21,8 +21,9 @@ pub enum KvVersion {
 
 /// A Vault KV mount as a [`SecretSource`].
 ///
-/// A secret's name is `PATH` or `PATH#FIELD` (field default `value`); a version selects a KV v2
-/// version (`3`), KV v1 refuses versions.
+/// A secret's name is `PATH` or `PATH#FIELD` (field default `value`) within the source's mount;
+/// a source made with [`VaultKv::any_mount`] takes the mount as the name's first segment
+/// (`secret/app/db#password`). A version selects a KV v2 version (`3`); KV v1 refuses versions.
 pub struct VaultKv {
     config: VaultConfig,
     client: tokio::sync::OnceCell<VaultClient>,
@@ -41,6 +42,11 @@ impl std::fmt::Debug for VaultKv {
 }
 
 impl VaultKv {
+    /// Any KV mount of that version: the mount is the first segment of each secret's name.
+    pub fn any_mount(config: VaultConfig, version: KvVersion) -> Self {
+        Self::new(config, "", version)
+    }
+
     /// The KV `mount` of the Vault `config` describes; it connects on first use.
     pub fn new(config: VaultConfig, mount: &str, version: KvVersion) -> Self {
         let label = match version {
@@ -69,24 +75,27 @@ impl SecretSource for VaultKv {
 
     async fn get_secret(&self, name: &str, version: Option<&str>) -> Result<Secret> {
         let (path, field) = name.split_once('#').unwrap_or((name, "value"));
-        let what = format!("secret {}/{path}", self.mount);
+        let (mount, path) = if self.mount.is_empty() {
+            path.split_once('/').ok_or_else(|| {
+                Error::invalid_input(format!("secret name {name:?} must be MOUNT/PATH"))
+            })?
+        } else {
+            (self.mount.as_str(), path)
+        };
+        let what = format!("secret {mount}/{path}");
         let data: Value = match (self.version, version) {
             (KvVersion::V1, Some(_)) => {
                 return Err(Error::invalid_input(format!(
                     "{what}: KV v1 keeps no versions"
                 )));
             }
-            (KvVersion::V1, None) => {
-                vaultrs::kv1::get(self.client().await?, &self.mount, path).await
-            }
-            (KvVersion::V2, None) => {
-                vaultrs::kv2::read(self.client().await?, &self.mount, path).await
-            }
+            (KvVersion::V1, None) => vaultrs::kv1::get(self.client().await?, mount, path).await,
+            (KvVersion::V2, None) => vaultrs::kv2::read(self.client().await?, mount, path).await,
             (KvVersion::V2, Some(v)) => {
                 let n = v.parse().map_err(|_| {
                     Error::invalid_input(format!("{what}: version {v:?} is not a number"))
                 })?;
-                vaultrs::kv2::read_version(self.client().await?, &self.mount, path, n).await
+                vaultrs::kv2::read_version(self.client().await?, mount, path, n).await
             }
         }
         .map_err(|e| map(e, &what))?;

@@ -168,6 +168,19 @@ impl KeyringBuilder {
             self.providers.push(store.clone());
             self.admins.push((sealkit_local::SCHEME.to_string(), store));
         }
+        #[cfg(feature = "vault")]
+        if self.auto_providers
+            && !self
+                .providers
+                .iter()
+                .any(|p| p.scheme() == sealkit_vault::SCHEME)
+            && crate::detect::vault_configured()
+        {
+            let vault = Arc::new(sealkit_vault::VaultTransit::from_env()?);
+            tracing::info!("Vault Transit provider configured from VAULT_ADDR");
+            self.providers.push(vault.clone());
+            self.admins.push((sealkit_vault::SCHEME.to_string(), vault));
+        }
         let providers: HashMap<String, Arc<dyn KeyEncryption>> = self
             .providers
             .into_iter()

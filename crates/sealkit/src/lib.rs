@@ -26,10 +26,12 @@
 pub mod audit;
 mod cache;
 pub mod config;
+mod detect;
 mod keyring;
 pub mod metrics_names;
 pub mod random;
 mod resilience;
+pub mod secrets;
 
 pub use config::{Config, Mode};
 pub use keyring::{HealthReport, Keyring, KeyringBuilder, KeyringStats, RewrapOutcome};
@@ -47,3 +49,8 @@ pub use sealkit_core as core;
 #[cfg(feature = "local")]
 #[doc(inline)]
 pub use sealkit_local as local;
+
+/// The Vault / OpenBao provider.
+#[cfg(feature = "vault")]
+#[doc(inline)]
+pub use sealkit_vault as vault;

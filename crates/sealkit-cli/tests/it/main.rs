@@ -308,3 +308,75 @@ fn metrics_listener_serves_prometheus_while_a_job_runs() {
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains(r#"provider="local""#));
 }
+
+/// The CLI contract with Vault Transit keys, configured only by VAULT_ADDR and VAULT_TOKEN.
+#[test]
+fn vault_transit_keys_through_the_cli() {
+    use sealkit_conformance::peers::{peer_env, unique};
+    let (Some(addr), Some(token)) = (
+        peer_env("SEALKIT_TEST_VAULT_ADDR", "OpenBao"),
+        peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao"),
+    ) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sealkit"))
+            .args(args)
+            .env("SEALKIT_HOME", h.join(".sealkit"))
+            .env("VAULT_ADDR", &addr)
+            .env("VAULT_TOKEN", &token)
+            .env("APP_DB_PASSWORD", "from-env")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let key = format!("vault-transit://transit/{}", unique("cli"));
+    ok(&run(&["keys", "create", &key], b""));
+    let sealed = ok(&run(
+        &["encrypt", "--key", &key, "--context", CTX],
+        b"alice@example.com",
+    ))
+    .to_vec();
+    assert_eq!(
+        ok(&run(&["decrypt", "--context", CTX], &sealed)),
+        b"alice@example.com"
+    );
+    ok(&run(&["keys", "rotate", &key], b""));
+    let rewrapped = ok(&run(&["rewrap", "--context", CTX], &sealed)).to_vec();
+    assert_eq!(
+        rewrapped[rewrapped.len() - 16..],
+        sealed[sealed.len() - 16..],
+        "data ciphertext untouched"
+    );
+    assert_eq!(
+        ok(&run(&["decrypt", "--context", CTX], &rewrapped)),
+        b"alice@example.com"
+    );
+    // Local and Vault envelopes open through one invocation style.
+    ok(&run(&["keys", "create", "local://customers"], b""));
+    let local = ok(&run(
+        &["encrypt", "--key", "local://customers", "--context", CTX],
+        b"bob",
+    ))
+    .to_vec();
+    assert_eq!(ok(&run(&["decrypt", "--context", CTX], &local)), b"bob");
+    // A secret chain: Vault KV lacks it, so the env source serves (any-failure policy).
+    let out = run(
+        &[
+            "secrets",
+            "get",
+            "--any-failure",
+            &format!("vault-kv2:secret/{}#password", unique("none")),
+            "env:APP_DB_PASSWORD",
+        ],
+        b"",
+    );
+    assert_eq!(ok(&out), b"from-env");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("served by env"));
+}

@@ -2,4 +2,5 @@
 
 mod audit;
 mod keyring;
+mod secrets;
 mod support;

@@ -1,0 +1,11 @@
+//! Provider auto-detection from the vendors' usual environment variables.
+
+fn set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
+}
+
+/// Vault is configured when `VAULT_ADDR` or `SEALKIT_VAULT_ADDR` is set.
+#[cfg_attr(not(feature = "vault"), allow(dead_code))]
+pub(crate) fn vault_configured() -> bool {
+    set("SEALKIT_VAULT_ADDR") || set("VAULT_ADDR")
+}
