@@ -9,3 +9,16 @@ fn set(name: &str) -> bool {
 pub(crate) fn vault_configured() -> bool {
     set("SEALKIT_VAULT_ADDR") || set("VAULT_ADDR")
 }
+
+/// AWS is configured when a region or an endpoint is set in the environment.
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
+pub(crate) fn aws_configured() -> bool {
+    [
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "SEALKIT_AWS_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| set(v))
+}

@@ -181,6 +181,19 @@ impl KeyringBuilder {
             self.providers.push(vault.clone());
             self.admins.push((sealkit_vault::SCHEME.to_string(), vault));
         }
+        #[cfg(feature = "aws")]
+        if self.auto_providers
+            && !self
+                .providers
+                .iter()
+                .any(|p| p.scheme() == sealkit_aws::SCHEME)
+            && crate::detect::aws_configured()
+        {
+            let kms = Arc::new(sealkit_aws::AwsKms::from_env());
+            tracing::info!("AWS KMS provider configured from the AWS environment");
+            self.providers.push(kms.clone());
+            self.admins.push((sealkit_aws::SCHEME.to_string(), kms));
+        }
         let providers: HashMap<String, Arc<dyn KeyEncryption>> = self
             .providers
             .into_iter()

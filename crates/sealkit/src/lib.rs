@@ -50,6 +50,11 @@ pub use sealkit_core as core;
 #[doc(inline)]
 pub use sealkit_local as local;
 
+/// The AWS KMS / Secrets Manager provider.
+#[cfg(feature = "aws")]
+#[doc(inline)]
+pub use sealkit_aws as aws;
+
 /// The Vault / OpenBao provider.
 #[cfg(feature = "vault")]
 #[doc(inline)]

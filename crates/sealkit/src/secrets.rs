@@ -235,7 +235,8 @@ pub struct SecretSources {
 
 impl SecretSources {
     /// `env`, `file` (relative to the working directory) and, where configured from the
-    /// environment, `vault-kv1` and `vault-kv2` (names `MOUNT/PATH#FIELD`).
+    /// environment, `vault-kv1` and `vault-kv2` (names `MOUNT/PATH#FIELD`) and `aws-secrets`
+    /// (names `SECRET-ID#FIELD`, versions by id or stage).
     pub fn with_defaults() -> Result<Self> {
         let mut s = Self::default();
         s.register("env", Arc::new(EnvSecrets));
@@ -252,6 +253,10 @@ impl SecretSources {
                 "vault-kv2",
                 Arc::new(VaultKv::any_mount(config, KvVersion::V2)),
             );
+        }
+        #[cfg(feature = "aws")]
+        if crate::detect::aws_configured() {
+            s.register("aws-secrets", Arc::new(sealkit_aws::AwsSecrets::from_env()));
         }
         Ok(s)
     }

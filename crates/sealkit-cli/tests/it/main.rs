@@ -380,3 +380,69 @@ fn vault_transit_keys_through_the_cli() {
     assert_eq!(ok(&out), b"from-env");
     assert!(String::from_utf8_lossy(&out.stderr).contains("served by env"));
 }
+
+/// The CLI contract with AWS KMS keys, configured only by the usual AWS variables.
+#[test]
+fn aws_kms_keys_and_secrets_through_the_cli() {
+    use sealkit_conformance::peers::{peer_env, unique};
+    let Some(endpoint) = peer_env("SEALKIT_TEST_AWS_ENDPOINT", "moto") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sealkit"))
+            .args(args)
+            .env("SEALKIT_HOME", h.join(".sealkit"))
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("VAULT_ADDR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let key = format!("aws-kms://alias/{}", unique("cli"));
+    ok(&run(&["keys", "create", &key], b""));
+    let sealed = ok(&run(
+        &["encrypt", "--key", &key, "--context", CTX],
+        b"alice@example.com",
+    ))
+    .to_vec();
+    assert_eq!(
+        ok(&run(&["decrypt", "--context", CTX], &sealed)),
+        b"alice@example.com"
+    );
+    ok(&run(&["keys", "rotate", &key], b""));
+    let rewrapped = ok(&run(&["rewrap", "--context", CTX], &sealed)).to_vec();
+    ok(&run(&["keys", "disable", &format!("{key}#v1")], b""));
+    assert_eq!(
+        ok(&run(&["decrypt", "--context", CTX], &rewrapped)),
+        b"alice@example.com"
+    );
+    assert_eq!(
+        run(&["decrypt", "--context", CTX], &sealed).status.code(),
+        Some(5),
+        "v1 is disabled"
+    );
+    let listing: serde_json::Value =
+        serde_json::from_slice(ok(&run(&["--json", "keys", "list", &key], b""))).unwrap();
+    assert_eq!(listing["primary"], "2");
+    // Secrets Manager through `secrets get`: a missing secret falls back to the env source.
+    let out = run(
+        &[
+            "secrets",
+            "get",
+            "--any-failure",
+            &format!("aws-secrets:{}#password", unique("none")),
+            "env:AWS_REGION",
+        ],
+        b"",
+    );
+    assert_eq!(ok(&out), b"us-east-1");
+}

@@ -1,0 +1,66 @@
+//! Mapping of AWS SDK errors onto the core's kinds.
+
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use sealkit_core::Error;
+
+/// Maps an SDK error for `what` (e.g. "Decrypt with aws-kms://alias/pii#v2").
+pub(crate) fn map<E, R>(provider: &str, error: SdkError<E, R>, what: &str) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match &error {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            let code = e.code().unwrap_or("Unknown");
+            let message = e.message().unwrap_or("");
+            let detail = format!("{what}: {code}: {message}");
+            match code {
+                "NotFoundException" | "ResourceNotFoundException" => {
+                    Error::not_found(provider, what.to_string())
+                }
+                "DisabledException" | "KMSInvalidStateException" => {
+                    Error::KeyDisabled { key: detail }
+                }
+                "InvalidCiphertextException" | "IncorrectKeyException" => Error::InvalidCiphertext,
+                "AccessDeniedException"
+                | "AccessDenied"
+                | "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "ExpiredTokenException" => Error::permission_denied(
+                    provider,
+                    format!(
+                        "{detail}; grant the missing kms:/secretsmanager: action in the IAM policy"
+                    ),
+                ),
+                "ThrottlingException" | "LimitExceededException" | "TooManyRequestsException" => {
+                    Error::throttled(provider, detail)
+                }
+                "KMSInternalException"
+                | "DependencyTimeoutException"
+                | "InternalServiceError"
+                | "InternalFailure"
+                | "ServiceUnavailable" => Error::unavailable(provider, detail),
+                "AlreadyExistsException" | "ResourceExistsException" => {
+                    Error::invalid_input(format!("{detail}; it already exists"))
+                }
+                _ => Error::invalid_input(detail),
+            }
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            Error::unavailable(provider, format!("{what}: {}", error_chain(&error)))
+        }
+        _ => Error::misconfigured(format!("{what}: {}", error_chain(&error))),
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,112 @@
+//! AWS Secrets Manager as a secret source.
+
+use async_trait::async_trait;
+use aws_sdk_secretsmanager::Client;
+use sealkit_core::provider::{Secret, SecretSource};
+use sealkit_core::{Error, Result};
+
+use crate::AwsSettings;
+use crate::error::map;
+
+const PROVIDER: &str = "aws-secrets";
+
+/// AWS Secrets Manager. A name is `SECRET-ID` or `SECRET-ID#field` (a field of a JSON secret,
+/// such as `{"password": …}`); a version is a version id or a stage (`AWSCURRENT`,
+/// `AWSPREVIOUS`, any all-caps label).
+pub struct AwsSecrets {
+    settings: AwsSettings,
+    client: tokio::sync::OnceCell<Client>,
+}
+
+impl std::fmt::Debug for AwsSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsSecrets")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsSecrets {
+    /// A source with `settings`; the SDK configuration loads on first use.
+    pub fn new(settings: AwsSettings) -> Self {
+        Self {
+            settings,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// A source from the environment.
+    pub fn from_env() -> Self {
+        Self::new(AwsSettings::from_env())
+    }
+
+    /// The client, e.g. to create test secrets.
+    pub async fn client(&self) -> &Client {
+        self.client
+            .get_or_init(|| async { Client::new(&self.settings.load().await) })
+            .await
+    }
+}
+
+fn is_stage(version: &str) -> bool {
+    version
+        .chars()
+        .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
+        && version
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_uppercase())
+}
+
+#[async_trait]
+impl SecretSource for AwsSecrets {
+    fn name(&self) -> &str {
+        PROVIDER
+    }
+
+    async fn get_secret(&self, name: &str, version: Option<&str>) -> Result<Secret> {
+        let (id, field) = match name.split_once('#') {
+            Some((id, field)) => (id, Some(field)),
+            None => (name, None),
+        };
+        let what = format!("secret {id}");
+        let mut request = self.client().await.get_secret_value().secret_id(id);
+        request = match version {
+            Some(v) if is_stage(v) => request.version_stage(v),
+            Some(v) => request.version_id(v),
+            None => request,
+        };
+        let out = request.send().await.map_err(|e| map(PROVIDER, e, &what))?;
+        let served_version = out.version_id().map(str::to_string);
+        let bytes = match (out.secret_string(), out.secret_binary(), field) {
+            (Some(text), _, Some(field)) => {
+                let json: serde_json::Value = serde_json::from_str(text).map_err(|_| {
+                    Error::invalid_input(format!(
+                        "{what} is not JSON, so it has no field {field:?}"
+                    ))
+                })?;
+                match json.get(field) {
+                    Some(serde_json::Value::String(s)) => s.clone().into_bytes(),
+                    Some(other) => other.to_string().into_bytes(),
+                    None => {
+                        return Err(Error::not_found(
+                            PROVIDER,
+                            format!("field {field:?} of {what}"),
+                        ));
+                    }
+                }
+            }
+            (Some(text), _, None) => text.as_bytes().to_vec(),
+            (None, Some(binary), None) => binary.as_ref().to_vec(),
+            (None, Some(_), Some(field)) => {
+                return Err(Error::invalid_input(format!(
+                    "{what} is binary, so it has no field {field:?}"
+                )));
+            }
+            (None, None, _) => {
+                return Err(Error::not_found(PROVIDER, format!("a value of {what}")));
+            }
+        };
+        Ok(Secret::new(bytes, served_version))
+    }
+}
