@@ -253,7 +253,7 @@ impl AwsKms {
         Ok(WrappedKey::new(KeyRef::new(key.clone(), version), bytes))
     }
 
-    fn managed<'k>(key: &'k KeyUri) -> Result<&'k str> {
+    fn managed(key: &KeyUri) -> Result<&str> {
         match target(key)? {
             Target::Managed(name) => Ok(name),
             Target::Unmanaged(_) => Err(Error::invalid_input(format!(
