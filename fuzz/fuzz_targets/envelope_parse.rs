@@ -20,4 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let key = DataKey::from_bytes([0; 32]);
     let _ = legacy::open(LegacyFormat::AesGcmIv16, &key, data, b"");
     let _ = legacy::open(LegacyFormat::AesGcmNonce12, &key, data, b"");
+    let _ = legacy::fernet::open(&key, data);
+    let _ = legacy::vault::parse(data);
+    let _ = legacy::detect(data);
 });

@@ -141,8 +141,17 @@ pub(crate) fn tidy() -> Result<(), String> {
     }
 }
 
-/// Criterion benchmarks.
+/// Criterion benchmarks. `providers` brings the peers up first and down after.
 pub(crate) fn bench(args: &[&str]) -> Result<(), String> {
+    if args.first() == Some(&"providers") {
+        crate::peers::up()?;
+        let mut cmd = cargo();
+        cmd.args(["bench", "-p", "sealkit-benches", "--bench", "providers"])
+            .envs(crate::peers::env_vars());
+        let result = run(cmd);
+        crate::peers::down()?;
+        return result;
+    }
     let mut cmd = cargo();
     if args.contains(&"--peers") {
         // Its own workspace: the peers' dependencies stay out of the main build and cargo-deny.

@@ -147,3 +147,144 @@ pub fn seal(
     out.extend_from_slice(&tag.unwrap_or_default());
     Ok(out)
 }
+
+/// Fernet tokens (the `cryptography` package's `Fernet`): base64url of
+/// `0x80 ‖ timestamp (u64 BE) ‖ IV (16) ‖ AES-128-CBC ciphertext ‖ HMAC-SHA256 (32)`, under a
+/// 32-byte key whose first half signs and second half encrypts. The HMAC is checked (in
+/// constant time) before anything is decrypted; the timestamp is not checked (no clock here:
+/// a TTL policy belongs to the caller).
+pub mod fernet {
+    use alloc::vec::Vec;
+
+    use aes::Aes128;
+    use base64::Engine;
+    use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
+    use hmac::{KeyInit, Mac};
+    use sha2::Sha256;
+
+    use crate::{DataKey, Error, Result, SecureRandom};
+
+    type HmacSha256 = hmac::Hmac<Sha256>;
+
+    fn engine() -> base64::engine::GeneralPurpose {
+        base64::engine::general_purpose::URL_SAFE
+    }
+
+    /// Whether `data` looks like a Fernet token (base64url text starting with version 0x80).
+    pub fn looks_like(data: &[u8]) -> bool {
+        data.starts_with(b"gAAAAA")
+            && data
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='))
+    }
+
+    fn mac(key: &DataKey, signed: &[u8]) -> Result<HmacSha256> {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&key.expose()[..16])
+            .map_err(|_| Error::InvalidCiphertext)?;
+        mac.update(signed);
+        Ok(mac)
+    }
+
+    /// Decrypts a Fernet token.
+    pub fn open(key: &DataKey, token: &[u8]) -> Result<Vec<u8>> {
+        let raw = engine()
+            .decode(token)
+            .map_err(|_| Error::MalformedEnvelope {
+                reason: "Fernet token is not base64url",
+            })?;
+        if raw.len() < 1 + 8 + 16 + 16 + 32 || raw[0] != 0x80 || (raw.len() - 57) % 16 != 0 {
+            return Err(Error::MalformedEnvelope {
+                reason: "not a version-0x80 Fernet token",
+            });
+        }
+        let (signed, tag) = raw.split_at(raw.len() - 32);
+        mac(key, signed)?
+            .verify_slice(tag)
+            .map_err(|_| Error::InvalidCiphertext)?;
+        let iv = &signed[9..25];
+        let mut body = signed[25..].to_vec();
+        let decryptor = cbc::Decryptor::<Aes128>::new_from_slices(&key.expose()[16..], iv)
+            .map_err(|_| Error::InvalidCiphertext)?;
+        let len = decryptor
+            .decrypt_padded::<Pkcs7>(&mut body)
+            .map_err(|_| Error::InvalidCiphertext)?
+            .len();
+        body.truncate(len);
+        Ok(body)
+    }
+
+    /// Creates a Fernet token (to build test data); `timestamp` is seconds since the epoch.
+    pub fn seal(
+        key: &DataKey,
+        rng: &dyn SecureRandom,
+        timestamp: u64,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        let mut iv = [0u8; 16];
+        rng.fill(&mut iv)?;
+        let mut body = plaintext.to_vec();
+        body.resize(plaintext.len() + 16 - plaintext.len() % 16, 0);
+        let encryptor = cbc::Encryptor::<Aes128>::new_from_slices(&key.expose()[16..], &iv)
+            .map_err(|_| Error::invalid_input("bad key"))?;
+        let len = encryptor
+            .encrypt_padded::<Pkcs7>(&mut body, plaintext.len())
+            .map_err(|_| Error::invalid_input("padding"))?
+            .len();
+        body.truncate(len);
+        let mut signed = alloc::vec![0x80u8];
+        signed.extend_from_slice(&timestamp.to_be_bytes());
+        signed.extend_from_slice(&iv);
+        signed.extend_from_slice(&body);
+        let tag = mac(key, &signed)?.finalize().into_bytes();
+        signed.extend_from_slice(&tag);
+        Ok(engine().encode(&signed).into_bytes())
+    }
+}
+
+/// Vault Transit ciphertexts, `vault:vN:BASE64`: parsed here, decrypted by the Vault provider.
+pub mod vault {
+    /// Whether `data` starts like a Transit ciphertext.
+    pub fn looks_like(data: &[u8]) -> bool {
+        parse(data).is_some()
+    }
+
+    /// The key version and the text of a Transit ciphertext.
+    pub fn parse(data: &[u8]) -> Option<(u64, &str)> {
+        let text = core::str::from_utf8(data).ok()?;
+        let rest = text.strip_prefix("vault:v")?;
+        let (version, body) = rest.split_once(':')?;
+        let version = version.parse().ok()?;
+        let body_ok = !body.is_empty()
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+        body_ok.then_some((version, text))
+    }
+}
+
+/// What a stored value is, as far as its bytes tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Detected {
+    /// A Sealkit envelope (magic, version and structure parse).
+    Envelope,
+    /// A Fernet token.
+    Fernet,
+    /// A Vault Transit ciphertext.
+    VaultTransit,
+}
+
+/// Detects a value's format where that is unambiguous: Sealkit envelopes, Fernet tokens and
+/// Vault Transit ciphertexts carry markers. Raw AES-GCM layouts and plaintext carry none, so
+/// they are never guessed: `None` means "declare the column's format".
+pub fn detect(data: &[u8]) -> Option<Detected> {
+    if crate::Envelope::looks_like(data) && crate::Envelope::parse(data).is_ok() {
+        Some(Detected::Envelope)
+    } else if fernet::looks_like(data) {
+        Some(Detected::Fernet)
+    } else if vault::looks_like(data) {
+        Some(Detected::VaultTransit)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,150 @@
+//! Seal/open latency per provider against its local peer, with and without DEK caching, and
+//! KMS calls per 10,000 seals. Peers come from `cargo xtask peers up` (`target/peers/peers.env`
+//! is read when the variables are not set); a provider whose peer is absent is skipped.
+//! Run: `cargo xtask bench providers`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sealkit::config::CacheConfig;
+use sealkit::{Config, EncryptionContext, KeyUri, Keyring};
+use std::hint::black_box;
+
+fn peer(var: &str) -> Option<String> {
+    if let Ok(v) = std::env::var(var) {
+        return Some(v);
+    }
+    let env = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/peers.env");
+    std::fs::read_to_string(env)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{var}=")).map(str::to_string))
+}
+
+struct Subject {
+    name: &'static str,
+    key: String,
+    builder: Box<dyn Fn(Config) -> Keyring>,
+}
+
+fn subjects(home: &std::path::Path) -> Vec<Subject> {
+    let mut out = vec![Subject {
+        name: "local",
+        key: "local://bench".into(),
+        builder: Box::new(|c| Keyring::builder(c).build().unwrap()),
+    }];
+    if let (Some(addr), Some(token)) = (
+        peer("SEALKIT_TEST_VAULT_ADDR"),
+        peer("SEALKIT_TEST_VAULT_TOKEN"),
+    ) {
+        out.push(Subject {
+            name: "vault",
+            key: format!("vault-transit://transit/bench-{}", std::process::id()),
+            builder: Box::new(move |c| {
+                let vault = sealkit::vault::VaultConfig::new(
+                    addr.clone(),
+                    sealkit::vault::VaultAuth::Token(token.clone().into()),
+                );
+                Keyring::builder(c)
+                    .with_managed_provider(Arc::new(sealkit::vault::VaultTransit::new(vault)))
+                    .build()
+                    .unwrap()
+            }),
+        });
+    } else {
+        eprintln!("skipped vault: OpenBao is not running (cargo xtask peers up)");
+    }
+    if let Some(endpoint) = peer("SEALKIT_TEST_AWS_ENDPOINT") {
+        out.push(Subject {
+            name: "aws",
+            key: format!("aws-kms://alias/bench-{}", std::process::id()),
+            builder: Box::new(move |c| {
+                let settings = sealkit::aws::AwsSettings::default()
+                    .with_region("us-east-1")
+                    .with_endpoint(endpoint.clone())
+                    .with_static_credentials("testing", "testing");
+                Keyring::builder(c)
+                    .with_managed_provider(Arc::new(sealkit::aws::AwsKms::new(settings)))
+                    .build()
+                    .unwrap()
+            }),
+        });
+    } else {
+        eprintln!("skipped aws: moto is not running (cargo xtask peers up)");
+    }
+    let _ = home;
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let field = [0x61u8; 64];
+    let ctx = EncryptionContext::parse("table=customers,column=email,id=1").unwrap();
+    for subject in subjects(home.path()) {
+        let config = |cache: CacheConfig| {
+            let mut config = Config::default();
+            config.default_key = Some(subject.key.clone());
+            config.local.home = home.path().to_path_buf();
+            config.cache = cache;
+            config
+        };
+        let cached = (subject.builder)(config(CacheConfig::default()));
+        let uncached = (subject.builder)(config(CacheConfig::disabled()));
+        rt.block_on(cached.create_key(&KeyUri::parse(&subject.key).unwrap()))
+            .unwrap();
+        let sealed = rt.block_on(cached.seal(&field, &ctx)).unwrap();
+        let mut group = c.benchmark_group(format!("provider/{}", subject.name));
+        group.sample_size(20);
+        for (label, keyring) in [("cached", &cached), ("uncached", &uncached)] {
+            group.bench_function(format!("seal_{label}"), |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            black_box(keyring.seal(&field, &ctx).await.unwrap());
+                        }
+                        started.elapsed()
+                    })
+                })
+            });
+            group.bench_function(format!("open_{label}"), |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            black_box(keyring.open(&sealed, &ctx).await.unwrap());
+                        }
+                        started.elapsed()
+                    })
+                })
+            });
+        }
+        group.finish();
+        // KMS calls per 10,000 seals, with default caching and without.
+        for (label, keyring) in [("cached", &cached), ("uncached", &uncached)] {
+            let before = keyring.stats().kms_calls;
+            rt.block_on(async {
+                for id in 0..10_000u32 {
+                    let ctx =
+                        EncryptionContext::parse(&format!("table=customers,column=email,id={id}"))
+                            .unwrap();
+                    keyring.seal(&field, &ctx).await.unwrap();
+                }
+            });
+            println!(
+                "kms_calls_per_10000_seals provider={} cache={label}: {}",
+                subject.name,
+                keyring.stats().kms_calls - before
+            );
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
