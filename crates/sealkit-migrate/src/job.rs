@@ -1,0 +1,385 @@
+//! Running, planning, verifying and reporting on a job.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealkit::core::Envelope;
+use sealkit::core::legacy::{Detected, detect};
+use sealkit::{DataKey, Error, Keyring, Result};
+
+use crate::convert::{Converter, Decision, context};
+use crate::spec::JobSpec;
+use crate::store::{ChunkCounts, Counts, Store, Update};
+
+/// A job's state, as `sealkit migrate status` shows it.
+pub type JobStatus = Counts;
+
+/// What one worker's run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunReport {
+    /// Chunks this worker finished.
+    pub chunks: u64,
+    /// Values it rewrote.
+    pub migrated: u64,
+    /// Values it found already under the target.
+    pub skipped: u64,
+    /// Values the application changed meanwhile (re-read and converted again).
+    pub conflicts: u64,
+    /// Values that could not be converted.
+    pub failed: u64,
+    /// Primary keys of the rows this worker rewrote at least one value of.
+    pub rows: Vec<i64>,
+    /// Times the job paused for a provider outage.
+    pub pauses: u64,
+}
+
+/// What a job would do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Plan {
+    /// Rows in the table.
+    pub rows: u64,
+    /// Per column: counts of values by what they are now.
+    pub formats: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Estimated provider calls: one data key per DEK scope and message budget for sealing,
+    /// plus one unwrap per legacy-free value's DEK (rewraps cost one call per distinct DEK).
+    pub estimated_kms_calls: u64,
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Values checked.
+    pub values: u64,
+    /// Values that open under the target key's primary version with their context.
+    pub ok: u64,
+    /// Up to 20 problems, as `(primary key, column, what)`.
+    pub problems: Vec<(i64, String, String)>,
+    /// Total number of problems.
+    pub problem_count: u64,
+}
+
+/// Runs one job over one store with one keyring. Several `Migrator`s (processes or tasks, each
+/// with its own store connection and worker name) can run the same job on PostgreSQL.
+pub struct Migrator {
+    keyring: Keyring,
+    spec: JobSpec,
+    store: Arc<dyn Store>,
+    legacy_key: Option<DataKey>,
+    #[cfg(feature = "vault")]
+    vault: Option<Arc<sealkit::vault::VaultTransit>>,
+    max_pause: Duration,
+}
+
+impl std::fmt::Debug for Migrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Migrator").field("spec", &self.spec).field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+impl Migrator {
+    /// A migrator for `spec`.
+    pub fn new(keyring: Keyring, spec: JobSpec, store: Arc<dyn Store>) -> Self {
+        Self {
+            keyring,
+            spec,
+            store,
+            legacy_key: None,
+            #[cfg(feature = "vault")]
+            vault: None,
+            max_pause: Duration::from_secs(300),
+        }
+    }
+
+    /// The legacy key that opens `aes-gcm-*` and `fernet` columns.
+    pub fn with_legacy_key(mut self, key: DataKey) -> Self {
+        self.legacy_key = Some(key);
+        self
+    }
+
+    /// The Vault provider that opens `vault-transit:` columns.
+    #[cfg(feature = "vault")]
+    pub fn with_vault(mut self, vault: Arc<sealkit::vault::VaultTransit>) -> Self {
+        self.vault = Some(vault);
+        self
+    }
+
+    /// How long a run waits, in total, for an unavailable provider before it gives up
+    /// (default 5 minutes; the job stays resumable either way).
+    pub fn with_max_pause(mut self, max_pause: Duration) -> Self {
+        self.max_pause = max_pause;
+        self
+    }
+
+    /// The job.
+    pub fn spec(&self) -> &JobSpec {
+        &self.spec
+    }
+
+    async fn primary(&self) -> Result<sealkit::KeyVersion> {
+        Ok(self.keyring.key_metadata(&self.spec.target).await?.primary)
+    }
+
+    fn publish(counts: &Counts) {
+        for (status, n) in [
+            ("pending", counts.pending),
+            ("running", counts.running),
+            ("done", counts.done),
+            ("migrated", counts.migrated),
+            ("skipped", counts.skipped),
+            ("failed", counts.failed),
+        ] {
+            metrics::gauge!("sealkit_reencryption_progress", "status" => status).set(n as f64);
+        }
+    }
+
+    /// Runs the job as `worker` until no chunk is left. `progress` is called after each chunk
+    /// with the job's counts.
+    pub async fn run(&self, worker: &str, progress: &(dyn Fn(&Counts) + Send + Sync)) -> Result<RunReport> {
+        self.store.prepare(&self.spec).await?;
+        let mut report = RunReport::default();
+        let mut paused_for = Duration::ZERO;
+        let mut backoff = Duration::from_millis(200);
+        let started = Instant::now();
+        let calls_at_start = self.keyring.stats().kms_calls;
+        loop {
+            let primary = match self.primary().await {
+                Ok(p) => p,
+                Err(e) if e.is_retryable() => {
+                    self.pause(&e, &mut paused_for, &mut backoff, &mut report).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(chunk) = self.store.claim(&self.spec, worker).await? else { break };
+            match self.process(chunk, &primary, &mut report).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(200);
+                    self.store.set_note(&self.spec, None).await?;
+                    let counts = self.store.counts(&self.spec.job).await?;
+                    Self::publish(&counts);
+                    progress(&counts);
+                }
+                Err(e) if e.is_retryable() => {
+                    self.store.release(&self.spec, chunk).await?;
+                    self.pause(&e, &mut paused_for, &mut backoff, &mut report).await?;
+                }
+                Err(e) => {
+                    self.store.release(&self.spec, chunk).await?;
+                    return Err(e);
+                }
+            }
+            self.rate_limit(started, calls_at_start).await;
+        }
+        Ok(report)
+    }
+
+    async fn pause(&self, e: &Error, paused_for: &mut Duration, backoff: &mut Duration, report: &mut RunReport) -> Result<()> {
+        let note = format!("paused: {e}");
+        tracing::warn!(job = %self.spec.job, error = %e, "re-encryption paused; it resumes when the provider answers");
+        self.store.set_note(&self.spec, Some(&note)).await?;
+        report.pauses += 1;
+        if *paused_for >= self.max_pause {
+            return Err(Error::unavailable(
+                "migrate",
+                format!("job {} paused for {} s and gave up: {e}; run it again to resume", self.spec.job, paused_for.as_secs()),
+            ));
+        }
+        tokio::time::sleep(*backoff).await;
+        *paused_for += *backoff;
+        *backoff = (*backoff * 2).min(Duration::from_secs(10));
+        Ok(())
+    }
+
+    async fn rate_limit(&self, started: Instant, calls_at_start: u64) {
+        if let Some(rate) = self.spec.kms_calls_per_sec.filter(|r| *r > 0.0) {
+            let calls = (self.keyring.stats().kms_calls - calls_at_start) as f64;
+            let due = Duration::from_secs_f64(calls / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    fn converter<'a>(&'a self, primary: &'a sealkit::KeyVersion) -> Converter<'a> {
+        Converter {
+            keyring: &self.keyring,
+            spec: &self.spec,
+            legacy_key: self.legacy_key.as_ref(),
+            #[cfg(feature = "vault")]
+            vault: self.vault.as_deref(),
+            primary,
+        }
+    }
+
+    async fn process(&self, chunk: crate::store::Chunk, primary: &sealkit::KeyVersion, report: &mut RunReport) -> Result<()> {
+        let converter = self.converter(primary);
+        let rows = self.store.rows(&self.spec, chunk).await?;
+        let mut updates = Vec::new();
+        let mut counts = ChunkCounts::default();
+        for row in &rows {
+            for (i, column) in self.spec.columns.iter().enumerate() {
+                let Some(value) = &row.values[i] else { continue };
+                let ctx = context(&self.spec, &column.name, row.pk, row.tenant.as_deref())?;
+                match converter.convert(&column.source, value.bytes(), &ctx).await {
+                    Ok(Decision::Keep) => counts.skipped += 1,
+                    Ok(Decision::Write(new)) => {
+                        counts.migrated += 1;
+                        updates.push(Update { pk: row.pk, column: i, old: value.clone(), new });
+                    }
+                    Err(e) if e.is_retryable() => return Err(e),
+                    Err(e) => {
+                        counts.failed += 1;
+                        tracing::error!(job = %self.spec.job, pk = row.pk, column = %column.name, error = %e, "value not converted");
+                    }
+                }
+            }
+        }
+        let lost = self.store.commit(&self.spec, chunk, &updates, counts).await?;
+        let committed = (updates.len() - lost.len()) as u64;
+        let mut rows_written: Vec<i64> = updates.iter().filter(|u| !lost.iter().any(|l| l.pk == u.pk && l.column == u.column)).map(|u| u.pk).collect();
+        // Values the application changed meanwhile: re-read and convert again.
+        let mut late = ChunkCounts::default();
+        for conflict in lost {
+            report.conflicts += 1;
+            let column = &self.spec.columns[conflict.column];
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let Some(current) = self.store.read(&self.spec, conflict.pk, conflict.column).await? else { break };
+                let tenant = self.store.rows(&self.spec, crate::store::Chunk { lo: conflict.pk, hi: conflict.pk + 1 }).await?.pop().and_then(|r| r.tenant);
+                let ctx = context(&self.spec, &column.name, conflict.pk, tenant.as_deref())?;
+                match converter.convert(&column.source, current.bytes(), &ctx).await? {
+                    Decision::Keep => {
+                        late.skipped += 1;
+                        break;
+                    }
+                    Decision::Write(new) => {
+                        if self.store.swap(&self.spec, &Update { pk: conflict.pk, column: conflict.column, old: current, new }).await? {
+                            late.migrated += 1;
+                            rows_written.push(conflict.pk);
+                            break;
+                        }
+                        if attempts >= 5 {
+                            late.failed += 1;
+                            tracing::warn!(job = %self.spec.job, pk = conflict.pk, "value keeps changing; left for the next run");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if late.migrated + late.skipped + late.failed > 0 {
+            self.store.add_counts(&self.spec, chunk, late).await?;
+        }
+        rows_written.sort_unstable();
+        rows_written.dedup();
+        report.chunks += 1;
+        report.migrated += committed + late.migrated as u64;
+        report.skipped += (counts.skipped + late.skipped) as u64;
+        report.failed += (counts.failed + late.failed) as u64;
+        report.rows.extend(rows_written);
+        Ok(())
+    }
+
+    /// The job's counts.
+    pub async fn status(&self) -> Result<JobStatus> {
+        self.store.counts(&self.spec.job).await
+    }
+
+    /// Counts what the table holds and estimates the provider calls.
+    pub async fn plan(&self) -> Result<Plan> {
+        let primary = self.primary().await.ok();
+        let mut plan = Plan::default();
+        let mut after = i64::MIN;
+        let mut to_seal = 0u64;
+        let mut scopes = std::collections::HashSet::new();
+        let mut deks = std::collections::HashSet::new();
+        loop {
+            let rows = self.store.scan(&self.spec, after, 5000).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.pk;
+            for row in &rows {
+                plan.rows += 1;
+                for (i, column) in self.spec.columns.iter().enumerate() {
+                    let Some(value) = &row.values[i] else { continue };
+                    let kind = match detect(value.bytes()) {
+                        Some(Detected::Envelope) => {
+                            let env = Envelope::parse(value.bytes())?;
+                            let key = env.key_ref().and_then(Result::ok);
+                            match (&key, &primary) {
+                                (Some(k), Some(p)) if k.uri == self.spec.target && &k.version == p => "envelope (done)".to_string(),
+                                (Some(k), _) => {
+                                    deks.insert(env.wrapped_bytes().unwrap_or_default().to_vec());
+                                    format!("envelope under {k}")
+                                }
+                                _ => "envelope (compact)".to_string(),
+                            }
+                        }
+                        Some(Detected::Fernet) => {
+                            to_seal += 1;
+                            "fernet".to_string()
+                        }
+                        Some(Detected::VaultTransit) => {
+                            to_seal += 1;
+                            "vault-transit".to_string()
+                        }
+                        _ => {
+                            to_seal += 1;
+                            format!("{} (declared)", column.source)
+                        }
+                    };
+                    if !kind.starts_with("envelope") {
+                        scopes.insert((column.name.clone(), row.tenant.clone()));
+                    }
+                    *plan.formats.entry(column.name.clone()).or_default().entry(kind).or_default() += 1;
+                }
+            }
+        }
+        let per_dek = 1_000_000u64;
+        plan.estimated_kms_calls = scopes.len() as u64 * to_seal.div_ceil(per_dek).max(u64::from(to_seal > 0)) + 3 * deks.len() as u64;
+        Ok(plan)
+    }
+
+    /// Opens every value under the target key's primary version with its context.
+    pub async fn verify(&self) -> Result<VerifyReport> {
+        let primary = self.primary().await?;
+        let mut report = VerifyReport::default();
+        let mut after = i64::MIN;
+        loop {
+            let rows = self.store.scan(&self.spec, after, 5000).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.pk;
+            for row in &rows {
+                for (i, column) in self.spec.columns.iter().enumerate() {
+                    let Some(value) = &row.values[i] else { continue };
+                    report.values += 1;
+                    let ctx = context(&self.spec, &column.name, row.pk, row.tenant.as_deref())?;
+                    let problem = match Envelope::parse(value.bytes()) {
+                        Err(_) => Some("not an envelope (not migrated)".to_string()),
+                        Ok(env) => match env.key_ref().and_then(Result::ok) {
+                            Some(k) if k.uri == self.spec.target && k.version == primary => {
+                                self.keyring.open(value.bytes(), &ctx).await.err().map(|e| format!("does not open: {e}"))
+                            }
+                            Some(k) => Some(format!("under {k}, not {}#v{primary}", self.spec.target)),
+                            None => Some("compact envelope".to_string()),
+                        },
+                    };
+                    match problem {
+                        None => report.ok += 1,
+                        Some(p) => {
+                            report.problem_count += 1;
+                            if report.problems.len() < 20 {
+                                report.problems.push((row.pk, column.name.clone(), p));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}

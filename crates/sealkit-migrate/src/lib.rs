@@ -1,0 +1,47 @@
+//! Re-encryption jobs: move the values of a table's columns to envelopes under a target key,
+//! resumably and crash-safely, over SQLite (embedded) or PostgreSQL (production, several
+//! workers at once).
+//!
+//! Three kinds of move, chosen per column by its declared source format:
+//!
+//! - **legacy → KMS**: `aes-gcm-iv16`, `aes-gcm-nonce12`, `fernet` (under the legacy key),
+//!   `vault-transit:MOUNT/NAME` (feature `vault`) or `plaintext` values are opened and sealed
+//!   as envelopes bound to `(table, column, id[, tenant])`;
+//! - **KEK rotation / provider → provider**: `envelope` columns are rewrapped to the target
+//!   key's primary version — only the key slot changes, the data ciphertext does not.
+//!
+//! How it stays correct:
+//!
+//! - the table is split into primary-key chunks recorded in `sealkit_chunks`; a worker claims
+//!   one (`FOR UPDATE SKIP LOCKED` on PostgreSQL), converts its rows, then applies every update
+//!   **and** marks the chunk done in one transaction — a crash loses at most the work of the
+//!   chunk in flight, which is redone;
+//! - every update is a compare-and-swap on the old value (`… WHERE id = ? AND col = old`), so
+//!   a value the application changed meanwhile is re-read and converted again, never
+//!   overwritten; converting is idempotent (a value already under the target is skipped);
+//! - a claimed chunk has a lease; a crashed worker's chunks are claimed again when it expires
+//!   (at once by a worker with the same name);
+//! - a provider outage (`Unavailable`, `Throttled`) pauses the job — the chunk is released
+//!   and the status says why — and the job resumes when the provider answers again;
+//! - rows appended after the job started are chunked when the worker reaches them.
+//!
+//! Primary keys must be integers; columns hold BLOB/BYTEA (or TEXT in SQLite) values.
+#![forbid(unsafe_code)]
+
+mod convert;
+mod job;
+mod spec;
+mod store;
+
+pub use job::{JobStatus, Migrator, Plan, RunReport, VerifyReport};
+pub use spec::{ColumnSpec, JobSpec, SourceFormat};
+pub use store::{Chunk, ChunkCounts, Counts, PgStore, Row, SqliteStore, Store, Update, Value};
+
+/// Opens the store a `--db` argument names: a `postgres://` URL or an SQLite path.
+pub async fn open_store(db: &str) -> sealkit::Result<std::sync::Arc<dyn Store>> {
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::connect(db).await?))
+    } else {
+        Ok(std::sync::Arc::new(SqliteStore::open(db.strip_prefix("sqlite:").unwrap_or(db))?))
+    }
+}
