@@ -28,8 +28,16 @@ pub(crate) struct Converter<'a> {
 }
 
 /// The context a row's value is bound to.
-pub(crate) fn context(spec: &JobSpec, column: &str, pk: i64, tenant: Option<&str>) -> Result<EncryptionContext> {
-    let mut b = EncryptionContext::builder().with("table", &spec.table).with("column", column).with("id", &pk.to_string());
+pub(crate) fn context(
+    spec: &JobSpec,
+    column: &str,
+    pk: i64,
+    tenant: Option<&str>,
+) -> Result<EncryptionContext> {
+    let mut b = EncryptionContext::builder()
+        .with("table", &spec.table)
+        .with("column", column)
+        .with("id", &pk.to_string());
     if let Some(t) = tenant {
         b = b.with("tenant", t);
     }
@@ -49,14 +57,23 @@ impl Converter<'_> {
         }
     }
 
-    pub(crate) async fn convert(&self, source: &SourceFormat, value: &[u8], ctx: &EncryptionContext) -> Result<Decision> {
+    pub(crate) async fn convert(
+        &self,
+        source: &SourceFormat,
+        value: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<Decision> {
         if Envelope::looks_like(value) {
             if let Ok(envelope) = Envelope::parse(value) {
                 if self.is_done(&envelope) {
                     return Ok(Decision::Keep);
                 }
                 // An envelope under another key or version: rewrap (data untouched).
-                return match self.keyring.rewrap(value, ctx, Some(&self.spec.target)).await? {
+                return match self
+                    .keyring
+                    .rewrap(value, ctx, Some(&self.spec.target))
+                    .await?
+                {
                     RewrapOutcome::Rewrapped(new) => Ok(Decision::Write(new)),
                     _ => Ok(Decision::Keep),
                 };
@@ -67,19 +84,31 @@ impl Converter<'_> {
             SourceFormat::Fernet => fernet::open(self.legacy_key()?, value)?,
             SourceFormat::Plaintext => value.to_vec(),
             SourceFormat::Envelope => {
-                return Err(Error::invalid_input("the column is declared `envelope` but holds a value that is not one"));
+                return Err(Error::invalid_input(
+                    "the column is declared `envelope` but holds a value that is not one",
+                ));
             }
             #[cfg(feature = "vault")]
             SourceFormat::VaultTransit(key) => {
-                let vault = self.vault.ok_or_else(|| Error::misconfigured("vault-transit columns need VAULT_ADDR"))?;
-                let text = legacy::vault::parse(value).map(|(_, t)| t).ok_or(Error::InvalidCiphertext)?;
+                let vault = self
+                    .vault
+                    .ok_or_else(|| Error::misconfigured("vault-transit columns need VAULT_ADDR"))?;
+                let text = legacy::vault::parse(value)
+                    .map(|(_, t)| t)
+                    .ok_or(Error::InvalidCiphertext)?;
                 vault.decrypt_data(key, text, None).await?.to_vec()
             }
             #[cfg(not(feature = "vault"))]
             SourceFormat::VaultTransit(_) => {
-                return Err(Error::misconfigured("vault-transit columns need sealkit-migrate's `vault` feature"));
+                return Err(Error::misconfigured(
+                    "vault-transit columns need sealkit-migrate's `vault` feature",
+                ));
             }
         });
-        Ok(Decision::Write(self.keyring.seal_with(&self.spec.target, &plaintext, ctx).await?))
+        Ok(Decision::Write(
+            self.keyring
+                .seal_with(&self.spec.target, &plaintext, ctx)
+                .await?,
+        ))
     }
 }

@@ -76,7 +76,10 @@ pub struct Migrator {
 
 impl std::fmt::Debug for Migrator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Migrator").field("spec", &self.spec).field("store", &self.store).finish_non_exhaustive()
+        f.debug_struct("Migrator")
+            .field("spec", &self.spec)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -138,7 +141,11 @@ impl Migrator {
 
     /// Runs the job as `worker` until no chunk is left. `progress` is called after each chunk
     /// with the job's counts.
-    pub async fn run(&self, worker: &str, progress: &(dyn Fn(&Counts) + Send + Sync)) -> Result<RunReport> {
+    pub async fn run(
+        &self,
+        worker: &str,
+        progress: &(dyn Fn(&Counts) + Send + Sync),
+    ) -> Result<RunReport> {
         self.store.prepare(&self.spec).await?;
         let mut report = RunReport::default();
         let mut paused_for = Duration::ZERO;
@@ -149,12 +156,15 @@ impl Migrator {
             let primary = match self.primary().await {
                 Ok(p) => p,
                 Err(e) if e.is_retryable() => {
-                    self.pause(&e, &mut paused_for, &mut backoff, &mut report).await?;
+                    self.pause(&e, &mut paused_for, &mut backoff, &mut report)
+                        .await?;
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            let Some(chunk) = self.store.claim(&self.spec, worker).await? else { break };
+            let Some(chunk) = self.store.claim(&self.spec, worker).await? else {
+                break;
+            };
             match self.process(chunk, &primary, &mut report).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(200);
@@ -165,7 +175,8 @@ impl Migrator {
                 }
                 Err(e) if e.is_retryable() => {
                     self.store.release(&self.spec, chunk).await?;
-                    self.pause(&e, &mut paused_for, &mut backoff, &mut report).await?;
+                    self.pause(&e, &mut paused_for, &mut backoff, &mut report)
+                        .await?;
                 }
                 Err(e) => {
                     self.store.release(&self.spec, chunk).await?;
@@ -177,7 +188,13 @@ impl Migrator {
         Ok(report)
     }
 
-    async fn pause(&self, e: &Error, paused_for: &mut Duration, backoff: &mut Duration, report: &mut RunReport) -> Result<()> {
+    async fn pause(
+        &self,
+        e: &Error,
+        paused_for: &mut Duration,
+        backoff: &mut Duration,
+        report: &mut RunReport,
+    ) -> Result<()> {
         let note = format!("paused: {e}");
         tracing::warn!(job = %self.spec.job, error = %e, "re-encryption paused; it resumes when the provider answers");
         self.store.set_note(&self.spec, Some(&note)).await?;
@@ -185,7 +202,11 @@ impl Migrator {
         if *paused_for >= self.max_pause {
             return Err(Error::unavailable(
                 "migrate",
-                format!("job {} paused for {} s and gave up: {e}; run it again to resume", self.spec.job, paused_for.as_secs()),
+                format!(
+                    "job {} paused for {} s and gave up: {e}; run it again to resume",
+                    self.spec.job,
+                    paused_for.as_secs()
+                ),
             ));
         }
         tokio::time::sleep(*backoff).await;
@@ -215,20 +236,32 @@ impl Migrator {
         }
     }
 
-    async fn process(&self, chunk: crate::store::Chunk, primary: &sealkit::KeyVersion, report: &mut RunReport) -> Result<()> {
+    async fn process(
+        &self,
+        chunk: crate::store::Chunk,
+        primary: &sealkit::KeyVersion,
+        report: &mut RunReport,
+    ) -> Result<()> {
         let converter = self.converter(primary);
         let rows = self.store.rows(&self.spec, chunk).await?;
         let mut updates = Vec::new();
         let mut counts = ChunkCounts::default();
         for row in &rows {
             for (i, column) in self.spec.columns.iter().enumerate() {
-                let Some(value) = &row.values[i] else { continue };
+                let Some(value) = &row.values[i] else {
+                    continue;
+                };
                 let ctx = context(&self.spec, &column.name, row.pk, row.tenant.as_deref())?;
                 match converter.convert(&column.source, value.bytes(), &ctx).await {
                     Ok(Decision::Keep) => counts.skipped += 1,
                     Ok(Decision::Write(new)) => {
                         counts.migrated += 1;
-                        updates.push(Update { pk: row.pk, column: i, old: value.clone(), new });
+                        updates.push(Update {
+                            pk: row.pk,
+                            column: i,
+                            old: value.clone(),
+                            new,
+                        });
                     }
                     Err(e) if e.is_retryable() => return Err(e),
                     Err(e) => {
@@ -238,9 +271,16 @@ impl Migrator {
                 }
             }
         }
-        let lost = self.store.commit(&self.spec, chunk, &updates, counts).await?;
+        let lost = self
+            .store
+            .commit(&self.spec, chunk, &updates, counts)
+            .await?;
         let committed = (updates.len() - lost.len()) as u64;
-        let mut rows_written: Vec<i64> = updates.iter().filter(|u| !lost.iter().any(|l| l.pk == u.pk && l.column == u.column)).map(|u| u.pk).collect();
+        let mut rows_written: Vec<i64> = updates
+            .iter()
+            .filter(|u| !lost.iter().any(|l| l.pk == u.pk && l.column == u.column))
+            .map(|u| u.pk)
+            .collect();
         // Values the application changed meanwhile: re-read and convert again.
         let mut late = ChunkCounts::default();
         for conflict in lost {
@@ -249,16 +289,48 @@ impl Migrator {
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                let Some(current) = self.store.read(&self.spec, conflict.pk, conflict.column).await? else { break };
-                let tenant = self.store.rows(&self.spec, crate::store::Chunk { lo: conflict.pk, hi: conflict.pk + 1 }).await?.pop().and_then(|r| r.tenant);
+                let Some(current) = self
+                    .store
+                    .read(&self.spec, conflict.pk, conflict.column)
+                    .await?
+                else {
+                    break;
+                };
+                let tenant = self
+                    .store
+                    .rows(
+                        &self.spec,
+                        crate::store::Chunk {
+                            lo: conflict.pk,
+                            hi: conflict.pk + 1,
+                        },
+                    )
+                    .await?
+                    .pop()
+                    .and_then(|r| r.tenant);
                 let ctx = context(&self.spec, &column.name, conflict.pk, tenant.as_deref())?;
-                match converter.convert(&column.source, current.bytes(), &ctx).await? {
+                match converter
+                    .convert(&column.source, current.bytes(), &ctx)
+                    .await?
+                {
                     Decision::Keep => {
                         late.skipped += 1;
                         break;
                     }
                     Decision::Write(new) => {
-                        if self.store.swap(&self.spec, &Update { pk: conflict.pk, column: conflict.column, old: current, new }).await? {
+                        if self
+                            .store
+                            .swap(
+                                &self.spec,
+                                &Update {
+                                    pk: conflict.pk,
+                                    column: conflict.column,
+                                    old: current,
+                                    new,
+                                },
+                            )
+                            .await?
+                        {
                             late.migrated += 1;
                             rows_written.push(conflict.pk);
                             break;
@@ -285,6 +357,19 @@ impl Migrator {
         Ok(())
     }
 
+    /// Runs the job again over every chunk, finished ones included: a sweep for values that
+    /// were written in the old format after their chunk was done (applications not yet in
+    /// `hybrid` mode). Values already under the target are skipped.
+    pub async fn sweep(
+        &self,
+        worker: &str,
+        progress: &(dyn Fn(&Counts) + Send + Sync),
+    ) -> Result<RunReport> {
+        self.store.prepare(&self.spec).await?;
+        self.store.reopen(&self.spec).await?;
+        self.run(worker, progress).await
+    }
+
     /// The job's counts.
     pub async fn status(&self) -> Result<JobStatus> {
         self.store.counts(&self.spec.job).await
@@ -305,13 +390,19 @@ impl Migrator {
             for row in &rows {
                 plan.rows += 1;
                 for (i, column) in self.spec.columns.iter().enumerate() {
-                    let Some(value) = &row.values[i] else { continue };
+                    let Some(value) = &row.values[i] else {
+                        continue;
+                    };
                     let kind = match detect(value.bytes()) {
                         Some(Detected::Envelope) => {
                             let env = Envelope::parse(value.bytes())?;
                             let key = env.key_ref().and_then(Result::ok);
                             match (&key, &primary) {
-                                (Some(k), Some(p)) if k.uri == self.spec.target && &k.version == p => "envelope (done)".to_string(),
+                                (Some(k), Some(p))
+                                    if k.uri == self.spec.target && &k.version == p =>
+                                {
+                                    "envelope (done)".to_string()
+                                }
                                 (Some(k), _) => {
                                     deks.insert(env.wrapped_bytes().unwrap_or_default().to_vec());
                                     format!("envelope under {k}")
@@ -335,12 +426,19 @@ impl Migrator {
                     if !kind.starts_with("envelope") {
                         scopes.insert((column.name.clone(), row.tenant.clone()));
                     }
-                    *plan.formats.entry(column.name.clone()).or_default().entry(kind).or_default() += 1;
+                    *plan
+                        .formats
+                        .entry(column.name.clone())
+                        .or_default()
+                        .entry(kind)
+                        .or_default() += 1;
                 }
             }
         }
         let per_dek = 1_000_000u64;
-        plan.estimated_kms_calls = scopes.len() as u64 * to_seal.div_ceil(per_dek).max(u64::from(to_seal > 0)) + 3 * deks.len() as u64;
+        plan.estimated_kms_calls = scopes.len() as u64
+            * to_seal.div_ceil(per_dek).max(u64::from(to_seal > 0))
+            + 3 * deks.len() as u64;
         Ok(plan)
     }
 
@@ -355,16 +453,23 @@ impl Migrator {
             after = last.pk;
             for row in &rows {
                 for (i, column) in self.spec.columns.iter().enumerate() {
-                    let Some(value) = &row.values[i] else { continue };
+                    let Some(value) = &row.values[i] else {
+                        continue;
+                    };
                     report.values += 1;
                     let ctx = context(&self.spec, &column.name, row.pk, row.tenant.as_deref())?;
                     let problem = match Envelope::parse(value.bytes()) {
                         Err(_) => Some("not an envelope (not migrated)".to_string()),
                         Ok(env) => match env.key_ref().and_then(Result::ok) {
-                            Some(k) if k.uri == self.spec.target && k.version == primary => {
-                                self.keyring.open(value.bytes(), &ctx).await.err().map(|e| format!("does not open: {e}"))
+                            Some(k) if k.uri == self.spec.target && k.version == primary => self
+                                .keyring
+                                .open(value.bytes(), &ctx)
+                                .await
+                                .err()
+                                .map(|e| format!("does not open: {e}")),
+                            Some(k) => {
+                                Some(format!("under {k}, not {}#v{primary}", self.spec.target))
                             }
-                            Some(k) => Some(format!("under {k}, not {}#v{primary}", self.spec.target)),
                             None => Some("compact envelope".to_string()),
                         },
                     };

@@ -42,6 +42,8 @@ pub async fn open_store(db: &str) -> sealkit::Result<std::sync::Arc<dyn Store>> 
     if db.starts_with("postgres://") || db.starts_with("postgresql://") {
         Ok(std::sync::Arc::new(PgStore::connect(db).await?))
     } else {
-        Ok(std::sync::Arc::new(SqliteStore::open(db.strip_prefix("sqlite:").unwrap_or(db))?))
+        Ok(std::sync::Arc::new(SqliteStore::open(
+            db.strip_prefix("sqlite:").unwrap_or(db),
+        )?))
     }
 }

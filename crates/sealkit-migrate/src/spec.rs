@@ -66,11 +66,16 @@ impl FromStr for ColumnSpec {
     type Err = Error;
     /// `NAME=FORMAT`, e.g. `email=aes-gcm-iv16`.
     fn from_str(s: &str) -> Result<Self> {
-        let (name, source) = s
-            .split_once('=')
-            .ok_or_else(|| Error::invalid_input(format!("column {s:?} must be NAME=FORMAT, e.g. email=aes-gcm-iv16")))?;
+        let (name, source) = s.split_once('=').ok_or_else(|| {
+            Error::invalid_input(format!(
+                "column {s:?} must be NAME=FORMAT, e.g. email=aes-gcm-iv16"
+            ))
+        })?;
         let name = identifier(name)?;
-        Ok(Self { name, source: source.parse()? })
+        Ok(Self {
+            name,
+            source: source.parse()?,
+        })
     }
 }
 
@@ -109,7 +114,13 @@ pub(crate) struct StoredSpec {
 
 impl JobSpec {
     /// A job with default chunking (1,000 keys), no rate limit and a 60-second lease.
-    pub fn new(job: &str, table: &str, pk: &str, columns: Vec<ColumnSpec>, target: KeyUri) -> Result<Self> {
+    pub fn new(
+        job: &str,
+        table: &str,
+        pk: &str,
+        columns: Vec<ColumnSpec>,
+        target: KeyUri,
+    ) -> Result<Self> {
         if columns.is_empty() {
             return Err(Error::invalid_input("a job needs at least one column"));
         }
@@ -136,7 +147,11 @@ impl JobSpec {
         let stored = StoredSpec {
             table: self.table.clone(),
             pk: self.pk.clone(),
-            columns: self.columns.iter().map(|c| (c.name.clone(), c.source.to_string())).collect(),
+            columns: self
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.source.to_string()))
+                .collect(),
             tenant_column: self.tenant_column.clone(),
             target: self.target.to_string(),
         };
@@ -146,12 +161,17 @@ impl JobSpec {
 
 /// Table and column names are written into SQL, so they must be plain identifiers.
 pub(crate) fn identifier(name: &str) -> Result<String> {
-    let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && name.len() <= 63;
     if ok {
         Ok(name.to_string())
     } else {
-        Err(Error::invalid_input(format!("{name:?} is not a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*)")))
+        Err(Error::invalid_input(format!(
+            "{name:?} is not a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*)"
+        )))
     }
 }

@@ -99,7 +99,10 @@ pub struct ChunkCounts {
 }
 
 pub(crate) fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// The database operations a job needs.
@@ -114,7 +117,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn rows(&self, spec: &JobSpec, chunk: Chunk) -> Result<Vec<Row>>;
     /// Applies the updates with compare-and-swap and marks the chunk done, in one transaction;
     /// returns the updates that lost the compare-and-swap.
-    async fn commit(&self, spec: &JobSpec, chunk: Chunk, updates: &[Update], counts: ChunkCounts) -> Result<Vec<Update>>;
+    async fn commit(
+        &self,
+        spec: &JobSpec,
+        chunk: Chunk,
+        updates: &[Update],
+        counts: ChunkCounts,
+    ) -> Result<Vec<Update>>;
     /// Re-reads one value.
     async fn read(&self, spec: &JobSpec, pk: i64, column: usize) -> Result<Option<Value>>;
     /// One compare-and-swap, outside a chunk; true if it took effect.
@@ -123,6 +132,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn add_counts(&self, spec: &JobSpec, chunk: Chunk, counts: ChunkCounts) -> Result<()>;
     /// Gives a chunk back (after a provider outage).
     async fn release(&self, spec: &JobSpec, chunk: Chunk) -> Result<()>;
+    /// Puts every finished chunk back to pending, for a sweep that catches values written in
+    /// the old format after their chunk was done.
+    async fn reopen(&self, spec: &JobSpec) -> Result<u64>;
     /// Sets or clears the job's note (why it is paused).
     async fn set_note(&self, spec: &JobSpec, note: Option<&str>) -> Result<()>;
     /// The job's counts.
@@ -152,7 +164,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -169,7 +183,9 @@ CREATE TABLE IF NOT EXISTS sealkit_chunks (
 fn sqlite_value(v: rusqlite::types::ValueRef<'_>) -> Option<Value> {
     match v {
         rusqlite::types::ValueRef::Blob(b) => Some(Value::Blob(b.to_vec())),
-        rusqlite::types::ValueRef::Text(t) => Some(Value::Text(String::from_utf8_lossy(t).into_owned())),
+        rusqlite::types::ValueRef::Text(t) => {
+            Some(Value::Text(String::from_utf8_lossy(t).into_owned()))
+        }
         _ => None,
     }
 }
@@ -183,7 +199,11 @@ fn sqlite_row(r: &rusqlite::Row<'_>, columns: usize) -> rusqlite::Result<Row> {
     for i in 0..columns {
         values.push(sqlite_value(r.get_ref(2 + i)?));
     }
-    Ok(Row { pk: r.get(0)?, tenant, values })
+    Ok(Row {
+        pk: r.get(0)?,
+        tenant,
+        values,
+    })
 }
 
 /// Binds an old value with its original type, so that the compare-and-swap compares alike.
@@ -197,18 +217,33 @@ fn sqlite_old(v: &Value) -> rusqlite::types::Value {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &str) -> Result<Self> {
-        let conn = rusqlite::Connection::open(path).map_err(|e| db_err(&format!("opening {path}"), e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| db_err("busy timeout", e))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| db_err("WAL", e))?;
-        Ok(Self { conn: Mutex::new(conn), path: path.to_string() })
+        let conn =
+            rusqlite::Connection::open(path).map_err(|e| db_err(&format!("opening {path}"), e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| db_err("busy timeout", e))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| db_err("WAL", e))?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: path.to_string(),
+        })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>, what: &str) -> Result<T> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
+        what: &str,
+    ) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut conn).map_err(|e| db_err(what, e))
     }
 
-    fn add_chunks(tx: &rusqlite::Transaction<'_>, spec: &JobSpec, from: i64, to: i64) -> rusqlite::Result<()> {
+    fn add_chunks(
+        tx: &rusqlite::Transaction<'_>,
+        spec: &JobSpec,
+        from: i64,
+        to: i64,
+    ) -> rusqlite::Result<()> {
         let mut lo = from;
         while lo <= to {
             tx.execute(
@@ -228,23 +263,38 @@ impl Store for SqliteStore {
         let existing = self.with(
             |c| {
                 c.execute_batch(SQLITE_SCHEMA)?;
-                c.query_row("SELECT spec FROM sealkit_jobs WHERE job = ?1", [&spec.job], |r| r.get::<_, String>(0)).optional()
+                c.query_row(
+                    "SELECT spec FROM sealkit_jobs WHERE job = ?1",
+                    [&spec.job],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
             },
             "preparing the job tables",
         )?;
         match existing {
             Some(s) if s == stored => Ok(()),
-            Some(_) => Err(Error::invalid_input(format!("job {} exists with another spec; use a new job name", spec.job))),
+            Some(_) => Err(Error::invalid_input(format!(
+                "job {} exists with another spec; use a new job name",
+                spec.job
+            ))),
             None => self.with(
                 |c| {
                     let tx = c.transaction()?;
                     let (min, max): (Option<i64>, Option<i64>) = tx.query_row(
-                        &format!("SELECT MIN({pk}), MAX({pk}) FROM {t}", pk = spec.pk, t = spec.table),
+                        &format!(
+                            "SELECT MIN({pk}), MAX({pk}) FROM {t}",
+                            pk = spec.pk,
+                            t = spec.table
+                        ),
                         [],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )?;
                     let (min, max) = (min.unwrap_or(0), max.unwrap_or(-1));
-                    tx.execute("INSERT INTO sealkit_jobs (job, spec, max_pk) VALUES (?1, ?2, ?3)", params![spec.job, stored, max])?;
+                    tx.execute(
+                        "INSERT INTO sealkit_jobs (job, spec, max_pk) VALUES (?1, ?2, ?3)",
+                        params![spec.job, stored, max],
+                    )?;
                     Self::add_chunks(&tx, spec, min - min.rem_euclid(spec.chunk_rows), max)?;
                     tx.commit()
                 },
@@ -302,14 +352,22 @@ impl Store for SqliteStore {
         self.with(
             |c| {
                 let mut stmt = c.prepare_cached(&sql)?;
-                let rows = stmt.query_map(params![chunk.lo, chunk.hi], |r| sqlite_row(r, spec.columns.len()))?;
+                let rows = stmt.query_map(params![chunk.lo, chunk.hi], |r| {
+                    sqlite_row(r, spec.columns.len())
+                })?;
                 rows.collect()
             },
             "reading a chunk",
         )
     }
 
-    async fn commit(&self, spec: &JobSpec, chunk: Chunk, updates: &[Update], counts: ChunkCounts) -> Result<Vec<Update>> {
+    async fn commit(
+        &self,
+        spec: &JobSpec,
+        chunk: Chunk,
+        updates: &[Update],
+        counts: ChunkCounts,
+    ) -> Result<Vec<Update>> {
         self.with(
             |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -336,14 +394,34 @@ impl Store for SqliteStore {
     }
 
     async fn read(&self, spec: &JobSpec, pk: i64, column: usize) -> Result<Option<Value>> {
-        let sql = format!("SELECT {} FROM {} WHERE {} = ?1", spec.columns[column].name, spec.table, spec.pk);
-        self.with(|c| c.query_row(&sql, [pk], |r| Ok(sqlite_value(r.get_ref(0)?))).optional().map(Option::flatten), "re-reading a value")
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = ?1",
+            spec.columns[column].name, spec.table, spec.pk
+        );
+        self.with(
+            |c| {
+                c.query_row(&sql, [pk], |r| Ok(sqlite_value(r.get_ref(0)?)))
+                    .optional()
+                    .map(Option::flatten)
+            },
+            "re-reading a value",
+        )
     }
 
     async fn swap(&self, spec: &JobSpec, u: &Update) -> Result<bool> {
         let col = &spec.columns[u.column].name;
-        let sql = format!("UPDATE {t} SET {col} = ?1 WHERE {pk} = ?2 AND {col} = ?3", t = spec.table, pk = spec.pk);
-        self.with(|c| c.execute(&sql, params![u.new, u.pk, sqlite_old(&u.old)]).map(|n| n == 1), "updating a value")
+        let sql = format!(
+            "UPDATE {t} SET {col} = ?1 WHERE {pk} = ?2 AND {col} = ?3",
+            t = spec.table,
+            pk = spec.pk
+        );
+        self.with(
+            |c| {
+                c.execute(&sql, params![u.new, u.pk, sqlite_old(&u.old)])
+                    .map(|n| n == 1)
+            },
+            "updating a value",
+        )
     }
 
     async fn add_counts(&self, spec: &JobSpec, chunk: Chunk, counts: ChunkCounts) -> Result<()> {
@@ -369,8 +447,24 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn reopen(&self, spec: &JobSpec) -> Result<u64> {
+        self.with(
+            |c| c.execute("UPDATE sealkit_chunks SET state = 'pending', worker = NULL WHERE job = ?1 AND state = 'done'", [&spec.job]).map(|n| n as u64),
+            "reopening chunks",
+        )
+    }
+
     async fn set_note(&self, spec: &JobSpec, note: Option<&str>) -> Result<()> {
-        self.with(|c| c.execute("UPDATE sealkit_jobs SET note = ?2 WHERE job = ?1", params![spec.job, note]).map(|_| ()), "noting")
+        self.with(
+            |c| {
+                c.execute(
+                    "UPDATE sealkit_jobs SET note = ?2 WHERE job = ?1",
+                    params![spec.job, note],
+                )
+                .map(|_| ())
+            },
+            "noting",
+        )
     }
 
     async fn counts(&self, job: &str) -> Result<Counts> {
@@ -405,11 +499,17 @@ impl Store for SqliteStore {
     }
 
     async fn scan(&self, spec: &JobSpec, after: i64, limit: i64) -> Result<Vec<Row>> {
-        let sql = format!("SELECT {} FROM {} WHERE {pk} > ?1 ORDER BY {pk} LIMIT ?2", select_list(spec), spec.table, pk = spec.pk);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {pk} > ?1 ORDER BY {pk} LIMIT ?2",
+            select_list(spec),
+            spec.table,
+            pk = spec.pk
+        );
         self.with(
             |c| {
                 let mut stmt = c.prepare_cached(&sql)?;
-                let rows = stmt.query_map(params![after, limit], |r| sqlite_row(r, spec.columns.len()))?;
+                let rows =
+                    stmt.query_map(params![after, limit], |r| sqlite_row(r, spec.columns.len()))?;
                 rows.collect()
             },
             "scanning",
@@ -444,8 +544,14 @@ CREATE TABLE IF NOT EXISTS sealkit_chunks (
 ";
 
 fn pg_row(r: &tokio_postgres::Row, columns: usize) -> Row {
-    let values = (0..columns).map(|i| r.get::<_, Option<Vec<u8>>>(2 + i).map(Value::Blob)).collect();
-    Row { pk: r.get(0), tenant: r.get::<_, Option<String>>(1), values }
+    let values = (0..columns)
+        .map(|i| r.get::<_, Option<Vec<u8>>>(2 + i).map(Value::Blob))
+        .collect();
+    Row {
+        pk: r.get(0),
+        tenant: r.get::<_, Option<String>>(1),
+        values,
+    }
 }
 
 impl PgStore {
@@ -460,17 +566,30 @@ impl PgStore {
                 tracing::error!(error = %e, "PostgreSQL connection closed");
             }
         });
-        Ok(Self { client: tokio::sync::Mutex::new(client), url: url.to_string() })
+        Ok(Self {
+            client: tokio::sync::Mutex::new(client),
+            url: url.to_string(),
+        })
     }
 
     fn select(spec: &JobSpec) -> String {
         let mut cols = vec![spec.pk.clone()];
-        cols.push(spec.tenant_column.as_ref().map(|t| format!("{t}::text")).unwrap_or_else(|| "NULL::text".into()));
+        cols.push(
+            spec.tenant_column
+                .as_ref()
+                .map(|t| format!("{t}::text"))
+                .unwrap_or_else(|| "NULL::text".into()),
+        );
         cols.extend(spec.columns.iter().map(|c| c.name.clone()));
         cols.join(", ")
     }
 
-    async fn add_chunks(tx: &tokio_postgres::Transaction<'_>, spec: &JobSpec, from: i64, to: i64) -> Result<()> {
+    async fn add_chunks(
+        tx: &tokio_postgres::Transaction<'_>,
+        spec: &JobSpec,
+        from: i64,
+        to: i64,
+    ) -> Result<()> {
         tx.execute(
             "INSERT INTO sealkit_chunks (job, lo, hi, state)
              SELECT $1, g, g + $2, 'pending' FROM generate_series($3::bigint, $4::bigint, $2::bigint) g
@@ -487,27 +606,47 @@ impl PgStore {
 impl Store for PgStore {
     async fn prepare(&self, spec: &JobSpec) -> Result<()> {
         let mut client = self.client.lock().await;
-        client.batch_execute(PG_SCHEMA).await.map_err(|e| db_err("preparing the job tables", e))?;
+        client
+            .batch_execute(PG_SCHEMA)
+            .await
+            .map_err(|e| db_err("preparing the job tables", e))?;
         let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
         // One worker creates the chunks; the others wait for it and then find the job.
-        tx.execute("LOCK TABLE sealkit_jobs IN SHARE ROW EXCLUSIVE MODE", &[]).await.map_err(|e| db_err("lock", e))?;
+        tx.execute("LOCK TABLE sealkit_jobs IN SHARE ROW EXCLUSIVE MODE", &[])
+            .await
+            .map_err(|e| db_err("lock", e))?;
         let existing = tx
             .query_opt("SELECT spec FROM sealkit_jobs WHERE job = $1", &[&spec.job])
             .await
             .map_err(|e| db_err("reading the job", e))?;
         match existing.map(|r| r.get::<_, String>(0)) {
             Some(s) if s == spec.stored() => {}
-            Some(_) => return Err(Error::invalid_input(format!("job {} exists with another spec; use a new job name", spec.job))),
+            Some(_) => {
+                return Err(Error::invalid_input(format!(
+                    "job {} exists with another spec; use a new job name",
+                    spec.job
+                )));
+            }
             None => {
                 let r = tx
-                    .query_one(&format!("SELECT MIN({pk})::bigint, MAX({pk})::bigint FROM {t}", pk = spec.pk, t = spec.table), &[])
+                    .query_one(
+                        &format!(
+                            "SELECT MIN({pk})::bigint, MAX({pk})::bigint FROM {t}",
+                            pk = spec.pk,
+                            t = spec.table
+                        ),
+                        &[],
+                    )
                     .await
                     .map_err(|e| db_err("sizing the table", e))?;
                 let (min, max): (Option<i64>, Option<i64>) = (r.get(0), r.get(1));
                 let (min, max) = (min.unwrap_or(0), max.unwrap_or(-1));
-                tx.execute("INSERT INTO sealkit_jobs (job, spec, max_pk) VALUES ($1, $2, $3)", &[&spec.job, &spec.stored(), &max])
-                    .await
-                    .map_err(|e| db_err("creating the job", e))?;
+                tx.execute(
+                    "INSERT INTO sealkit_jobs (job, spec, max_pk) VALUES ($1, $2, $3)",
+                    &[&spec.job, &spec.stored(), &max],
+                )
+                .await
+                .map_err(|e| db_err("creating the job", e))?;
                 Self::add_chunks(&tx, spec, min - min.rem_euclid(spec.chunk_rows), max).await?;
             }
         }
@@ -523,51 +662,94 @@ impl Store for PgStore {
                    OR (state = 'running' AND (lease_until < $2 OR worker = $3)))
                    ORDER BY lo LIMIT 1 FOR UPDATE SKIP LOCKED) n
              WHERE c.job = $1 AND c.lo = n.lo RETURNING c.lo, c.hi";
-        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&spec.job, &now, &worker, &(now + spec.lease_secs)];
-        let mut row = tx.query_opt(claim, &args).await.map_err(|e| db_err("claiming a chunk", e))?;
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&spec.job, &now, &worker, &(now + spec.lease_secs)];
+        let mut row = tx
+            .query_opt(claim, &args)
+            .await
+            .map_err(|e| db_err("claiming a chunk", e))?;
         if row.is_none() {
             let job = tx
-                .query_one("SELECT max_pk FROM sealkit_jobs WHERE job = $1 FOR UPDATE", &[&spec.job])
+                .query_one(
+                    "SELECT max_pk FROM sealkit_jobs WHERE job = $1 FOR UPDATE",
+                    &[&spec.job],
+                )
                 .await
                 .map_err(|e| db_err("reading the job", e))?;
             let known: i64 = job.get(0);
             let max: Option<i64> = tx
-                .query_one(&format!("SELECT MAX({})::bigint FROM {}", spec.pk, spec.table), &[])
+                .query_one(
+                    &format!("SELECT MAX({})::bigint FROM {}", spec.pk, spec.table),
+                    &[],
+                )
                 .await
                 .map_err(|e| db_err("sizing the table", e))?
                 .get(0);
             if let Some(max) = max.filter(|m| *m > known) {
                 let hi: Option<i64> = tx
-                    .query_one("SELECT MAX(hi) FROM sealkit_chunks WHERE job = $1", &[&spec.job])
+                    .query_one(
+                        "SELECT MAX(hi) FROM sealkit_chunks WHERE job = $1",
+                        &[&spec.job],
+                    )
                     .await
                     .map_err(|e| db_err("reading chunks", e))?
                     .get(0);
                 Self::add_chunks(&tx, spec, hi.unwrap_or(0).max(known + 1), max).await?;
-                tx.execute("UPDATE sealkit_jobs SET max_pk = $2 WHERE job = $1", &[&spec.job, &max])
+                tx.execute(
+                    "UPDATE sealkit_jobs SET max_pk = $2 WHERE job = $1",
+                    &[&spec.job, &max],
+                )
+                .await
+                .map_err(|e| db_err("updating the job", e))?;
+                row = tx
+                    .query_opt(claim, &args)
                     .await
-                    .map_err(|e| db_err("updating the job", e))?;
-                row = tx.query_opt(claim, &args).await.map_err(|e| db_err("claiming a chunk", e))?;
+                    .map_err(|e| db_err("claiming a chunk", e))?;
             }
         }
         tx.commit().await.map_err(|e| db_err("commit", e))?;
-        Ok(row.map(|r| Chunk { lo: r.get(0), hi: r.get(1) }))
+        Ok(row.map(|r| Chunk {
+            lo: r.get(0),
+            hi: r.get(1),
+        }))
     }
 
     async fn rows(&self, spec: &JobSpec, chunk: Chunk) -> Result<Vec<Row>> {
-        let sql = format!("SELECT {} FROM {} WHERE {pk} >= $1 AND {pk} < $2 ORDER BY {pk}", Self::select(spec), spec.table, pk = spec.pk);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {pk} >= $1 AND {pk} < $2 ORDER BY {pk}",
+            Self::select(spec),
+            spec.table,
+            pk = spec.pk
+        );
         let client = self.client.lock().await;
-        let rows = client.query(&sql, &[&chunk.lo, &chunk.hi]).await.map_err(|e| db_err("reading a chunk", e))?;
+        let rows = client
+            .query(&sql, &[&chunk.lo, &chunk.hi])
+            .await
+            .map_err(|e| db_err("reading a chunk", e))?;
         Ok(rows.iter().map(|r| pg_row(r, spec.columns.len())).collect())
     }
 
-    async fn commit(&self, spec: &JobSpec, chunk: Chunk, updates: &[Update], counts: ChunkCounts) -> Result<Vec<Update>> {
+    async fn commit(
+        &self,
+        spec: &JobSpec,
+        chunk: Chunk,
+        updates: &[Update],
+        counts: ChunkCounts,
+    ) -> Result<Vec<Update>> {
         let mut client = self.client.lock().await;
         let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
         let mut lost = Vec::new();
         for u in updates {
             let col = &spec.columns[u.column].name;
-            let sql = format!("UPDATE {t} SET {col} = $1 WHERE {pk} = $2 AND {col} = $3", t = spec.table, pk = spec.pk);
-            let n = tx.execute(&sql, &[&u.new, &u.pk, &u.old.bytes()]).await.map_err(|e| db_err("updating a value", e))?;
+            let sql = format!(
+                "UPDATE {t} SET {col} = $1 WHERE {pk} = $2 AND {col} = $3",
+                t = spec.table,
+                pk = spec.pk
+            );
+            let n = tx
+                .execute(&sql, &[&u.new, &u.pk, &u.old.bytes()])
+                .await
+                .map_err(|e| db_err("updating a value", e))?;
             if n == 0 {
                 lost.push(u.clone());
             }
@@ -586,17 +768,33 @@ impl Store for PgStore {
     }
 
     async fn read(&self, spec: &JobSpec, pk: i64, column: usize) -> Result<Option<Value>> {
-        let sql = format!("SELECT {} FROM {} WHERE {} = $1", spec.columns[column].name, spec.table, spec.pk);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = $1",
+            spec.columns[column].name, spec.table, spec.pk
+        );
         let client = self.client.lock().await;
-        let row = client.query_opt(&sql, &[&pk]).await.map_err(|e| db_err("re-reading a value", e))?;
-        Ok(row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)).map(Value::Blob))
+        let row = client
+            .query_opt(&sql, &[&pk])
+            .await
+            .map_err(|e| db_err("re-reading a value", e))?;
+        Ok(row
+            .and_then(|r| r.get::<_, Option<Vec<u8>>>(0))
+            .map(Value::Blob))
     }
 
     async fn swap(&self, spec: &JobSpec, u: &Update) -> Result<bool> {
         let col = &spec.columns[u.column].name;
-        let sql = format!("UPDATE {t} SET {col} = $1 WHERE {pk} = $2 AND {col} = $3", t = spec.table, pk = spec.pk);
+        let sql = format!(
+            "UPDATE {t} SET {col} = $1 WHERE {pk} = $2 AND {col} = $3",
+            t = spec.table,
+            pk = spec.pk
+        );
         let client = self.client.lock().await;
-        Ok(client.execute(&sql, &[&u.new, &u.pk, &u.old.bytes()]).await.map_err(|e| db_err("updating a value", e))? == 1)
+        Ok(client
+            .execute(&sql, &[&u.new, &u.pk, &u.old.bytes()])
+            .await
+            .map_err(|e| db_err("updating a value", e))?
+            == 1)
     }
 
     async fn add_counts(&self, spec: &JobSpec, chunk: Chunk, counts: ChunkCounts) -> Result<()> {
@@ -620,10 +818,21 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn reopen(&self, spec: &JobSpec) -> Result<u64> {
+        let client = self.client.lock().await;
+        client
+            .execute("UPDATE sealkit_chunks SET state = 'pending', worker = NULL WHERE job = $1 AND state = 'done'", &[&spec.job])
+            .await
+            .map_err(|e| db_err("reopening chunks", e))
+    }
+
     async fn set_note(&self, spec: &JobSpec, note: Option<&str>) -> Result<()> {
         let client = self.client.lock().await;
         client
-            .execute("UPDATE sealkit_jobs SET note = $2 WHERE job = $1", &[&spec.job, &note])
+            .execute(
+                "UPDATE sealkit_jobs SET note = $2 WHERE job = $1",
+                &[&spec.job, &note],
+            )
             .await
             .map_err(|e| db_err("noting", e))?;
         Ok(())
@@ -631,7 +840,10 @@ impl Store for PgStore {
 
     async fn counts(&self, job: &str) -> Result<Counts> {
         let client = self.client.lock().await;
-        client.batch_execute(PG_SCHEMA).await.map_err(|e| db_err("preparing the job tables", e))?;
+        client
+            .batch_execute(PG_SCHEMA)
+            .await
+            .map_err(|e| db_err("preparing the job tables", e))?;
         let note: Option<String> = client
             .query_opt("SELECT note FROM sealkit_jobs WHERE job = $1", &[&job])
             .await
@@ -659,9 +871,17 @@ impl Store for PgStore {
     }
 
     async fn scan(&self, spec: &JobSpec, after: i64, limit: i64) -> Result<Vec<Row>> {
-        let sql = format!("SELECT {} FROM {} WHERE {pk} > $1 ORDER BY {pk} LIMIT $2", Self::select(spec), spec.table, pk = spec.pk);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {pk} > $1 ORDER BY {pk} LIMIT $2",
+            Self::select(spec),
+            spec.table,
+            pk = spec.pk
+        );
         let client = self.client.lock().await;
-        let rows = client.query(&sql, &[&after, &limit]).await.map_err(|e| db_err("scanning", e))?;
+        let rows = client
+            .query(&sql, &[&after, &limit])
+            .await
+            .map_err(|e| db_err("scanning", e))?;
         Ok(rows.iter().map(|r| pg_row(r, spec.columns.len())).collect())
     }
 }

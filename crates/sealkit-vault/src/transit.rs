@@ -128,16 +128,31 @@ impl VaultTransit {
     /// Decrypts a Transit ciphertext of application data (`vault:vN:…`), as legacy data that
     /// an application encrypted with Transit directly is migrated into envelopes. `context` is
     /// the derivation context the data was encrypted with, if the key is derived.
-    pub async fn decrypt_data(&self, key: &KeyUri, ciphertext: &str, context: Option<&[u8]>) -> Result<Zeroizing<Vec<u8>>> {
+    pub async fn decrypt_data(
+        &self,
+        key: &KeyUri,
+        ciphertext: &str,
+        context: Option<&[u8]>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let (mount, name) = split(key)?;
         let mut opts = DecryptDataRequest::builder();
         if let Some(context) = context {
             opts.context(b64().encode(context));
         }
-        let reply = vaultrs::transit::data::decrypt(self.client().await?, mount, name, ciphertext, Some(&mut opts))
-            .await
-            .map_err(|e| map(e, &format!("decrypt data with {key}")))?;
-        Ok(Zeroizing::new(b64().decode(reply.plaintext).map_err(|_| Error::InvalidCiphertext)?))
+        let reply = vaultrs::transit::data::decrypt(
+            self.client().await?,
+            mount,
+            name,
+            ciphertext,
+            Some(&mut opts),
+        )
+        .await
+        .map_err(|e| map(e, &format!("decrypt data with {key}")))?;
+        Ok(Zeroizing::new(
+            b64()
+                .decode(reply.plaintext)
+                .map_err(|_| Error::InvalidCiphertext)?,
+        ))
     }
 
     /// The context or associated data for a key, as base64.

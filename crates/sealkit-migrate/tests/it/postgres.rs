@@ -1,0 +1,1 @@
+//! PostgreSQL jobs (filled in below).

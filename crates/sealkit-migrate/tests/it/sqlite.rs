@@ -1,0 +1,273 @@
+//! Jobs over SQLite.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::params;
+use sealkit::core::Envelope;
+use sealkit_migrate::{ColumnSpec, JobSpec, SqliteStore, Store};
+
+use crate::support::*;
+
+fn fill(path: &std::path::Path, rows: i64) {
+    let mut db = rusqlite::Connection::open(path).unwrap();
+    db.execute_batch(
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, email BLOB, notes TEXT, phone BLOB)",
+    )
+    .unwrap();
+    let tx = db.transaction().unwrap();
+    for id in 1..=rows {
+        let notes = String::from_utf8(legacy_note(id)).unwrap();
+        let phone = if id % 10 == 0 {
+            None
+        } else {
+            Some(format!("+1-555-{id:04}").into_bytes())
+        };
+        tx.execute(
+            "INSERT INTO customers VALUES (?1, ?2, ?3, ?4)",
+            params![id, legacy_email(id, 0), notes, phone],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+async fn check_all(
+    keyring: &sealkit::Keyring,
+    path: &std::path::Path,
+    expected_email: &HashMap<i64, String>,
+) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = db
+        .prepare("SELECT id, email, notes, phone FROM customers ORDER BY id")
+        .unwrap();
+    let rows: Vec<(i64, Vec<u8>, Vec<u8>, Option<Vec<u8>>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), expected_email.len());
+    for (id, email_ct, notes_ct, phone_ct) in rows {
+        let ctx = |c: &str| {
+            sealkit::EncryptionContext::parse(&format!("table=customers,column={c},id={id}"))
+                .unwrap()
+        };
+        assert_eq!(
+            String::from_utf8(keyring.open(&email_ct, &ctx("email")).await.unwrap()).unwrap(),
+            expected_email[&id],
+            "row {id}"
+        );
+        assert_eq!(
+            keyring.open(&notes_ct, &ctx("notes")).await.unwrap(),
+            note(id).as_bytes()
+        );
+        match phone_ct {
+            Some(p) => assert_eq!(
+                keyring.open(&p, &ctx("phone")).await.unwrap(),
+                format!("+1-555-{id:04}").as_bytes()
+            ),
+            None => assert_eq!(id % 10, 0, "NULLs stay NULL"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn legacy_to_kms_then_rotation_then_idempotent_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    fill(&path, 2000);
+    let keyring = keyring(dir.path());
+    let key = target(&keyring, "customers").await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
+    let job = migrator(&keyring, legacy_job("to-kms", key.clone()), store.clone());
+
+    let plan = job.plan().await.unwrap();
+    assert_eq!(plan.rows, 2000);
+    assert_eq!(plan.formats["notes"]["fernet"], 2000);
+    assert_eq!(plan.formats["email"]["aes-gcm-iv16 (declared)"], 2000);
+    assert!(
+        plan.estimated_kms_calls >= 3 && plan.estimated_kms_calls < 10,
+        "{plan:?}"
+    );
+
+    let calls = keyring.stats().kms_calls;
+    let report = job.run("w1", &quiet).await.unwrap();
+    assert_eq!(report.migrated, 2000 + 2000 + 1800);
+    assert_eq!(report.failed, 0);
+    assert!(
+        keyring.stats().kms_calls - calls < 20,
+        "a few data keys, not one per row"
+    );
+    let status = job.status().await.unwrap();
+    assert_eq!(
+        (status.pending, status.running, status.done),
+        (0, 0, 9),
+        "keys 1..=2000 in chunks of 250 aligned at 0"
+    );
+    assert_eq!(status.migrated, 5800);
+    let verify = job.verify().await.unwrap();
+    assert_eq!(
+        (verify.values, verify.ok, verify.problem_count),
+        (5800, 5800, 0),
+        "{:?}",
+        verify.problems
+    );
+    let expected: HashMap<i64, String> = (1..=2000).map(|id| (id, email(id, 0))).collect();
+    check_all(&keyring, &path, &expected).await;
+
+    // The same job again: nothing to do.
+    let again = migrator(&keyring, legacy_job("to-kms", key.clone()), store.clone());
+    assert_eq!(again.run("w1", &quiet).await.unwrap().migrated, 0);
+    // Another spec under the same name is refused.
+    let mut other = legacy_job("to-kms", key.clone());
+    other.pk = "rowid".into();
+    assert!(
+        migrator(&keyring, other, store.clone())
+            .run("w1", &quiet)
+            .await
+            .is_err()
+    );
+
+    // KEK rotation: a rewrap job moves every envelope to v2 without touching data ciphertexts.
+    let before: Vec<Vec<u8>> = {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        let mut stmt = db
+            .prepare("SELECT email FROM customers ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    keyring.rotate_key(&key).await.unwrap();
+    let columns = vec![
+        "email=envelope".parse::<ColumnSpec>().unwrap(),
+        "notes=envelope".parse().unwrap(),
+        "phone=envelope".parse().unwrap(),
+    ];
+    let rotate = migrator(
+        &keyring,
+        JobSpec::new("rotate-v2", "customers", "id", columns, key.clone()).unwrap(),
+        store.clone(),
+    );
+    let calls = keyring.stats().kms_calls;
+    let report = rotate.run("w1", &quiet).await.unwrap();
+    assert_eq!(report.migrated, 5800);
+    assert!(
+        keyring.stats().kms_calls - calls < 30,
+        "one rewrap per DEK, not per row"
+    );
+    assert_eq!(rotate.verify().await.unwrap().problem_count, 0);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let mut stmt = db
+        .prepare("SELECT email FROM customers ORDER BY id")
+        .unwrap();
+    let after: Vec<Vec<u8>> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (old, new) in before.iter().zip(&after) {
+        let (o, n) = (Envelope::parse(old).unwrap(), Envelope::parse(new).unwrap());
+        assert_eq!(
+            (o.nonce(), o.ciphertext(), o.tag()),
+            (n.nonce(), n.ciphertext(), n.tag())
+        );
+        assert_eq!(n.key_ref().unwrap().unwrap().version.as_str(), "2");
+    }
+    check_all(&keyring, &path, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_application_writes_are_preserved() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    fill(&path, 3000);
+    let keyring = keyring(dir.path());
+    let key = target(&keyring, "customers").await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
+    let job = migrator(&keyring, legacy_job("live", key.clone()), store);
+
+    // While the job runs, the application updates existing rows and inserts new ones. Half of
+    // its instances are already in hybrid mode (they write envelopes), half still write the
+    // legacy format.
+    let writer_path = path.clone();
+    let (app, app_key) = (keyring.clone(), key.clone());
+    let writer = tokio::spawn(async move {
+        let db = rusqlite::Connection::open(&writer_path).unwrap();
+        db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+        let mut expected = HashMap::new();
+        for round in 1..=300u32 {
+            let id = i64::from(round * 7 % 3000 + 1);
+            let value = if round % 2 == 0 {
+                let ctx = sealkit::EncryptionContext::parse(&format!(
+                    "table=customers,column=email,id={id}"
+                ))
+                .unwrap();
+                app.seal_with(&app_key, email(id, round).as_bytes(), &ctx)
+                    .await
+                    .unwrap()
+            } else {
+                legacy_email(id, round)
+            };
+            db.execute(
+                "UPDATE customers SET email = ?1 WHERE id = ?2",
+                params![value, id],
+            )
+            .unwrap();
+            expected.insert(id, email(id, round));
+            let new_id = 3000 + i64::from(round);
+            let notes = String::from_utf8(legacy_note(new_id)).unwrap();
+            db.execute(
+                "INSERT INTO customers VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    new_id,
+                    legacy_email(new_id, 0),
+                    notes,
+                    format!("+1-555-{new_id:04}").into_bytes()
+                ],
+            )
+            .unwrap();
+            expected.insert(new_id, email(new_id, 0));
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        expected
+    });
+    let first = job.run("w1", &quiet).await.unwrap();
+    let changed = writer.await.unwrap();
+    // Legacy writes that landed after their chunk was done are caught by a sweep; nothing the
+    // application wrote is overwritten or lost.
+    let sweep = job.sweep("w1", &quiet).await.unwrap();
+    assert_eq!(first.failed + sweep.failed, 0);
+    let mut expected: HashMap<i64, String> = (1..=3000).map(|id| (id, email(id, 0))).collect();
+    expected.extend(changed);
+    let verify = job.verify().await.unwrap();
+    assert_eq!(verify.problem_count, 0, "{:?}", verify.problems);
+    check_all(&keyring, &path, &expected).await;
+}
+
+#[tokio::test]
+async fn undeclared_or_wrong_key_values_are_counted_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    fill(&path, 100);
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        // Row 5 was written with another key: it cannot be converted and must stay as it is.
+        db.execute("UPDATE customers SET email = X'00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00' WHERE id = 5", []).unwrap();
+    }
+    let keyring = keyring(dir.path());
+    let key = target(&keyring, "customers").await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
+    let job = migrator(&keyring, legacy_job("partial", key), store);
+    let report = job.run("w1", &quiet).await.unwrap();
+    assert_eq!(report.failed, 1);
+    let verify = job.verify().await.unwrap();
+    assert_eq!(verify.problem_count, 1);
+    assert_eq!(verify.problems[0].0, 5);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let kept: Vec<u8> = db
+        .query_row("SELECT email FROM customers WHERE id = 5", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept.len(), 33, "the unconvertible value is left untouched");
+}
