@@ -1,1 +1,183 @@
-//! PostgreSQL jobs (filled in below).
+//! Jobs over the PostgreSQL peer: several workers, and a provider outage mid-run.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sealkit::vault::{VaultAuth, VaultConfig, VaultTransit};
+use sealkit::{Config, KeyUri, Keyring};
+use sealkit_conformance::peers::{peer_env, unique};
+use sealkit_conformance::{FaultMode, FaultProxy};
+use sealkit_migrate::{PgStore, Store};
+
+use crate::support::*;
+
+async fn client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// A fresh table of `rows` legacy customers; returns its name.
+async fn fill(url: &str, rows: i64) -> String {
+    let table = unique("customers").replace('-', "_");
+    let db = client(url).await;
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id BIGINT PRIMARY KEY, email BYTEA, notes BYTEA, phone BYTEA)"
+    ))
+    .await
+    .unwrap();
+    for start in (1..=rows).step_by(1000) {
+        let ids: Vec<i64> = (start..(start + 1000).min(rows + 1)).collect();
+        let emails: Vec<Vec<u8>> = ids.iter().map(|id| legacy_email(*id, 0)).collect();
+        let notes: Vec<Vec<u8>> = ids.iter().map(|id| legacy_note(*id)).collect();
+        let phones: Vec<Option<Vec<u8>>> = ids
+            .iter()
+            .map(|id| (id % 10 != 0).then(|| format!("+1-555-{id:04}").into_bytes()))
+            .collect();
+        db.execute(
+            &format!("INSERT INTO {table} SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bytea[])"),
+            &[&ids, &emails, &notes, &phones],
+        )
+        .await
+        .unwrap();
+    }
+    table
+}
+
+fn job(table: &str, name: &str, target: KeyUri) -> sealkit_migrate::JobSpec {
+    let mut spec = legacy_job(name, target);
+    spec.table = table.to_string();
+    spec.chunk_rows = 500;
+    spec
+}
+
+async fn workers_finish_the_job_exactly_once(workers: usize) {
+    let Some(url) = peer_env("SEALKIT_TEST_PG_URL", "PostgreSQL") else {
+        return;
+    };
+    let rows = 12_000;
+    let table = fill(&url, rows).await;
+    let home = tempfile::tempdir().unwrap();
+    let keyring = keyring(home.path());
+    let key = target(&keyring, "pg").await;
+    let name = format!("{table}-job");
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
+        let migrator = migrator(&keyring, job(&table, &name, key.clone()), store);
+        tasks.push(tokio::spawn(async move {
+            migrator.run(&format!("worker-{w}"), &quiet).await.unwrap()
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut migrated = 0;
+    let mut busy = 0;
+    for t in tasks {
+        let report = t.await.unwrap();
+        migrated += report.migrated;
+        busy += usize::from(report.chunks > 0);
+        for row in report.rows {
+            assert!(seen.insert(row), "row {row} migrated by two workers");
+        }
+    }
+    assert_eq!(seen.len() as i64, rows, "every row migrated");
+    assert_eq!(migrated, (rows * 3 - rows / 10) as u64);
+    assert!(busy >= 2, "the chunks were shared between workers");
+    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
+    let check = migrator(&keyring, job(&table, &name, key), store);
+    let verify = check.verify().await.unwrap();
+    assert_eq!(verify.problem_count, 0, "{:?}", verify.problems);
+    let status = check.status().await.unwrap();
+    assert_eq!((status.pending, status.running), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_one_job() {
+    workers_finish_the_job_exactly_once(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_share_one_job() {
+    workers_finish_the_job_exactly_once(4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_outage_pauses_the_job_until_the_kms_is_back() {
+    let (Some(url), Some(vault_addr), Some(token)) = (
+        peer_env("SEALKIT_TEST_PG_URL", "PostgreSQL"),
+        peer_env("SEALKIT_TEST_VAULT_ADDR", "OpenBao"),
+        peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao"),
+    ) else {
+        return;
+    };
+    let table = fill(&url, 3000).await;
+    let proxy = FaultProxy::start(vault_addr.trim_start_matches("http://").parse().unwrap())
+        .await
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.local.home = home.path().to_path_buf();
+    config.resilience.max_attempts = 2;
+    config.resilience.initial_backoff_ms = 5;
+    config.resilience.timeout_ms = 500;
+    config.resilience.open_secs = 1;
+    config.cache.max_messages = 1000; // several data keys, so the job needs the KMS as it goes
+    let vault = VaultTransit::new(VaultConfig::new(
+        proxy.url(),
+        VaultAuth::Token(token.into()),
+    ));
+    let keyring = Keyring::builder(config)
+        .with_managed_provider(Arc::new(vault))
+        .build()
+        .unwrap();
+    let key = KeyUri::parse(&format!("vault-transit://transit/{}", unique("outage"))).unwrap();
+    keyring.create_key(&key).await.unwrap();
+
+    proxy.set_mode(FaultMode::Reset);
+    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
+    let name = format!("{table}-job");
+    let migrator = Arc::new(
+        migrator(&keyring, job(&table, &name, key.clone()), store.clone())
+            .with_max_pause(Duration::from_secs(60)),
+    );
+    let running = {
+        let m = migrator.clone();
+        tokio::spawn(async move { m.run("w1", &quiet).await })
+    };
+    // The job reports that it is paused, and why.
+    let mut paused = None;
+    for _ in 0..200 {
+        if let Some(note) = store.counts(&name).await.unwrap().note {
+            paused = Some(note);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let note = paused.expect("the job says it is paused");
+    assert!(
+        note.contains("paused") && note.contains("unavailable"),
+        "{note}"
+    );
+    assert!(
+        !running.is_finished(),
+        "a paused job waits instead of failing"
+    );
+    // The KMS is back: the job resumes and finishes.
+    proxy.set_mode(FaultMode::Pass);
+    let report = tokio::time::timeout(Duration::from_secs(90), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(report.pauses >= 1);
+    assert_eq!(report.migrated, 3000 * 3 - 300);
+    assert_eq!(
+        migrator.status().await.unwrap().note,
+        None,
+        "the pause note is cleared"
+    );
+    assert_eq!(migrator.verify().await.unwrap().problem_count, 0);
+}
