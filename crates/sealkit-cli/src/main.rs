@@ -6,6 +6,7 @@
 
 mod commands;
 mod metrics_export;
+mod migrate;
 mod quickstart;
 
 use std::path::PathBuf;
@@ -56,6 +57,10 @@ enum Command {
     Keys(commands::KeysCommand),
     /// Check every configured provider, the legacy key and the audit sink.
     Health,
+    /// Re-encrypt a table's columns: legacy formats to KMS envelopes, KEK rotation, provider to
+    /// provider. Resumable; several workers may share a job on PostgreSQL.
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
     /// Resolve a secret through a fallback chain of sources and print it to stdout.
     #[command(subcommand)]
     Secrets(commands::SecretsCommand),
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
             Command::Health => commands::health(&ctx).await,
             Command::Audit(a) => commands::audit(&ctx, a),
             Command::Secrets(s) => commands::secrets(&ctx, s).await,
+            Command::Migrate(m) => migrate::run(&ctx, m).await,
             Command::Quickstart(a) => quickstart::run(&ctx, a).await,
         };
         exporter.finish()?;

@@ -1,9 +1,11 @@
 //! `sealkit quickstart`: the main job on embedded defaults.
 //!
-//! Creates a local key store and an SQLite database of sample customers, seals every PII field
-//! bound to (table, column, row id), reads everything back, rotates the master key and rewraps
-//! every data key without touching the data ciphertexts, verifies every row from a cold
-//! keyring, verifies the audit chain and prints a report.
+//! Creates a local key store and an SQLite database of sample customers whose PII fields are
+//! sealed the legacy way (AES-256-GCM under an env master key), migrates them to envelopes
+//! under `local://customers` with a re-encryption job (each bound to table, column, row id),
+//! reads everything back, rotates the master key and rewraps every data key with a second job
+//! without touching the data ciphertexts, verifies every row from a cold keyring, verifies the
+//! audit chain and prints a report.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,7 +14,7 @@ use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rusqlite::{Connection, params};
-use sealkit::{Config, EncryptionContext, KeyUri, Keyring, KeyringStats, RewrapOutcome};
+use sealkit::{Config, EncryptionContext, KeyUri, Keyring, KeyringStats};
 use serde_json::json;
 
 use crate::commands::Ctx;
@@ -96,30 +98,37 @@ fn keyring_for(dir: &Path, audit_data_operations: bool) -> anyhow::Result<Keyrin
     Ok(Keyring::builder(config).build()?)
 }
 
-async fn seal_rows(
+/// The application's starting point: every PII field sealed by hand-rolled AES-256-GCM
+/// (`16-byte IV ‖ ciphertext ‖ tag`) under a master key from an environment variable.
+fn fill_legacy(
     ctx: &Ctx,
     db: &mut Connection,
-    keyring: &Keyring,
+    legacy_key: &sealkit::DataKey,
     rows: u64,
 ) -> anyhow::Result<()> {
+    use sealkit::core::legacy::{self, LegacyFormat};
     db.execute_batch(
         "DROP TABLE IF EXISTS customers;
+         DROP TABLE IF EXISTS sealkit_chunks; DROP TABLE IF EXISTS sealkit_jobs;
          CREATE TABLE customers (id INTEGER PRIMARY KEY, name BLOB NOT NULL, email BLOB NOT NULL, phone BLOB NOT NULL, notes BLOB NOT NULL);",
     )?;
-    let bar = progress(ctx, rows, "seal");
+    let bar = progress(ctx, rows, "legacy");
     let tx = db.transaction()?;
     {
         let mut insert = tx.prepare(
             "INSERT INTO customers (id, name, email, phone, notes) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
+        let rng = sealkit::random::OsRandom;
         for id in 1..=rows {
             let mut sealed = Vec::with_capacity(4);
             for column in COLUMNS {
-                sealed.push(
-                    keyring
-                        .seal(field(id, column).as_bytes(), &context(id, column)?)
-                        .await?,
-                );
+                sealed.push(legacy::seal(
+                    LegacyFormat::AesGcmIv16,
+                    legacy_key,
+                    &rng,
+                    field(id, column).as_bytes(),
+                    b"",
+                )?);
             }
             insert.execute(params![id, sealed[0], sealed[1], sealed[2], sealed[3]])?;
             bar.inc(1);
@@ -128,6 +137,67 @@ async fn seal_rows(
     tx.commit()?;
     bar.finish_and_clear();
     Ok(())
+}
+
+/// Runs a re-encryption job over the quickstart database.
+async fn run_job(
+    ctx: &Ctx,
+    dir: &Path,
+    keyring: &Keyring,
+    job: &str,
+    format: &str,
+    legacy_key: Option<&sealkit::DataKey>,
+    rows: u64,
+) -> anyhow::Result<u64> {
+    let columns = COLUMNS
+        .iter()
+        .map(|c| format!("{c}={format}").parse())
+        .collect::<Result<Vec<sealkit_migrate::ColumnSpec>, _>>()?;
+    let spec = sealkit_migrate::JobSpec::new(job, "customers", "id", columns, KeyUri::parse(KEY)?)?;
+    let store =
+        sealkit_migrate::open_store(dir.join("customers.db").to_str().unwrap_or("customers.db"))
+            .await?;
+    let mut migrator = sealkit_migrate::Migrator::new(keyring.clone(), spec, store);
+    if let Some(k) = legacy_key {
+        migrator = migrator.with_legacy_key(k.clone());
+    }
+    let bar = progress(ctx, rows, job.rsplit('-').next().unwrap_or(job));
+    let report = {
+        let bar = bar.clone();
+        migrator
+            .run("quickstart", &move |c: &sealkit_migrate::Counts| {
+                bar.set_position((c.migrated + c.skipped) as u64 / COLUMNS.len() as u64)
+            })
+            .await?
+    };
+    bar.finish_and_clear();
+    if report.failed > 0 {
+        anyhow::bail!("{} values could not be converted", report.failed);
+    }
+    let verify = migrator.verify().await?;
+    if verify.problem_count > 0 {
+        anyhow::bail!(
+            "after {job}, {} values are not under {KEY}: {:?}",
+            verify.problem_count,
+            verify.problems
+        );
+    }
+    Ok(report.migrated)
+}
+
+/// The data ciphertexts (nonce, ciphertext, tag) of every value, to prove a rewrap left them.
+fn bodies(db: &Connection) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut stmt = db.prepare("SELECT name, email, phone, notes FROM customers ORDER BY id")?;
+    let mut out = Vec::new();
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        for i in 0..4 {
+            let value: Vec<u8> = row.get(i)?;
+            let env = sealkit::core::Envelope::parse(&value)?;
+            out.push([env.nonce(), env.ciphertext(), env.tag()].concat());
+        }
+    }
+    Ok(out)
 }
 
 async fn verify_rows(
@@ -164,54 +234,6 @@ async fn verify_rows(
     Ok(())
 }
 
-async fn rewrap_rows(
-    ctx: &Ctx,
-    db: &mut Connection,
-    keyring: &Keyring,
-    rows: u64,
-) -> anyhow::Result<u64> {
-    let bar = progress(ctx, rows, "rewrap");
-    let tx = db.transaction()?;
-    let mut rewrapped = 0u64;
-    {
-        let mut select =
-            tx.prepare("SELECT id, name, email, phone, notes FROM customers ORDER BY id")?;
-        let mut update = tx.prepare(
-            "UPDATE customers SET name = ?2, email = ?3, phone = ?4, notes = ?5 WHERE id = ?1",
-        )?;
-        let all: Vec<(u64, [Vec<u8>; 4])> = select
-            .query_map([], |r| {
-                Ok((r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?]))
-            })?
-            .collect::<Result<_, _>>()?;
-        for (id, fields) in all {
-            let mut out: Vec<Vec<u8>> = Vec::with_capacity(4);
-            for (column, old) in COLUMNS.iter().zip(fields) {
-                match keyring.rewrap(&old, &context(id, column)?, None).await? {
-                    RewrapOutcome::Rewrapped(new) => {
-                        // The data ciphertext (nonce, ciphertext, tag) is byte-for-byte the same.
-                        let body = |b: &[u8]| {
-                            sealkit::core::Envelope::parse(b)
-                                .map(|e| (e.nonce().to_vec(), e.ciphertext().to_vec(), *e.tag()))
-                        };
-                        if body(&old)? != body(&new)? {
-                            anyhow::bail!("rewrap of row {id} changed the data ciphertext");
-                        }
-                        rewrapped += 1;
-                        out.push(new);
-                    }
-                    _ => out.push(old),
-                }
-            }
-            update.execute(params![id, out[0], out[1], out[2], out[3]])?;
-            bar.inc(1);
-        }
-    }
-    tx.commit()?;
-    bar.finish_and_clear();
-    Ok(rewrapped)
-}
-
 pub(crate) async fn run(ctx: &Ctx, args: QuickstartArgs) -> anyhow::Result<()> {
     let temp;
     let dir = match &args.dir {
@@ -242,10 +264,25 @@ pub(crate) async fn run(ctx: &Ctx, args: QuickstartArgs) -> anyhow::Result<()> {
     let mut db =
         Connection::open(dir.join("customers.db")).context("opening the SQLite database")?;
     db.pragma_update(None, "journal_mode", "WAL")?;
+    // The legacy master key, as it would come from ENCRYPTION_MASTER_KEY.
+    let legacy_key = sealkit::DataKey::generate(&sealkit::random::OsRandom)?;
 
     let started = Instant::now();
-    seal_rows(ctx, &mut db, &keyring, rows).await?;
-    timed("seal", started);
+    fill_legacy(ctx, &mut db, &legacy_key, rows)?;
+    timed("legacy fill", started);
+
+    let started = Instant::now();
+    let moved = run_job(
+        ctx,
+        &dir,
+        &keyring,
+        "quickstart-to-kms",
+        "aes-gcm-iv16",
+        Some(&legacy_key),
+        rows,
+    )
+    .await?;
+    timed("migrate legacy to KMS", started);
     let after_seal = keyring.stats();
 
     let started = Instant::now();
@@ -253,11 +290,25 @@ pub(crate) async fn run(ctx: &Ctx, args: QuickstartArgs) -> anyhow::Result<()> {
     timed("read back", started);
 
     let started = Instant::now();
+    let before = bodies(&db)?;
     let version = keyring.rotate_key(&key).await?;
-    let rewrapped = rewrap_rows(ctx, &mut db, &keyring, rows).await?;
-    timed("rotate + rewrap", started);
+    let rewrapped = run_job(
+        ctx,
+        &dir,
+        &keyring,
+        "quickstart-rotate",
+        "envelope",
+        None,
+        rows,
+    )
+    .await?;
+    if bodies(&db)? != before {
+        anyhow::bail!("the rotation changed data ciphertexts");
+    }
+    timed("rotate + rewrap job", started);
     let after_rewrap = keyring.stats();
     keyring.flush_audit()?;
+    let _ = moved;
 
     let started = Instant::now();
     let cold = keyring_for(&dir, args.audit_data_operations)?;
@@ -316,7 +367,7 @@ fn report(
             "{}",
             json!({
                 "dir": dir, "rows": rows, "fields": fields, "seconds": seconds, "phases": phases,
-                "kms_calls": { "seal": seal.kms_calls, "read": 0, "rotate_rewrap": rewrap.kms_calls - seal.kms_calls, "verify_cold": cold.kms_calls },
+                "kms_calls": { "migrate": seal.kms_calls, "rotate_rewrap": rewrap.kms_calls - seal.kms_calls, "verify_cold": cold.kms_calls },
                 "cache_hits": rewrap.cache_hits + cold.cache_hits,
                 "rewrapped_fields": rewrapped, "primary_version": version, "audit_records": audit_records,
             })
@@ -341,7 +392,7 @@ fn report(
     }
     println!("  total                  {seconds:>8.3} s");
     println!(
-        "KMS calls: {} to seal {fields} fields, {} for rotation + rewrap of {rewrapped} fields, {} for a cold read of everything",
+        "KMS calls: {} to migrate {fields} legacy fields, {} for rotation + rewrap of {rewrapped} fields, {} for a cold read of everything",
         seal.kms_calls,
         rewrap.kms_calls - seal.kms_calls,
         cold.kms_calls
@@ -350,6 +401,8 @@ fn report(
         "DEK cache: {} hits, {} misses (warm keyring); {} hits, {} misses (cold keyring)",
         rewrap.cache_hits, rewrap.cache_misses, cold.cache_hits, cold.cache_misses
     );
-    println!("Key local://customers rotated to v{version}; every row verified from a cold keyring");
+    println!(
+        "Legacy AES-GCM data migrated to local://customers; key rotated to v{version} with data ciphertexts unchanged; every row verified from a cold keyring"
+    );
     println!("Audit log: {audit_records} records, hash chain intact");
 }

@@ -63,21 +63,21 @@ impl Converter<'_> {
         value: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<Decision> {
-        if Envelope::looks_like(value) {
-            if let Ok(envelope) = Envelope::parse(value) {
-                if self.is_done(&envelope) {
-                    return Ok(Decision::Keep);
-                }
-                // An envelope under another key or version: rewrap (data untouched).
-                return match self
-                    .keyring
-                    .rewrap(value, ctx, Some(&self.spec.target))
-                    .await?
-                {
-                    RewrapOutcome::Rewrapped(new) => Ok(Decision::Write(new)),
-                    _ => Ok(Decision::Keep),
-                };
+        if Envelope::looks_like(value)
+            && let Ok(envelope) = Envelope::parse(value)
+        {
+            if self.is_done(&envelope) {
+                return Ok(Decision::Keep);
             }
+            // An envelope under another key or version: rewrap (data untouched).
+            return match self
+                .keyring
+                .rewrap(value, ctx, Some(&self.spec.target))
+                .await?
+            {
+                RewrapOutcome::Rewrapped(new) => Ok(Decision::Write(new)),
+                _ => Ok(Decision::Keep),
+            };
         }
         let plaintext: Zeroizing<Vec<u8>> = Zeroizing::new(match source {
             SourceFormat::Legacy(format) => legacy::open(*format, self.legacy_key()?, value, b"")?,

@@ -122,8 +122,10 @@ impl Migrator {
         &self.spec
     }
 
+    /// The target's primary version (cached by the keyring: rotate before starting a rewrap
+    /// job, or allow a minute for the new version to be seen).
     async fn primary(&self) -> Result<sealkit::KeyVersion> {
-        Ok(self.keyring.key_metadata(&self.spec.target).await?.primary)
+        self.keyring.current_version(&self.spec.target).await
     }
 
     fn publish(counts: &Counts) {

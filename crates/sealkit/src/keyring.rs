@@ -950,6 +950,12 @@ impl Keyring {
         ))
     }
 
+    /// The primary version of `key`, as new seals use it: cached for up to a minute (or the
+    /// cache's age limit), forgotten when this keyring rotates the key.
+    pub async fn current_version(&self, key: &KeyUri) -> Result<KeyVersion> {
+        self.primary_version(key, CoarseInstant::now()).await
+    }
+
     /// The primary version of `key`, cached for up to a minute (and forgotten on rotation).
     async fn primary_version(&self, key: &KeyUri, now: CoarseInstant) -> Result<KeyVersion> {
         let ttl_ms = self.inner.cache.max_age_secs.min(60) * 1000;

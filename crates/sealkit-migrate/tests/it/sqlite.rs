@@ -41,7 +41,8 @@ async fn check_all(
     let mut stmt = db
         .prepare("SELECT id, email, notes, phone FROM customers ORDER BY id")
         .unwrap();
-    let rows: Vec<(i64, Vec<u8>, Vec<u8>, Option<Vec<u8>>)> = stmt
+    type Stored = (i64, Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+    let rows: Vec<Stored> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .unwrap()
         .map(Result::unwrap)

@@ -1,0 +1,266 @@
+//! `sealkit migrate plan|run|status|verify`.
+
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sealkit::KeyUri;
+use sealkit_migrate::{ColumnSpec, JobSpec, Migrator};
+use serde_json::json;
+
+use crate::commands::Ctx;
+
+/// What every migrate command needs to know.
+#[derive(Args, Debug)]
+pub(crate) struct JobArgs {
+    /// The database: an SQLite path (or sqlite:PATH) or a postgres:// URL.
+    #[arg(long)]
+    db: String,
+    /// The job's name (state is kept under it in the database).
+    #[arg(long)]
+    job: String,
+    /// The table.
+    #[arg(long)]
+    table: String,
+    /// Its integer primary key column.
+    #[arg(long, default_value = "id")]
+    pk: String,
+    /// A column and its current format: NAME=aes-gcm-iv16|aes-gcm-nonce12|fernet|
+    /// vault-transit:MOUNT/NAME|plaintext|envelope (repeat for each column).
+    #[arg(long = "column", required = true)]
+    columns: Vec<String>,
+    /// A column whose value joins the context as `tenant`.
+    #[arg(long)]
+    tenant_column: Option<String>,
+    /// The key every value ends up under.
+    #[arg(long = "to")]
+    target: String,
+    /// Primary-key values per chunk.
+    #[arg(long, default_value_t = 1000)]
+    chunk_rows: i64,
+    /// Most KMS calls per second the job may cause.
+    #[arg(long)]
+    kms_rate: Option<f64>,
+    /// The environment variable holding the legacy key (base64 of 32 bytes).
+    #[arg(long, default_value = "ENCRYPTION_MASTER_KEY")]
+    legacy_key_env: String,
+}
+
+/// `migrate` subcommands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum MigrateCommand {
+    /// Count rows and the formats found, estimate KMS calls.
+    Plan(JobArgs),
+    /// Run (or resume) the job until every chunk is done.
+    Run {
+        #[command(flatten)]
+        job: JobArgs,
+        /// This worker's name (a restarted worker reclaims its chunks at once).
+        #[arg(long, default_value = "worker-1")]
+        worker: String,
+        /// Run this many workers in this process (PostgreSQL).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Also revisit finished chunks (values written in the old format since).
+        #[arg(long)]
+        sweep: bool,
+        /// Seconds to wait for an unavailable KMS before giving up (the job stays resumable).
+        #[arg(long, default_value_t = 300)]
+        max_pause: u64,
+    },
+    /// Show the job's progress.
+    Status(JobArgs),
+    /// Check that every value opens under the target key with its context.
+    Verify(JobArgs),
+}
+
+impl JobArgs {
+    fn spec(&self) -> anyhow::Result<JobSpec> {
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| c.parse::<ColumnSpec>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut spec = JobSpec::new(
+            &self.job,
+            &self.table,
+            &self.pk,
+            columns,
+            KeyUri::parse(&self.target)?,
+        )?;
+        if let Some(t) = &self.tenant_column {
+            spec = spec.with_tenant_column(t)?;
+        }
+        spec.chunk_rows = self.chunk_rows.max(1);
+        spec.kms_calls_per_sec = self.kms_rate;
+        Ok(spec)
+    }
+
+    async fn migrator(&self, ctx: &Ctx) -> anyhow::Result<Migrator> {
+        let keyring = ctx.keyring()?;
+        let store = sealkit_migrate::open_store(&self.db).await?;
+        let mut migrator = Migrator::new(keyring, self.spec()?, store);
+        if std::env::var_os(&self.legacy_key_env).is_some() {
+            migrator = migrator.with_legacy_key(
+                sealkit::local::LegacyKey::from_env(&self.legacy_key_env)?
+                    .key()
+                    .clone(),
+            );
+        }
+        if std::env::var_os("VAULT_ADDR").is_some()
+            || std::env::var_os("SEALKIT_VAULT_ADDR").is_some()
+        {
+            migrator = migrator.with_vault(Arc::new(sealkit::vault::VaultTransit::from_env()?));
+        }
+        Ok(migrator)
+    }
+}
+
+fn counts_json(c: &sealkit_migrate::Counts) -> serde_json::Value {
+    json!({
+        "chunks": { "pending": c.pending, "running": c.running, "done": c.done },
+        "values": { "migrated": c.migrated, "skipped": c.skipped, "conflicts": c.conflicts, "failed": c.failed },
+        "note": c.note,
+    })
+}
+
+pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()> {
+    match command {
+        MigrateCommand::Plan(args) => {
+            let plan = args.migrator(ctx).await?.plan().await?;
+            if ctx.json {
+                println!(
+                    "{}",
+                    json!({ "rows": plan.rows, "formats": plan.formats, "estimated_kms_calls": plan.estimated_kms_calls })
+                );
+            } else {
+                println!(
+                    "{} rows; about {} KMS calls",
+                    plan.rows, plan.estimated_kms_calls
+                );
+                for (column, formats) in &plan.formats {
+                    for (format, n) in formats {
+                        println!("  {column:<16} {n:>10}  {format}");
+                    }
+                }
+            }
+        }
+        MigrateCommand::Status(args) => {
+            let c = args.migrator(ctx).await?.status().await?;
+            if ctx.json {
+                println!("{}", counts_json(&c));
+            } else {
+                println!(
+                    "chunks: {} done, {} running, {} pending; values: {} migrated, {} already done, {} conflicts re-read, {} failed{}",
+                    c.done,
+                    c.running,
+                    c.pending,
+                    c.migrated,
+                    c.skipped,
+                    c.conflicts,
+                    c.failed,
+                    c.note
+                        .as_deref()
+                        .map(|n| format!("\n{n}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        MigrateCommand::Verify(args) => {
+            let report = args.migrator(ctx).await?.verify().await?;
+            if ctx.json {
+                println!(
+                    "{}",
+                    json!({ "values": report.values, "ok": report.ok, "problems": report.problem_count, "first_problems": report.problems })
+                );
+            } else {
+                println!(
+                    "{} of {} values open under {}",
+                    report.ok, report.values, args.target
+                );
+                for (pk, column, problem) in &report.problems {
+                    println!("  id {pk} {column}: {problem}");
+                }
+            }
+            if report.problem_count > 0 {
+                anyhow::bail!(sealkit::Error::invalid_input(format!(
+                    "{} values are not under the target key yet; run the job (with --sweep) again",
+                    report.problem_count
+                )));
+            }
+        }
+        MigrateCommand::Run {
+            job,
+            worker,
+            workers,
+            sweep,
+            max_pause,
+        } => {
+            let bar = if ctx.json {
+                ProgressBar::hidden()
+            } else {
+                let bar = ProgressBar::new(0);
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} chunks {pos}/{len} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar
+            };
+            let progress = {
+                let bar = bar.clone();
+                move |c: &sealkit_migrate::Counts| {
+                    bar.set_length((c.done + c.running + c.pending) as u64);
+                    bar.set_position(c.done as u64);
+                    bar.set_message(format!("{} values migrated", c.migrated));
+                }
+            };
+            let progress: Arc<dyn Fn(&sealkit_migrate::Counts) + Send + Sync> = Arc::new(progress);
+            let mut tasks = Vec::new();
+            for w in 0..workers.max(1) {
+                let migrator = job
+                    .migrator(ctx)
+                    .await?
+                    .with_max_pause(std::time::Duration::from_secs(max_pause));
+                let name = if workers > 1 {
+                    format!("{worker}-{w}")
+                } else {
+                    worker.clone()
+                };
+                let progress = progress.clone();
+                tasks.push(tokio::spawn(async move {
+                    if sweep && w == 0 {
+                        migrator.sweep(&name, &*progress).await
+                    } else {
+                        migrator.run(&name, &*progress).await
+                    }
+                }));
+            }
+            let mut migrated = 0;
+            let mut failed = 0;
+            for t in tasks {
+                let report = t.await??;
+                migrated += report.migrated;
+                failed += report.failed;
+            }
+            bar.finish_and_clear();
+            let status = job.migrator(ctx).await?.status().await?;
+            if ctx.json {
+                println!(
+                    "{}",
+                    json!({ "migrated_by_this_run": migrated, "failed": failed, "status": counts_json(&status) })
+                );
+            } else {
+                println!(
+                    "job {} done: {migrated} values migrated by this run, {failed} could not be converted",
+                    job.job
+                );
+            }
+            if failed > 0 {
+                anyhow::bail!(sealkit::Error::invalid_input(format!(
+                    "{failed} values could not be converted (see the log); they were left as they were"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
