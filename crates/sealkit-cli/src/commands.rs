@@ -209,6 +209,17 @@ pub(crate) enum KeysCommand {
         /// The key URI with a version.
         key: String,
     },
+    /// Rotate every key of the configuration's [rotation] table whose newest version is older
+    /// than its period (run daily from cron); then rewrap with `sealkit migrate run`.
+    RotateDue,
+    /// Have the provider rotate a key by itself every PERIOD (90d, 12h; `off` to stop), where
+    /// the provider can (Vault Transit).
+    SetRotation {
+        /// The key URI.
+        key: String,
+        /// The period, or `off`.
+        period: String,
+    },
 }
 
 fn versioned(key: &str) -> anyhow::Result<(KeyUri, sealkit::KeyVersion)> {
@@ -262,6 +273,44 @@ pub(crate) async fn keys(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> 
                         ));
                     }
                     out.trim_end().to_string()
+                },
+            );
+        }
+        KeysCommand::RotateDue => {
+            let periods = ctx.config()?.rotation_periods()?;
+            let rotated = keyring.rotate_due(&periods).await?;
+            let items: Vec<_> = rotated
+                .iter()
+                .map(|(k, v)| json!({ "key": k.as_str(), "primary": v.as_str() }))
+                .collect();
+            ctx.print(
+                json!({ "checked": periods.len(), "rotated": items }),
+                || {
+                    if rotated.is_empty() {
+                        format!("{} keys checked; none due", periods.len())
+                    } else {
+                        rotated
+                            .iter()
+                            .map(|(k, v)| format!("rotated {k}: primary is now v{v}"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    }
+                },
+            );
+        }
+        KeysCommand::SetRotation { key, period } => {
+            let uri = KeyUri::parse(&key)?;
+            let period = if period == "off" {
+                None
+            } else {
+                Some(sealkit::config::parse_period(&period)?)
+            };
+            keyring.set_rotation_period(&uri, period).await?;
+            ctx.print(
+                json!({ "key": key, "period_secs": period.map(|p| p.as_secs()) }),
+                || match period {
+                    Some(p) => format!("{key} now rotates every {} s at the provider", p.as_secs()),
+                    None => format!("{key} no longer rotates at the provider"),
                 },
             );
         }

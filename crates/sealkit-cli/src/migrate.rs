@@ -41,6 +41,10 @@ pub(crate) struct JobArgs {
     /// Most KMS calls per second the job may cause.
     #[arg(long)]
     kms_rate: Option<f64>,
+    /// Seal envelopes again under fresh data keys instead of rewrapping their data keys (after
+    /// a key compromise).
+    #[arg(long)]
+    reseal: bool,
     /// The environment variable holding the legacy key (base64 of 32 bytes).
     #[arg(long, default_value = "ENCRYPTION_MASTER_KEY")]
     legacy_key_env: String,
@@ -93,6 +97,7 @@ impl JobArgs {
         }
         spec.chunk_rows = self.chunk_rows.max(1);
         spec.kms_calls_per_sec = self.kms_rate;
+        spec.reseal = self.reseal;
         Ok(spec)
     }
 

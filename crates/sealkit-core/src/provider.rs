@@ -169,6 +169,20 @@ pub trait KeyAdmin: Send + Sync + Debug {
         version: &KeyVersion,
         state: VersionState,
     ) -> Result<()>;
+
+    /// Has the provider rotate the key by itself every `period` (`None` turns it off), where
+    /// the provider can (Vault's `auto_rotate_period`). The default refuses: schedule
+    /// `sealkit keys rotate-due` instead.
+    async fn set_rotation_period(
+        &self,
+        key: &KeyUri,
+        period: Option<core::time::Duration>,
+    ) -> Result<()> {
+        let _ = period;
+        Err(Error::invalid_input(alloc::format!(
+            "{key}: this provider does not rotate keys by itself; schedule `sealkit keys rotate-due`"
+        )))
+    }
 }
 
 /// A secret value (password, legacy key…), zeroized on drop and never printed.

@@ -69,6 +69,15 @@ impl Converter<'_> {
             if self.is_done(&envelope) {
                 return Ok(Decision::Keep);
             }
+            if self.spec.reseal {
+                // Fresh DEK: open, then seal again under the target.
+                let plaintext = Zeroizing::new(self.keyring.open(value, ctx).await?);
+                return Ok(Decision::Write(
+                    self.keyring
+                        .seal_with(&self.spec.target, &plaintext, ctx)
+                        .await?,
+                ));
+            }
             // An envelope under another key or version: rewrap (data untouched).
             return match self
                 .keyring

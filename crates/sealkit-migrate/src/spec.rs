@@ -100,6 +100,9 @@ pub struct JobSpec {
     pub kms_calls_per_sec: Option<f64>,
     /// Seconds a claimed chunk stays leased to its worker.
     pub lease_secs: i64,
+    /// Open and seal envelopes again under fresh DEKs instead of rewrapping their DEKs (after
+    /// a key compromise, when the old DEKs must be assumed exposed).
+    pub reseal: bool,
 }
 
 /// The stored form of a spec, to refuse resuming a job with a different one.
@@ -134,6 +137,7 @@ impl JobSpec {
             chunk_rows: 1000,
             kms_calls_per_sec: None,
             lease_secs: 60,
+            reseal: false,
         })
     }
 

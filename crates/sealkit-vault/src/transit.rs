@@ -381,6 +381,29 @@ impl KeyAdmin for VaultTransit {
         Ok(self.key_metadata(key).await?.versions)
     }
 
+    /// Transit's `auto_rotate_period` (at least one hour; `None` turns it off).
+    async fn set_rotation_period(
+        &self,
+        key: &KeyUri,
+        period: Option<std::time::Duration>,
+    ) -> Result<()> {
+        let (mount, name) = split(key)?;
+        let value = match period {
+            Some(p) if p.as_secs() < 3600 => {
+                return Err(Error::invalid_input(
+                    "Vault's auto_rotate_period must be at least one hour",
+                ));
+            }
+            Some(p) => format!("{}s", p.as_secs()),
+            None => "0".to_string(),
+        };
+        let mut opts = UpdateKeyConfigurationRequest::builder();
+        opts.auto_rotate_period(value);
+        vaultrs::transit::key::update(self.client().await?, mount, name, Some(&mut opts))
+            .await
+            .map_err(|e| map(e, &format!("configuring {key}")))
+    }
+
     /// Transit disables versions by a floor, `min_decryption_version`: disabling version N
     /// disables every version up to N; enabling N lowers the floor to N. Destroying N trims
     /// every version up to N (after disabling them).

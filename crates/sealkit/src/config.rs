@@ -190,6 +190,8 @@ pub struct Config {
     pub legacy: LegacyConfig,
     /// Audit.
     pub audit: AuditConfig,
+    /// Rotation periods by key URI (`"local://customers" = "90d"`), for `keys rotate-due`.
+    pub rotation: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -205,6 +207,7 @@ impl Default for Config {
             local: LocalConfig::default(),
             legacy: LegacyConfig::default(),
             audit: AuditConfig::default(),
+            rotation: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -269,8 +272,42 @@ impl Config {
         self.algorithm.parse()
     }
 
+    /// The rotation periods, parsed.
+    pub fn rotation_periods(&self) -> Result<Vec<(KeyUri, Duration)>> {
+        self.rotation
+            .iter()
+            .map(|(k, p)| Ok((KeyUri::parse(k)?, parse_period(p)?)))
+            .collect()
+    }
+
     /// The parsed default key.
     pub fn default_key(&self) -> Result<Option<KeyUri>> {
         self.default_key.as_deref().map(KeyUri::parse).transpose()
     }
+}
+
+/// Parses `90d`, `12h`, `30m`, `45s` (or a bare number of days).
+pub fn parse_period(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number.parse().map_err(|_| {
+        Error::misconfigured(format!(
+            "rotation period {text:?} must look like 90d, 12h, 30m or 45s"
+        ))
+    })?;
+    let secs = match unit {
+        "" | "d" => n * 86_400,
+        "h" => n * 3_600,
+        "m" => n * 60,
+        "s" => n,
+        _ => {
+            return Err(Error::misconfigured(format!(
+                "rotation period {text:?} must look like 90d, 12h, 30m or 45s"
+            )));
+        }
+    };
+    Ok(Duration::from_secs(secs))
 }

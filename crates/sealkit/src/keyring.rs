@@ -1032,6 +1032,55 @@ impl Keyring {
         result
     }
 
+    /// Rotates each key whose newest version is older than its period; returns the keys
+    /// rotated with their new versions. Run it on a schedule (cron, a Kubernetes CronJob).
+    pub async fn rotate_due(
+        &self,
+        periods: &[(KeyUri, Duration)],
+    ) -> Result<Vec<(KeyUri, KeyVersion)>> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut rotated = Vec::new();
+        for (key, period) in periods {
+            let newest = self
+                .list_versions(key)
+                .await?
+                .iter()
+                .filter_map(|v| v.created_unix)
+                .max();
+            let due = match newest {
+                Some(created) => now.saturating_sub(created) >= period.as_secs(),
+                None => true,
+            };
+            if due {
+                let version = self.rotate_key(key).await?;
+                tracing::info!(key = %key, version = %version, "scheduled rotation");
+                rotated.push((key.clone(), version));
+            }
+        }
+        Ok(rotated)
+    }
+
+    /// Has the provider rotate `key` by itself every `period`, where it can.
+    pub async fn set_rotation_period(&self, key: &KeyUri, period: Option<Duration>) -> Result<()> {
+        let admin = self.admin(key)?.clone();
+        let result = self
+            .kms_call(key.scheme(), Operation::RotateKey, || {
+                admin.set_rotation_period(key, period)
+            })
+            .await;
+        self.audit(
+            Operation::RotateKey,
+            None,
+            Some(key),
+            None,
+            result.as_ref().err(),
+        );
+        result
+    }
+
     /// Lists a key's versions.
     pub async fn list_versions(&self, key: &KeyUri) -> Result<Vec<KeyVersionInfo>> {
         let admin = self.admin(key)?.clone();

@@ -596,3 +596,77 @@ fn migration_survives_sigkill_at_ten_points() {
         }
     }
 }
+
+#[test]
+fn scheduled_rotation_rotates_only_due_keys() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    ok(&sealkit(h, &["keys", "create", "local://due"], b""));
+    ok(&sealkit(h, &["keys", "create", "local://fresh"], b""));
+    let config = h.join("sealkit.toml");
+    std::fs::write(
+        &config,
+        "[rotation]\n\"local://due\" = \"0s\"\n\"local://fresh\" = \"90d\"\n",
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let out: serde_json::Value = serde_json::from_slice(ok(&sealkit(
+        h,
+        &["--config", c, "--json", "keys", "rotate-due"],
+        b"",
+    )))
+    .unwrap();
+    assert_eq!(out["checked"], 2);
+    assert_eq!(out["rotated"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(out["rotated"][0]["key"], "local://due");
+    assert_eq!(out["rotated"][0]["primary"], "2");
+    // The local provider has no native rotation: a clear refusal.
+    let out = sealkit(h, &["keys", "set-rotation", "local://due", "90d"], b"");
+    assert_eq!(out.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rotate-due"));
+    std::fs::write(&config, "[rotation]\n\"local://due\" = \"ninety days\"\n").unwrap();
+    assert_eq!(
+        sealkit(h, &["--config", c, "keys", "rotate-due"], b"")
+            .status
+            .code(),
+        Some(7)
+    );
+}
+
+#[test]
+fn vault_native_rotation_period_is_set_at_the_provider() {
+    use sealkit_conformance::peers::{peer_env, unique};
+    let (Some(addr), Some(token)) = (
+        peer_env("SEALKIT_TEST_VAULT_ADDR", "OpenBao"),
+        peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao"),
+    ) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sealkit"))
+            .args(args)
+            .env("SEALKIT_HOME", home.path().join(".sealkit"))
+            .env("VAULT_ADDR", &addr)
+            .env("VAULT_TOKEN", &token)
+            .output()
+            .unwrap()
+    };
+    let name = unique("auto");
+    let key = format!("vault-transit://transit/{name}");
+    ok(&run(&["keys", "create", &key]));
+    ok(&run(&["keys", "set-rotation", &key, "90d"]));
+    // Read it back from the Vault API.
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(conn, "GET /v1/transit/keys/{name} HTTP/1.1\r\nHost: x\r\nX-Vault-Token: {token}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut body).unwrap();
+    assert!(body.contains("\"auto_rotate_period\":7776000"), "{body}");
+    assert_eq!(
+        run(&["keys", "set-rotation", &key, "30m"]).status.code(),
+        Some(7),
+        "under Vault's one-hour minimum"
+    );
+    ok(&run(&["keys", "set-rotation", &key, "off"]));
+}

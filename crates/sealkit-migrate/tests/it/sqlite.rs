@@ -1,6 +1,6 @@
 //! Jobs over SQLite.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rusqlite::params;
@@ -271,4 +271,66 @@ async fn undeclared_or_wrong_key_values_are_counted_not_lost() {
         .query_row("SELECT email FROM customers WHERE id = 5", [], |r| r.get(0))
         .unwrap();
     assert_eq!(kept.len(), 33, "the unconvertible value is left untouched");
+}
+
+#[tokio::test]
+async fn reseal_gives_every_value_a_fresh_data_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    fill(&path, 600);
+    let keyring = keyring(dir.path());
+    let key = target(&keyring, "customers").await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
+    migrator(&keyring, legacy_job("to-kms", key.clone()), store.clone())
+        .run("w1", &quiet)
+        .await
+        .unwrap();
+    let dek_of = |v: &[u8]| {
+        Envelope::parse(v)
+            .unwrap()
+            .wrapped_bytes()
+            .unwrap()
+            .to_vec()
+    };
+    let read = || -> Vec<Vec<u8>> {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        let mut stmt = db
+            .prepare("SELECT email FROM customers ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let before: HashSet<Vec<u8>> = read().iter().map(|v| dek_of(v)).collect();
+    keyring.rotate_key(&key).await.unwrap();
+    let columns = vec![
+        "email=envelope".parse::<ColumnSpec>().unwrap(),
+        "notes=envelope".parse().unwrap(),
+        "phone=envelope".parse().unwrap(),
+    ];
+    let mut spec = JobSpec::new("reseal", "customers", "id", columns, key.clone()).unwrap();
+    spec.reseal = true;
+    let job = migrator(&keyring, spec, store);
+    assert_eq!(job.run("w1", &quiet).await.unwrap().migrated, 600 * 3 - 60);
+    let after = read();
+    for v in &after {
+        assert!(
+            !before.contains(&dek_of(v)),
+            "a value kept its old data key"
+        );
+        assert_eq!(
+            Envelope::parse(v)
+                .unwrap()
+                .key_ref()
+                .unwrap()
+                .unwrap()
+                .version
+                .as_str(),
+            "2"
+        );
+    }
+    assert_eq!(job.verify().await.unwrap().problem_count, 0);
+    let expected: HashMap<i64, String> = (1..=600).map(|id| (id, email(id, 0))).collect();
+    check_all(&keyring, &path, &expected).await;
 }
