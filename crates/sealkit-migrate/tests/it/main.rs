@@ -1,5 +1,6 @@
 //! Re-encryption jobs against real SQLite files and the PostgreSQL peer.
 
+mod moves;
 mod postgres;
 mod sqlite;
 mod support;
