@@ -275,6 +275,11 @@ fn start_moto(env: &mut BTreeMap<String, String>, state: &mut Value) -> Result<(
         "SEALKIT_TEST_AWS_ENDPOINT".into(),
         format!("http://127.0.0.1:{port}"),
     );
+    // Fault tests start (and kill) a private moto of their own.
+    env.insert(
+        "SEALKIT_TEST_MOTO_BIN".into(),
+        venv().join("bin/moto_server").to_string_lossy().into_owned(),
+    );
     Ok(())
 }
 

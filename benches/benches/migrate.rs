@@ -1,0 +1,125 @@
+//! Re-encryption throughput on 100,000 rows × 2 columns: legacy → KMS and KEK-rotation rewrap,
+//! on SQLite and on PostgreSQL with 1 and 2 workers, with KMS calls per row. A one-shot
+//! measurement (each job runs once over fresh data), printed as a table; run with
+//! `cargo xtask bench migrate` (which starts the PostgreSQL peer).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sealkit::core::legacy::{self, LegacyFormat};
+use sealkit::random::OsRandom;
+use sealkit::{Config, DataKey, KeyUri, Keyring};
+use sealkit_migrate::{ColumnSpec, JobSpec, Migrator, PgStore, SqliteStore, Store};
+
+const ROWS: i64 = 100_000;
+const LEGACY: [u8; 32] = [0x42; 32];
+
+fn peer(var: &str) -> Option<String> {
+    if let Ok(v) = std::env::var(var) {
+        return Some(v);
+    }
+    let env = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/peers.env");
+    std::fs::read_to_string(env).ok()?.lines().find_map(|l| l.strip_prefix(&format!("{var}=")).map(str::to_string))
+}
+
+fn values() -> (Vec<i64>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let key = DataKey::from_bytes(LEGACY);
+    let ids: Vec<i64> = (1..=ROWS).collect();
+    let seal = |s: String| legacy::seal(LegacyFormat::AesGcmIv16, &key, &OsRandom, s.as_bytes(), b"").unwrap();
+    let emails = ids.iter().map(|id| seal(format!("user{id}@example.com"))).collect();
+    let phones = ids.iter().map(|id| seal(format!("+1-555-{id:06}"))).collect();
+    (ids, emails, phones)
+}
+
+fn spec(job: &str, table: &str, format: &str, key: &KeyUri) -> JobSpec {
+    let columns = vec![format!("email={format}").parse::<ColumnSpec>().unwrap(), format!("phone={format}").parse().unwrap()];
+    JobSpec::new(job, table, "id", columns, key.clone()).unwrap()
+}
+
+async fn run(keyring: &Keyring, stores: Vec<Arc<dyn Store>>, spec: JobSpec) -> (f64, u64) {
+    let calls = keyring.stats().kms_calls;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (w, store) in stores.into_iter().enumerate() {
+        let m = Migrator::new(keyring.clone(), spec.clone(), store).with_legacy_key(DataKey::from_bytes(LEGACY));
+        tasks.push(tokio::spawn(async move { m.run(&format!("w{w}"), &|_: &sealkit_migrate::Counts| {}).await.unwrap() }));
+    }
+    let mut migrated = 0;
+    for t in tasks {
+        migrated += t.await.unwrap().migrated;
+    }
+    assert_eq!(migrated, ROWS as u64 * 2);
+    (ROWS as f64 / started.elapsed().as_secs_f64(), keyring.stats().kms_calls - calls)
+}
+
+fn report(label: &str, (rate, calls): (f64, u64)) {
+    println!("| {label} | {rate:>9.0} | {calls} | {:.5} |", calls as f64 / ROWS as f64);
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("migrate: bench");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let home = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.local.home = home.path().to_path_buf();
+        let keyring = Keyring::builder(config).build().unwrap();
+        let key = KeyUri::parse("local://bench").unwrap();
+        keyring.create_key(&key).await.unwrap();
+        let (ids, emails, phones) = values();
+        println!("| job (100,000 rows × 2 columns) | rows/s | KMS calls | KMS calls per row |");
+        println!("|---|---|---|---|");
+
+        // SQLite, one worker.
+        let path = home.path().join("bench.db");
+        {
+            let mut db = rusqlite::Connection::open(&path).unwrap();
+            db.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, email BLOB, phone BLOB)").unwrap();
+            let tx = db.transaction().unwrap();
+            for i in 0..ids.len() {
+                tx.execute("INSERT INTO customers VALUES (?1, ?2, ?3)", rusqlite::params![ids[i], emails[i], phones[i]]).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let sqlite = || -> Vec<Arc<dyn Store>> { vec![Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap())] };
+        report("SQLite, legacy → KMS, 1 worker", run(&keyring, sqlite(), spec("to-kms", "customers", "aes-gcm-iv16", &key)).await);
+        keyring.rotate_key(&key).await.unwrap();
+        report("SQLite, rotation rewrap, 1 worker", run(&keyring, sqlite(), spec("rotate", "customers", "envelope", &key)).await);
+
+        // PostgreSQL, 1 and 2 workers.
+        let Some(url) = peer("SEALKIT_TEST_PG_URL") else {
+            eprintln!("skipped PostgreSQL: the peer is not running (cargo xtask peers up)");
+            return;
+        };
+        for workers in [1usize, 2] {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let table = format!("bench_{}_{workers}", std::process::id());
+            client.batch_execute(&format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, email BYTEA, phone BYTEA)")).await.unwrap();
+            for start in (0..ids.len()).step_by(5000) {
+                let end = (start + 5000).min(ids.len());
+                client
+                    .execute(
+                        &format!("INSERT INTO {table} SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])"),
+                        &[&ids[start..end].to_vec(), &emails[start..end].to_vec(), &phones[start..end].to_vec()],
+                    )
+                    .await
+                    .unwrap();
+            }
+            let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+            for _ in 0..workers {
+                stores.push(Arc::new(PgStore::connect(&url).await.unwrap()));
+            }
+            report(&format!("PostgreSQL, legacy → KMS, {workers} worker(s)"), run(&keyring, stores, spec(&format!("{table}-to-kms"), &table, "aes-gcm-iv16", &key)).await);
+            keyring.rotate_key(&key).await.unwrap();
+            let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+            for _ in 0..workers {
+                stores.push(Arc::new(PgStore::connect(&url).await.unwrap()));
+            }
+            report(&format!("PostgreSQL, rotation rewrap, {workers} worker(s)"), run(&keyring, stores, spec(&format!("{table}-rotate"), &table, "envelope", &key)).await);
+        }
+    });
+}
