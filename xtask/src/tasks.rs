@@ -49,7 +49,7 @@ pub(crate) fn test(extra: &[&str]) -> Result<(), String> {
         eprintln!("xtask: the test peers did not start ({e}); tests that need them will skip");
     }
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--all-features"])
+    cmd.args(["test", "--workspace", "--all-features", "--no-fail-fast"])
         .args(extra);
     cmd.envs(crate::peers::env_vars());
     let result = run(cmd);
