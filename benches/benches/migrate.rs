@@ -19,20 +19,34 @@ fn peer(var: &str) -> Option<String> {
         return Some(v);
     }
     let env = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/peers.env");
-    std::fs::read_to_string(env).ok()?.lines().find_map(|l| l.strip_prefix(&format!("{var}=")).map(str::to_string))
+    std::fs::read_to_string(env)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{var}=")).map(str::to_string))
 }
 
 fn values() -> (Vec<i64>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let key = DataKey::from_bytes(LEGACY);
     let ids: Vec<i64> = (1..=ROWS).collect();
-    let seal = |s: String| legacy::seal(LegacyFormat::AesGcmIv16, &key, &OsRandom, s.as_bytes(), b"").unwrap();
-    let emails = ids.iter().map(|id| seal(format!("user{id}@example.com"))).collect();
-    let phones = ids.iter().map(|id| seal(format!("+1-555-{id:06}"))).collect();
+    let seal = |s: String| {
+        legacy::seal(LegacyFormat::AesGcmIv16, &key, &OsRandom, s.as_bytes(), b"").unwrap()
+    };
+    let emails = ids
+        .iter()
+        .map(|id| seal(format!("user{id}@example.com")))
+        .collect();
+    let phones = ids
+        .iter()
+        .map(|id| seal(format!("+1-555-{id:06}")))
+        .collect();
     (ids, emails, phones)
 }
 
 fn spec(job: &str, table: &str, format: &str, key: &KeyUri) -> JobSpec {
-    let columns = vec![format!("email={format}").parse::<ColumnSpec>().unwrap(), format!("phone={format}").parse().unwrap()];
+    let columns = vec![
+        format!("email={format}").parse::<ColumnSpec>().unwrap(),
+        format!("phone={format}").parse().unwrap(),
+    ];
     JobSpec::new(job, table, "id", columns, key.clone()).unwrap()
 }
 
@@ -41,19 +55,30 @@ async fn run(keyring: &Keyring, stores: Vec<Arc<dyn Store>>, spec: JobSpec) -> (
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (w, store) in stores.into_iter().enumerate() {
-        let m = Migrator::new(keyring.clone(), spec.clone(), store).with_legacy_key(DataKey::from_bytes(LEGACY));
-        tasks.push(tokio::spawn(async move { m.run(&format!("w{w}"), &|_: &sealkit_migrate::Counts| {}).await.unwrap() }));
+        let m = Migrator::new(keyring.clone(), spec.clone(), store)
+            .with_legacy_key(DataKey::from_bytes(LEGACY));
+        tasks.push(tokio::spawn(async move {
+            m.run(&format!("w{w}"), &|_: &sealkit_migrate::Counts| {})
+                .await
+                .unwrap()
+        }));
     }
     let mut migrated = 0;
     for t in tasks {
         migrated += t.await.unwrap().migrated;
     }
     assert_eq!(migrated, ROWS as u64 * 2);
-    (ROWS as f64 / started.elapsed().as_secs_f64(), keyring.stats().kms_calls - calls)
+    (
+        ROWS as f64 / started.elapsed().as_secs_f64(),
+        keyring.stats().kms_calls - calls,
+    )
 }
 
 fn report(label: &str, (rate, calls): (f64, u64)) {
-    println!("| {label} | {rate:>9.0} | {calls} | {:.5} |", calls as f64 / ROWS as f64);
+    println!(
+        "| {label} | {rate:>9.0} | {calls} | {:.5} |",
+        calls as f64 / ROWS as f64
+    );
 }
 
 fn main() {
@@ -61,7 +86,11 @@ fn main() {
         println!("migrate: bench");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let home = tempfile::tempdir().unwrap();
         let mut config = Config::default();

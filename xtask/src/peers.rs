@@ -278,7 +278,10 @@ fn start_moto(env: &mut BTreeMap<String, String>, state: &mut Value) -> Result<(
     // Fault tests start (and kill) a private moto of their own.
     env.insert(
         "SEALKIT_TEST_MOTO_BIN".into(),
-        venv().join("bin/moto_server").to_string_lossy().into_owned(),
+        venv()
+            .join("bin/moto_server")
+            .to_string_lossy()
+            .into_owned(),
     );
     Ok(())
 }

@@ -9,13 +9,26 @@ use sealkit_migrate::{ColumnSpec, JobSpec, Migrator, SqliteStore, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_to_vault_then_retire_the_local_provider() {
-    let (Some(addr), Some(token)) = (peer_env("SEALKIT_TEST_VAULT_ADDR", "OpenBao"), peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao")) else { return };
+    let (Some(addr), Some(token)) = (
+        peer_env("SEALKIT_TEST_VAULT_ADDR", "OpenBao"),
+        peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao"),
+    ) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let vault = || Arc::new(VaultTransit::new(VaultConfig::new(addr.clone(), VaultAuth::Token(token.clone().into()))));
+    let vault = || {
+        Arc::new(VaultTransit::new(VaultConfig::new(
+            addr.clone(),
+            VaultAuth::Token(token.clone().into()),
+        )))
+    };
     let mut config = Config::default();
     config.local.home = dir.path().to_path_buf();
     // During the move both providers are configured: old and new envelopes both open.
-    let both = Keyring::builder(config.clone()).with_managed_provider(vault()).build().unwrap();
+    let both = Keyring::builder(config.clone())
+        .with_managed_provider(vault())
+        .build()
+        .unwrap();
     let old = KeyUri::parse("local://pii").unwrap();
     let new = KeyUri::parse(&format!("vault-transit://transit/{}", unique("moved"))).unwrap();
     both.create_key(&old).await.unwrap();
@@ -23,29 +36,60 @@ async fn local_to_vault_then_retire_the_local_provider() {
 
     let path = dir.path().join("app.db");
     let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch("CREATE TABLE people (id INTEGER PRIMARY KEY, ssn BLOB)").unwrap();
+    db.execute_batch("CREATE TABLE people (id INTEGER PRIMARY KEY, ssn BLOB)")
+        .unwrap();
     for id in 1..=500i64 {
         let ctx = EncryptionContext::parse(&format!("table=people,column=ssn,id={id}")).unwrap();
-        let sealed = both.seal_with(&old, format!("000-00-{id:04}").as_bytes(), &ctx).await.unwrap();
-        db.execute("INSERT INTO people VALUES (?1, ?2)", rusqlite::params![id, sealed]).unwrap();
+        let sealed = both
+            .seal_with(&old, format!("000-00-{id:04}").as_bytes(), &ctx)
+            .await
+            .unwrap();
+        db.execute(
+            "INSERT INTO people VALUES (?1, ?2)",
+            rusqlite::params![id, sealed],
+        )
+        .unwrap();
     }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
-    let spec = JobSpec::new("local-to-vault", "people", "id", vec!["ssn=envelope".parse::<ColumnSpec>().unwrap()], new.clone()).unwrap();
+    let spec = JobSpec::new(
+        "local-to-vault",
+        "people",
+        "id",
+        vec!["ssn=envelope".parse::<ColumnSpec>().unwrap()],
+        new.clone(),
+    )
+    .unwrap();
     let job = Migrator::new(both.clone(), spec.clone(), store.clone());
     let calls = both.stats().kms_calls;
     assert_eq!(job.run("w1", &quiet).await.unwrap().migrated, 500);
-    assert!(both.stats().kms_calls - calls < 20, "one unwrap + wrap + check per distinct DEK");
+    assert!(
+        both.stats().kms_calls - calls < 20,
+        "one unwrap + wrap + check per distinct DEK"
+    );
     // Cut-over check: every value opens under the new provider.
     assert_eq!(job.verify().await.unwrap().problem_count, 0);
 
     // Retire the old provider: a keyring with Vault only opens everything.
-    let vault_only = Keyring::builder(config).with_managed_provider(vault()).without_auto_providers().build().unwrap();
+    let vault_only = Keyring::builder(config)
+        .with_managed_provider(vault())
+        .without_auto_providers()
+        .build()
+        .unwrap();
     assert_eq!(vault_only.schemes(), vec!["vault-transit"]);
-    let mut stmt = db.prepare("SELECT id, ssn FROM people ORDER BY id").unwrap();
-    let rows: Vec<(i64, Vec<u8>)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    let mut stmt = db
+        .prepare("SELECT id, ssn FROM people ORDER BY id")
+        .unwrap();
+    let rows: Vec<(i64, Vec<u8>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     for (id, value) in rows {
         let ctx = EncryptionContext::parse(&format!("table=people,column=ssn,id={id}")).unwrap();
-        assert_eq!(vault_only.open(&value, &ctx).await.unwrap(), format!("000-00-{id:04}").as_bytes());
+        assert_eq!(
+            vault_only.open(&value, &ctx).await.unwrap(),
+            format!("000-00-{id:04}").as_bytes()
+        );
     }
 }
 
