@@ -76,6 +76,9 @@ pub(crate) enum MigrateCommand {
     Status(JobArgs),
     /// Check that every value opens under the target key with its context.
     Verify(JobArgs),
+    /// Disable the target key's old versions, only if verify passes for this job's table
+    /// (run it after the last table that uses the key).
+    Retire(JobArgs),
 }
 
 impl JobArgs {

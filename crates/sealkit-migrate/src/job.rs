@@ -372,6 +372,43 @@ impl Migrator {
         self.run(worker, progress).await
     }
 
+    /// Retires the target key's old versions — disables every enabled version but the
+    /// primary — only if `verify` finds every value of this job's table under the primary.
+    /// Returns the versions disabled. It checks this table only: run it after the jobs of
+    /// every table that uses the key have passed `verify`.
+    pub async fn retire_old_versions(&self) -> Result<Vec<sealkit::KeyVersion>> {
+        let report = self.verify().await?;
+        if report.problem_count > 0 {
+            return Err(Error::invalid_input(format!(
+                "{} values of {}.{} still need older versions of {}; run the job (with --sweep) until verify passes",
+                report.problem_count,
+                self.spec.table,
+                self.spec
+                    .columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                self.spec.target
+            )));
+        }
+        let meta = self.keyring.key_metadata(&self.spec.target).await?;
+        let mut retired = Vec::new();
+        for v in meta.versions.iter().filter(|v| {
+            v.version != meta.primary && v.state == sealkit::core::provider::VersionState::Enabled
+        }) {
+            self.keyring
+                .set_version_state(
+                    &self.spec.target,
+                    &v.version,
+                    sealkit::core::provider::VersionState::Disabled,
+                )
+                .await?;
+            retired.push(v.version.clone());
+        }
+        Ok(retired)
+    }
+
     /// The job's counts.
     pub async fn status(&self) -> Result<JobStatus> {
         self.store.counts(&self.spec.job).await

@@ -94,3 +94,71 @@ async fn local_to_vault_then_retire_the_local_provider() {
 }
 
 fn quiet(_: &sealkit_migrate::Counts) {}
+
+/// Values an application encrypted with Vault Transit directly (`vault:vN:…`) become envelopes.
+#[cfg(feature = "vault")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_transit_ciphertexts_are_migrated_to_envelopes() {
+    use base64::Engine;
+    let (Some(addr), Some(token)) = (
+        peer_env("SEALKIT_TEST_VAULT_ADDR", "OpenBao"),
+        peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao"),
+    ) else {
+        return;
+    };
+    let settings = vaultrs::client::VaultClientSettingsBuilder::default()
+        .address(&addr)
+        .token(&token)
+        .build()
+        .unwrap();
+    let client = vaultrs::client::VaultClient::new(settings).unwrap();
+    let legacy_name = unique("app-legacy");
+    vaultrs::transit::key::create(&client, "transit", &legacy_name, None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("CREATE TABLE accounts (id INTEGER PRIMARY KEY, token TEXT)")
+        .unwrap();
+    for id in 1..=50i64 {
+        let plaintext = base64::engine::general_purpose::STANDARD.encode(format!("tok-{id}"));
+        let ct =
+            vaultrs::transit::data::encrypt(&client, "transit", &legacy_name, &plaintext, None)
+                .await
+                .unwrap()
+                .ciphertext;
+        db.execute(
+            "INSERT INTO accounts VALUES (?1, ?2)",
+            rusqlite::params![id, ct],
+        )
+        .unwrap();
+    }
+    let vault = Arc::new(VaultTransit::new(VaultConfig::new(
+        addr.clone(),
+        VaultAuth::Token(token.clone().into()),
+    )));
+    let mut config = Config::default();
+    config.local.home = dir.path().to_path_buf();
+    let keyring = Keyring::builder(config).build().unwrap();
+    let target = KeyUri::parse("local://accounts").unwrap();
+    keyring.create_key(&target).await.unwrap();
+    let column: ColumnSpec = format!("token=vault-transit:transit/{legacy_name}")
+        .parse()
+        .unwrap();
+    let spec = JobSpec::new("vault-legacy", "accounts", "id", vec![column], target).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
+    let job = Migrator::new(keyring.clone(), spec, store).with_vault(vault);
+    let plan = job.plan().await.unwrap();
+    assert_eq!(
+        plan.formats["token"]["vault-transit"], 50,
+        "detected by its marker"
+    );
+    assert_eq!(job.run("w1", &quiet).await.unwrap().migrated, 50);
+    assert_eq!(job.verify().await.unwrap().problem_count, 0);
+    let value: Vec<u8> = db
+        .query_row("SELECT token FROM accounts WHERE id = 7", [], |r| r.get(0))
+        .unwrap();
+    let ctx = EncryptionContext::parse("table=accounts,column=token,id=7").unwrap();
+    assert_eq!(keyring.open(&value, &ctx).await.unwrap(), b"tok-7");
+}

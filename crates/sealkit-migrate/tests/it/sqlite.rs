@@ -159,6 +159,13 @@ async fn legacy_to_kms_then_rotation_then_idempotent_rerun() {
         "one rewrap per DEK, not per row"
     );
     assert_eq!(rotate.verify().await.unwrap().problem_count, 0);
+    // Old versions are retired only once verify passes for the legacy job's spec too (it
+    // targets the same key, and every value is now under v2).
+    let retired = rotate.retire_old_versions().await.unwrap();
+    assert_eq!(
+        retired.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+        vec!["1"]
+    );
     let db = rusqlite::Connection::open(&path).unwrap();
     let mut stmt = db
         .prepare("SELECT email FROM customers ORDER BY id")
@@ -263,6 +270,9 @@ async fn undeclared_or_wrong_key_values_are_counted_not_lost() {
     let job = migrator(&keyring, legacy_job("partial", key), store);
     let report = job.run("w1", &quiet).await.unwrap();
     assert_eq!(report.failed, 1);
+    // Retiring is refused while a value still needs the old key.
+    let err = job.retire_old_versions().await.unwrap_err();
+    assert!(err.to_string().contains("1 values"), "{err}");
     let verify = job.verify().await.unwrap();
     assert_eq!(verify.problem_count, 1);
     assert_eq!(verify.problems[0].0, 5);
