@@ -197,6 +197,17 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
                 )));
             }
         }
+        MigrateCommand::Retire(args) => {
+            let retired = args.migrator(ctx).await?.retire_old_versions().await?;
+            let list: Vec<&str> = retired.iter().map(|v| v.as_str()).collect();
+            if ctx.json {
+                println!("{}", json!({ "key": args.target, "disabled_versions": list }));
+            } else if list.is_empty() {
+                println!("{}: no enabled old versions", args.target);
+            } else {
+                println!("{}: disabled versions {}", args.target, list.join(", "));
+            }
+        }
         MigrateCommand::Run {
             job,
             worker,
