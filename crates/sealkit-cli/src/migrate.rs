@@ -201,7 +201,10 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
             let retired = args.migrator(ctx).await?.retire_old_versions().await?;
             let list: Vec<&str> = retired.iter().map(|v| v.as_str()).collect();
             if ctx.json {
-                println!("{}", json!({ "key": args.target, "disabled_versions": list }));
+                println!(
+                    "{}",
+                    json!({ "key": args.target, "disabled_versions": list })
+                );
             } else if list.is_empty() {
                 println!("{}: no enabled old versions", args.target);
             } else {

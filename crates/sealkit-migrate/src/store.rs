@@ -657,11 +657,13 @@ impl Store for PgStore {
         let mut client = self.client.lock().await;
         let now = now();
         let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
-        let claim = "UPDATE sealkit_chunks c SET state = 'running', worker = $3, lease_until = $4
-             FROM (SELECT lo FROM sealkit_chunks WHERE job = $1 AND (state = 'pending'
+        // A scalar subquery (an InitPlan, evaluated once): a subquery in FROM may be rescanned
+        // per row and claim every chunk.
+        let claim = "UPDATE sealkit_chunks SET state = 'running', worker = $3, lease_until = $4
+             WHERE job = $1 AND lo = (SELECT lo FROM sealkit_chunks WHERE job = $1 AND (state = 'pending'
                    OR (state = 'running' AND (lease_until < $2 OR worker = $3)))
-                   ORDER BY lo LIMIT 1 FOR UPDATE SKIP LOCKED) n
-             WHERE c.job = $1 AND c.lo = n.lo RETURNING c.lo, c.hi";
+                   ORDER BY lo LIMIT 1 FOR UPDATE SKIP LOCKED)
+             RETURNING lo, hi";
         let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
             [&spec.job, &now, &worker, &(now + spec.lease_secs)];
         let mut row = tx
@@ -738,21 +740,31 @@ impl Store for PgStore {
     ) -> Result<Vec<Update>> {
         let mut client = self.client.lock().await;
         let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
+        // One compare-and-swap statement per column for the whole chunk.
         let mut lost = Vec::new();
-        for u in updates {
-            let col = &spec.columns[u.column].name;
+        for (i, column) in spec.columns.iter().enumerate() {
+            let batch: Vec<&Update> = updates.iter().filter(|u| u.column == i).collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let ids: Vec<i64> = batch.iter().map(|u| u.pk).collect();
+            let new: Vec<&[u8]> = batch.iter().map(|u| u.new.as_slice()).collect();
+            let old: Vec<&[u8]> = batch.iter().map(|u| u.old.bytes()).collect();
             let sql = format!(
-                "UPDATE {t} SET {col} = $1 WHERE {pk} = $2 AND {col} = $3",
+                "UPDATE {t} AS t SET {col} = u.new FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS u(id, new, old)
+                 WHERE t.{pk} = u.id AND t.{col} = u.old RETURNING t.{pk}",
                 t = spec.table,
+                col = column.name,
                 pk = spec.pk
             );
-            let n = tx
-                .execute(&sql, &[&u.new, &u.pk, &u.old.bytes()])
+            let done: std::collections::HashSet<i64> = tx
+                .query(&sql, &[&ids, &new, &old])
                 .await
-                .map_err(|e| db_err("updating a value", e))?;
-            if n == 0 {
-                lost.push(u.clone());
-            }
+                .map_err(|e| db_err("updating values", e))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            lost.extend(batch.into_iter().filter(|u| !done.contains(&u.pk)).cloned());
         }
         let migrated = counts.migrated - lost.len() as i64;
         let conflicts = lost.len() as i64 + counts.conflicts;

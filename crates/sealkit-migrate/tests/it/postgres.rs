@@ -181,3 +181,45 @@ async fn a_kms_outage_pauses_the_job_until_the_kms_is_back() {
     );
     assert_eq!(migrator.verify().await.unwrap().problem_count, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_then_rotation_jobs_on_one_table() {
+    let Some(url) = peer_env("SEALKIT_TEST_PG_URL", "PostgreSQL") else {
+        return;
+    };
+    let table = fill(&url, 3000).await;
+    let home = tempfile::tempdir().unwrap();
+    let keyring = keyring(home.path());
+    let key = target(&keyring, "pg-rotation").await;
+    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
+    let first = migrator(
+        &keyring,
+        job(&table, &format!("{table}-to-kms"), key.clone()),
+        store.clone(),
+    );
+    assert_eq!(
+        first.run("w1", &quiet).await.unwrap().migrated,
+        3000 * 3 - 300
+    );
+    keyring.rotate_key(&key).await.unwrap();
+    let columns = vec![
+        "email=envelope".parse().unwrap(),
+        "notes=envelope".parse().unwrap(),
+        "phone=envelope".parse().unwrap(),
+    ];
+    let mut spec = sealkit_migrate::JobSpec::new(
+        &format!("{table}-rotate"),
+        &table,
+        "id",
+        columns,
+        key.clone(),
+    )
+    .unwrap();
+    spec.chunk_rows = 500;
+    let second = migrator(&keyring, spec, store);
+    assert_eq!(
+        second.run("w1", &quiet).await.unwrap().migrated,
+        3000 * 3 - 300
+    );
+    assert_eq!(second.verify().await.unwrap().problem_count, 0);
+}
