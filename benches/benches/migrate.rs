@@ -113,10 +113,25 @@ fn main() {
             }
             tx.commit().unwrap();
         }
-        let sqlite = || -> Vec<Arc<dyn Store>> { vec![Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap())] };
-        report("SQLite, legacy → KMS, 1 worker", run(&keyring, sqlite(), spec("to-kms", "customers", "aes-gcm-iv16", &key)).await);
+        let sqlite = |workers: usize| -> Vec<Arc<dyn Store>> {
+            (0..workers).map(|_| Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap()) as Arc<dyn Store>).collect()
+        };
+        report("SQLite, legacy → KMS, 1 worker", run(&keyring, sqlite(1), spec("to-kms", "customers", "aes-gcm-iv16", &key)).await);
         keyring.rotate_key(&key).await.unwrap();
-        report("SQLite, rotation rewrap, 1 worker", run(&keyring, sqlite(), spec("rotate", "customers", "envelope", &key)).await);
+        report("SQLite, rotation rewrap, 1 worker", run(&keyring, sqlite(1), spec("rotate", "customers", "envelope", &key)).await);
+        // Two workers on one SQLite file: conversions run in parallel, writes take turns.
+        keyring.rotate_key(&key).await.unwrap();
+        report("SQLite, rotation rewrap, 2 workers", run(&keyring, sqlite(2), spec("rotate-2", "customers", "envelope", &key)).await);
+        {
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.execute_batch("DROP TABLE customers; CREATE TABLE customers (id INTEGER PRIMARY KEY, email BLOB, phone BLOB)").unwrap();
+            let tx = db.unchecked_transaction().unwrap();
+            for i in 0..ids.len() {
+                tx.execute("INSERT INTO customers VALUES (?1, ?2, ?3)", rusqlite::params![ids[i], emails[i], phones[i]]).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        report("SQLite, legacy → KMS, 2 workers", run(&keyring, sqlite(2), spec("to-kms-2", "customers", "aes-gcm-iv16", &key)).await);
 
         // PostgreSQL, 1 and 2 workers.
         let Some(url) = peer("SEALKIT_TEST_PG_URL") else {

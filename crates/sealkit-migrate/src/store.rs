@@ -260,27 +260,20 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn prepare(&self, spec: &JobSpec) -> Result<()> {
         let stored = spec.stored();
+        // One immediate (write-locked) transaction: two workers starting together wait for
+        // each other instead of both creating the job.
         let existing = self.with(
             |c| {
                 c.execute_batch(SQLITE_SCHEMA)?;
-                c.query_row(
-                    "SELECT spec FROM sealkit_jobs WHERE job = ?1",
-                    [&spec.job],
-                    |r| r.get::<_, String>(0),
-                )
-                .optional()
-            },
-            "preparing the job tables",
-        )?;
-        match existing {
-            Some(s) if s == stored => Ok(()),
-            Some(_) => Err(Error::invalid_input(format!(
-                "job {} exists with another spec; use a new job name",
-                spec.job
-            ))),
-            None => self.with(
-                |c| {
-                    let tx = c.transaction()?;
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let existing = tx
+                    .query_row(
+                        "SELECT spec FROM sealkit_jobs WHERE job = ?1",
+                        [&spec.job],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .optional()?;
+                if existing.is_none() {
                     let (min, max): (Option<i64>, Option<i64>) = tx.query_row(
                         &format!(
                             "SELECT MIN({pk}), MAX({pk}) FROM {t}",
@@ -296,10 +289,18 @@ impl Store for SqliteStore {
                         params![spec.job, stored, max],
                     )?;
                     Self::add_chunks(&tx, spec, min - min.rem_euclid(spec.chunk_rows), max)?;
-                    tx.commit()
-                },
-                "creating the job's chunks",
-            ),
+                }
+                tx.commit()?;
+                Ok(existing)
+            },
+            "preparing the job",
+        )?;
+        match existing {
+            Some(s) if s != stored => Err(Error::invalid_input(format!(
+                "job {} exists with another spec; use a new job name",
+                spec.job
+            ))),
+            _ => Ok(()),
         }
     }
 
