@@ -138,15 +138,6 @@ impl<V, S: std::hash::BuildHasher + Default> BoundedCache<V, S> {
         }
     }
 
-    /// Runs `f` on the entry for `key` under the read lock (no reference-count traffic).
-    pub(crate) fn with<R>(&self, key: &[u8], f: impl FnOnce(&V) -> R) -> Option<R> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .map(|v| f(v))
-    }
-
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<V>> {
         self.map
             .read()
@@ -209,5 +200,86 @@ impl SealEntry {
         let len = len as u64;
         let before = self.bytes.fetch_add(len, Ordering::Relaxed);
         before.saturating_add(len) <= config.max_bytes
+    }
+}
+
+/// A copy-on-write map for the sealing cache: reads (every seal) take no lock and touch no
+/// shared counter; writes (a new DEK, an eviction, a rotation — rare) copy the map. Bounded and
+/// evicted in insertion order like [`BoundedCache`].
+pub(crate) struct SwapCache<V> {
+    map: arc_swap::ArcSwap<HashMap<Vec<u8>, Arc<V>, FastState>>,
+    order: Mutex<VecDeque<Vec<u8>>>,
+    capacity: usize,
+}
+
+impl<V> SwapCache<V> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            map: arc_swap::ArcSwap::from_pointee(HashMap::default()),
+            order: Mutex::new(VecDeque::new()),
+            capacity,
+        }
+    }
+
+    /// Runs `f` on the entry for `key`, without locking.
+    pub(crate) fn with<R>(&self, key: &[u8], f: impl FnOnce(&V) -> R) -> Option<R> {
+        self.map.load().get(key).map(|v| f(v))
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<V>> {
+        self.map.load().get(key).cloned()
+    }
+
+    /// Applies `change` to a copy of the map and publishes it (writers take turns).
+    fn update(
+        &self,
+        change: impl FnOnce(&mut HashMap<Vec<u8>, Arc<V>, FastState>, &mut VecDeque<Vec<u8>>),
+    ) {
+        let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = HashMap::clone(&self.map.load());
+        change(&mut map, &mut order);
+        self.map.store(Arc::new(map));
+    }
+
+    /// Inserts, evicting the oldest entries beyond capacity. A zero capacity caches nothing.
+    pub(crate) fn insert(&self, key: Vec<u8>, value: Arc<V>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let capacity = self.capacity;
+        self.update(|map, order| {
+            if map.insert(key.clone(), value).is_none() {
+                order.push_back(key);
+            }
+            while map.len() > capacity {
+                match order.pop_front() {
+                    Some(old) => {
+                        map.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+        });
+    }
+
+    pub(crate) fn remove(&self, key: &[u8]) {
+        if self.map.load().contains_key(key) {
+            self.update(|map, order| {
+                map.remove(key);
+                order.retain(|k| k != key);
+            });
+        }
+    }
+
+    /// Drops every entry `keep` refuses.
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
+        self.update(|map, order| {
+            map.retain(|_, v| keep(v));
+            order.retain(|k| map.contains_key(k));
+        });
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.load().len()
     }
 }

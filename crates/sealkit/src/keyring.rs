@@ -17,7 +17,7 @@ use sealkit_core::{
 
 use crate::audit::{AuditEvent, AuditSink, JsonlAuditSink, Operation};
 use crate::cache::{
-    BoundedCache, CacheKey, CoarseInstant, FastState, LATENCY_SAMPLE, OpenEntry, SealEntry,
+    BoundedCache, CacheKey, CoarseInstant, LATENCY_SAMPLE, OpenEntry, SealEntry, SwapCache,
     within_age,
 };
 use crate::config::{CacheConfig, Config, Mode};
@@ -229,7 +229,7 @@ impl KeyringBuilder {
                 actor: config.actor,
                 dek_scope: config.dek_scope,
                 max_messages,
-                seal_cache: BoundedCache::new(config.cache.max_entries),
+                seal_cache: SwapCache::new(config.cache.max_entries),
                 open_cache: BoundedCache::new(config.cache.max_open_entries),
                 cache: config.cache,
                 backend: self.backend,
@@ -286,7 +286,7 @@ struct Inner {
     dek_scope: Vec<String>,
     max_messages: u64,
     cache: CacheConfig,
-    seal_cache: BoundedCache<SealEntry, FastState>,
+    seal_cache: SwapCache<SealEntry>,
     open_cache: BoundedCache<OpenEntry>,
     backend: &'static dyn AeadBackend,
     legacy: Option<(LegacyFormat, DataKey)>,
