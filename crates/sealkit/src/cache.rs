@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use sealkit_core::{DekCipher, KeyRef, WrappedKey};
+use sealkit_core::{DekCipher, EncryptionContext, KeyRef, KeyUri, WrappedKey};
 
 use crate::config::CacheConfig;
 
@@ -109,7 +109,17 @@ impl std::hash::Hasher for FastHasher {
             let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
             self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
         }
-        for &b in chunks.remainder() {
+        // The tail in at most three steps (4, 2, 1 bytes).
+        let mut tail = chunks.remainder();
+        if let Some((word, rest)) = tail.split_first_chunk::<4>() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(u32::from_le_bytes(*word))).wrapping_mul(K);
+            tail = rest;
+        }
+        if let Some((word, rest)) = tail.split_first_chunk::<2>() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(u16::from_le_bytes(*word))).wrapping_mul(K);
+            tail = rest;
+        }
+        if let Some(&b) = tail.first() {
             self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
         }
     }
@@ -118,9 +128,6 @@ impl std::hash::Hasher for FastHasher {
         self.0
     }
 }
-
-/// Builds [`FastHasher`]s.
-pub(crate) type FastState = std::hash::BuildHasherDefault<FastHasher>;
 
 /// A map with insertion-ordered eviction and an age limit.
 pub(crate) struct BoundedCache<V, S = std::collections::hash_map::RandomState> {
@@ -192,6 +199,12 @@ impl<V, S: std::hash::BuildHasher + Default> BoundedCache<V, S> {
 }
 
 impl SealEntry {
+    /// Seals served by this entry from the cache: all but the first, which the miss that
+    /// created the entry made.
+    pub(crate) fn hits(&self) -> u64 {
+        self.cipher.budget().used().saturating_sub(1)
+    }
+
     /// Whether the entry may seal `len` more bytes now (and reserves them if so).
     pub(crate) fn admit(&self, config: &CacheConfig, len: usize, now: CoarseInstant) -> bool {
         if !within_age(config, self.created, now) {
@@ -203,83 +216,367 @@ impl SealEntry {
     }
 }
 
+/// The bytes that identify a cache entry, given as parts so that a lookup hashes and
+/// compares them where they lie instead of first copying them into one buffer. The parts'
+/// concatenation must be unambiguous (self-delimiting parts).
+pub(crate) trait KeyParts {
+    /// Calls `part` on each part in order until it returns `false`; returns whether every part
+    /// was accepted.
+    fn each_part(&self, part: impl FnMut(&[u8]) -> bool) -> bool;
+
+    /// Hash of the parts (the same parts always hash alike; nothing else is promised).
+    fn key_hash(&self) -> u64 {
+        use std::hash::Hasher;
+        let mut hasher = FastHasher::default();
+        self.each_part(|bytes| {
+            hasher.write(bytes);
+            true
+        });
+        hasher.finish()
+    }
+
+    /// Whether the parts, concatenated, equal `stored`.
+    fn matches(&self, stored: &[u8]) -> bool {
+        let mut rest = stored;
+        self.each_part(|bytes| match rest.split_at_checked(bytes.len()) {
+            Some((head, tail)) if head == bytes => {
+                rest = tail;
+                true
+            }
+            _ => false,
+        }) && rest.is_empty()
+    }
+
+    /// The parts concatenated.
+    fn to_bytes(&self) -> Box<[u8]> {
+        let mut out = Vec::with_capacity(128);
+        self.each_part(|bytes| {
+            out.extend_from_slice(bytes);
+            true
+        });
+        out.into_boxed_slice()
+    }
+}
+
+/// One entry of a [`SwapCache`].
+struct Slot<V> {
+    hash: u64,
+    key: Box<[u8]>,
+    value: Arc<V>,
+}
+
+impl<V> Clone for Slot<V> {
+    fn clone(&self) -> Self {
+        Self {
+            hash: self.hash,
+            key: self.key.clone(),
+            value: Arc::clone(&self.value),
+        }
+    }
+}
+
+type SlotTable<V> = hashbrown::HashTable<Slot<V>>;
+
 /// A copy-on-write map for the sealing cache: reads (every seal) take no lock and touch no
 /// shared counter; writes (a new DEK, an eviction, a rotation — rare) copy the map. Bounded and
-/// evicted in insertion order like [`BoundedCache`].
+/// evicted in insertion order like [`BoundedCache`]. Keys are looked up by their parts
+/// ([`KeyParts`]), so a hit builds no key.
 pub(crate) struct SwapCache<V> {
-    map: arc_swap::ArcSwap<HashMap<Vec<u8>, Arc<V>, FastState>>,
-    order: Mutex<VecDeque<Vec<u8>>>,
+    table: arc_swap::ArcSwap<SlotTable<V>>,
+    order: Mutex<VecDeque<(u64, Box<[u8]>)>>,
     capacity: usize,
 }
 
 impl<V> SwapCache<V> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            map: arc_swap::ArcSwap::from_pointee(HashMap::default()),
+            table: arc_swap::ArcSwap::from_pointee(SlotTable::new()),
             order: Mutex::new(VecDeque::new()),
             capacity,
         }
     }
 
+    /// Runs `f` on the slot for `key`, without locking.
+    #[inline]
+    fn lookup<R>(&self, key: &impl KeyParts, f: impl FnOnce(&Slot<V>) -> R) -> Option<R> {
+        let hash = key.key_hash();
+        let table = self.table.load();
+        table
+            .find(hash, |slot| slot.hash == hash && key.matches(&slot.key))
+            .map(f)
+    }
+
     /// Runs `f` on the entry for `key`, without locking.
-    pub(crate) fn with<R>(&self, key: &[u8], f: impl FnOnce(&V) -> R) -> Option<R> {
-        self.map.load().get(key).map(|v| f(v))
+    #[inline]
+    pub(crate) fn with<R>(&self, key: &impl KeyParts, f: impl FnOnce(&V) -> R) -> Option<R> {
+        self.lookup(key, |slot| f(&slot.value))
     }
 
-    pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<V>> {
-        self.map.load().get(key).cloned()
+    pub(crate) fn get(&self, key: &impl KeyParts) -> Option<Arc<V>> {
+        self.lookup(key, |slot| Arc::clone(&slot.value))
     }
 
-    /// Applies `change` to a copy of the map and publishes it (writers take turns).
+    /// Applies `change` to a copy of the table and publishes it (writers take turns). Returns
+    /// the entries `change` dropped.
     fn update(
         &self,
-        change: impl FnOnce(&mut HashMap<Vec<u8>, Arc<V>, FastState>, &mut VecDeque<Vec<u8>>),
-    ) {
+        change: impl FnOnce(&mut SlotTable<V>, &mut VecDeque<(u64, Box<[u8]>)>, &mut Vec<Arc<V>>),
+    ) -> Vec<Arc<V>> {
         let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
-        let mut map = HashMap::clone(&self.map.load());
-        change(&mut map, &mut order);
-        self.map.store(Arc::new(map));
+        let mut table = SlotTable::clone(&self.table.load());
+        let mut dropped = Vec::new();
+        change(&mut table, &mut order, &mut dropped);
+        self.table.store(Arc::new(table));
+        dropped
     }
 
-    /// Inserts, evicting the oldest entries beyond capacity. A zero capacity caches nothing.
-    pub(crate) fn insert(&self, key: Vec<u8>, value: Arc<V>) {
+    /// Inserts (or replaces), evicting the oldest entries beyond capacity. A zero capacity
+    /// caches nothing. Returns the entries replaced or evicted.
+    pub(crate) fn insert(&self, key: &impl KeyParts, value: Arc<V>) -> Vec<Arc<V>> {
         if self.capacity == 0 {
-            return;
+            return Vec::new();
         }
         let capacity = self.capacity;
-        self.update(|map, order| {
-            if map.insert(key.clone(), value).is_none() {
-                order.push_back(key);
-            }
-            while map.len() > capacity {
-                match order.pop_front() {
-                    Some(old) => {
-                        map.remove(&old);
-                    }
-                    None => break,
+        let hash = key.key_hash();
+        let bytes = key.to_bytes();
+        self.update(|table, order, dropped| {
+            match table.find_entry(hash, |slot| slot.hash == hash && slot.key == bytes) {
+                Ok(mut occupied) => {
+                    dropped.push(std::mem::replace(&mut occupied.get_mut().value, value));
+                }
+                Err(_) => {
+                    let slot = Slot {
+                        hash,
+                        key: bytes.clone(),
+                        value,
+                    };
+                    table.insert_unique(hash, slot, |slot| slot.hash);
+                    order.push_back((hash, bytes));
                 }
             }
-        });
+            while table.len() > capacity {
+                let Some((old_hash, old)) = order.pop_front() else {
+                    break;
+                };
+                if let Ok(occupied) =
+                    table.find_entry(old_hash, |slot| slot.hash == old_hash && slot.key == old)
+                {
+                    dropped.push(occupied.remove().0.value);
+                }
+            }
+        })
     }
 
-    pub(crate) fn remove(&self, key: &[u8]) {
-        if self.map.load().contains_key(key) {
-            self.update(|map, order| {
-                map.remove(key);
-                order.retain(|k| k != key);
-            });
+    /// Removes the entry for `key`; returns it.
+    pub(crate) fn remove(&self, key: &impl KeyParts) -> Vec<Arc<V>> {
+        if self.lookup(key, |_| ()).is_none() {
+            return Vec::new();
         }
+        let hash = key.key_hash();
+        let bytes = key.to_bytes();
+        self.update(|table, order, dropped| {
+            if let Ok(occupied) =
+                table.find_entry(hash, |slot| slot.hash == hash && slot.key == bytes)
+            {
+                dropped.push(occupied.remove().0.value);
+            }
+            order.retain(|(h, k)| !(*h == hash && *k == bytes));
+        })
     }
 
-    /// Drops every entry `keep` refuses.
-    pub(crate) fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
-        self.update(|map, order| {
-            map.retain(|_, v| keep(v));
-            order.retain(|k| map.contains_key(k));
-        });
+    /// Drops every entry `keep` refuses; returns them.
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&V) -> bool) -> Vec<Arc<V>> {
+        self.update(|table, order, dropped| {
+            table.retain(|slot| {
+                let kept = keep(&slot.value);
+                if !kept {
+                    dropped.push(Arc::clone(&slot.value));
+                }
+                kept
+            });
+            order.retain(|(hash, key)| {
+                table
+                    .find(*hash, |slot| slot.hash == *hash && slot.key == *key)
+                    .is_some()
+            });
+        })
+    }
+
+    /// Sums `f` over the entries.
+    pub(crate) fn sum(&self, mut f: impl FnMut(&V) -> u64) -> u64 {
+        self.table.load().iter().map(|slot| f(&slot.value)).sum()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.load().len()
+        self.table.load().len()
+    }
+}
+
+/// The sealing-cache key of a context under a key: the key URI and the context's DEK-scope
+/// pairs, read in place from the context's canonical encoding.
+pub(crate) struct SealKey<'a> {
+    uri_len: [u8; 4],
+    uri: &'a [u8],
+    context: &'a EncryptionContext,
+    scope: &'a [String],
+}
+
+impl<'a> SealKey<'a> {
+    pub(crate) fn new(
+        uri: &'a KeyUri,
+        context: &'a EncryptionContext,
+        scope: &'a [String],
+    ) -> Self {
+        let uri = uri.as_str().as_bytes();
+        Self {
+            uri_len: (uri.len() as u32).to_be_bytes(),
+            uri,
+            context,
+            scope,
+        }
+    }
+}
+
+impl KeyParts for SealKey<'_> {
+    #[inline]
+    fn each_part(&self, mut part: impl FnMut(&[u8]) -> bool) -> bool {
+        if !part(&self.uri_len) || !part(self.uri) {
+            return false;
+        }
+        // Canonical encoding: `u16 count ‖ (u8 key_len ‖ key ‖ u16 value_len ‖ value)*`; each
+        // pair's bytes delimit themselves, so they are parts as they are.
+        let encoded = self.context.canonical_bytes();
+        let mut at = 2;
+        while let Some(&key_len) = encoded.get(at) {
+            let key_end = at + 1 + usize::from(key_len);
+            let (Some(key), Some(value_len)) = (
+                encoded.get(at + 1..key_end),
+                encoded.get(key_end..key_end + 2),
+            ) else {
+                return false;
+            };
+            let end = key_end + 2 + usize::from(u16::from_be_bytes([value_len[0], value_len[1]]));
+            let Some(pair) = encoded.get(at..end) else {
+                return false;
+            };
+            if self.scope.iter().any(|name| name.as_bytes() == key) && !part(pair) {
+                return false;
+            }
+            at = end;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> Vec<String> {
+        vec!["tenant".into(), "table".into(), "column".into()]
+    }
+
+    fn context(text: &str) -> EncryptionContext {
+        EncryptionContext::parse(text).unwrap()
+    }
+
+    fn uri(text: &str) -> KeyUri {
+        KeyUri::parse(text).unwrap()
+    }
+
+    /// Bytes made by a key's parts, hashed and matched the way a lookup does.
+    fn bytes(key: &impl KeyParts) -> Box<[u8]> {
+        let bytes = key.to_bytes();
+        assert!(key.matches(&bytes));
+        bytes
+    }
+
+    #[test]
+    fn seal_keys_use_only_the_scope_pairs() {
+        let scope = scope();
+        let (a, b) = (uri("local://a"), uri("local://b"));
+        let row1 = context("table=customers,column=email,id=1");
+        let row2 = context("id=2,column=email,table=customers");
+        let other_column = context("table=customers,column=phone,id=1");
+        let key = |u, c| bytes(&SealKey::new(u, c, &scope));
+
+        assert_eq!(key(&a, &row1), key(&a, &row2));
+        assert_eq!(
+            SealKey::new(&a, &row1, &scope).key_hash(),
+            SealKey::new(&a, &row2, &scope).key_hash()
+        );
+        assert_ne!(key(&a, &row1), key(&a, &other_column));
+        assert_ne!(key(&a, &row1), key(&b, &row1));
+        // No scope pair at all: the key alone.
+        let (unscoped, other_unscoped) = (context("id=7"), context("id=8"));
+        assert_eq!(key(&a, &unscoped), key(&a, &other_unscoped));
+        assert_ne!(key(&a, &unscoped), key(&a, &row1));
+    }
+
+    #[test]
+    fn a_prefix_or_an_extension_of_a_stored_key_does_not_match() {
+        let scope = scope();
+        let a = uri("local://a");
+        let stored_context = context("table=t,column=c");
+        let stored = bytes(&SealKey::new(&a, &stored_context, &scope));
+        for other in ["table=t", "table=t,column=c,tenant=x", "table=t,column=cc"] {
+            let other = context(other);
+            assert!(!SealKey::new(&a, &other, &scope).matches(&stored));
+        }
+    }
+
+    #[test]
+    fn swap_cache_finds_replaces_evicts_in_order_and_removes() {
+        let scope = scope();
+        let a = uri("local://a");
+        let contexts: Vec<_> = (0..4)
+            .map(|i| context(&format!("table=t{i},column=c")))
+            .collect();
+        let key = |i: usize| SealKey::new(&a, &contexts[i], &scope);
+        let cache = SwapCache::new(3);
+
+        let values = |dropped: Vec<Arc<usize>>| dropped.iter().map(|v| **v).collect::<Vec<_>>();
+
+        for i in 0..3 {
+            assert!(cache.insert(&key(i), Arc::new(i)).is_empty());
+        }
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.with(&key(1), |v| *v), Some(1));
+        assert_eq!(values(cache.insert(&key(1), Arc::new(10))), [1]);
+        assert_eq!(cache.get(&key(1)).as_deref(), Some(&10));
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.sum(|v| *v as u64), 12);
+
+        // The oldest insertion goes first.
+        assert_eq!(values(cache.insert(&key(3), Arc::new(3))), [0]);
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get(&key(0)).is_none());
+        assert!(cache.get(&key(3)).is_some());
+
+        assert_eq!(values(cache.remove(&key(2))), [2]);
+        assert!(cache.remove(&key(2)).is_empty());
+        assert!(cache.get(&key(2)).is_none());
+        assert_eq!(cache.len(), 2);
+        assert_eq!(values(cache.retain(|v| *v != 10)), [10]);
+        assert!(cache.get(&key(1)).is_none());
+        assert_eq!(cache.len(), 1);
+
+        // Evictions follow the remaining order, with no trace of removed keys.
+        for i in [0, 1] {
+            assert!(cache.insert(&key(i), Arc::new(i)).is_empty());
+        }
+        assert_eq!(values(cache.insert(&key(2), Arc::new(2))), [3]);
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get(&key(3)).is_none());
+    }
+
+    #[test]
+    fn a_zero_capacity_cache_holds_nothing() {
+        let scope = scope();
+        let a = uri("local://a");
+        let ctx = context("table=t");
+        let cache = SwapCache::new(0);
+        cache.insert(&SealKey::new(&a, &ctx, &scope), Arc::new(1));
+        assert_eq!(cache.len(), 0);
     }
 }

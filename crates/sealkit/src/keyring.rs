@@ -17,8 +17,8 @@ use sealkit_core::{
 
 use crate::audit::{AuditEvent, AuditSink, JsonlAuditSink, Operation};
 use crate::cache::{
-    BoundedCache, CacheKey, CoarseInstant, LATENCY_SAMPLE, OpenEntry, SealEntry, SwapCache,
-    within_age,
+    BoundedCache, CacheKey, CoarseInstant, LATENCY_SAMPLE, OpenEntry, SealEntry, SealKey,
+    SwapCache, within_age,
 };
 use crate::config::{CacheConfig, Config, Mode};
 use crate::metrics_names as m;
@@ -241,7 +241,8 @@ impl KeyringBuilder {
                 open_hits: metrics::counter!(m::DEK_CACHE_HITS_TOTAL, "cache" => "open"),
                 primaries: std::sync::Mutex::new(HashMap::new()),
                 kms_calls: AtomicU64::new(0),
-                cache_hits: AtomicU64::new(0),
+                open_cache_hits: AtomicU64::new(0),
+                retired_seal_hits: AtomicU64::new(0),
                 cache_misses: AtomicU64::new(0),
             }),
         })
@@ -297,7 +298,11 @@ struct Inner {
     open_hits: metrics::Counter,
     primaries: std::sync::Mutex<HashMap<KeyUri, (KeyVersion, CoarseInstant)>>,
     kms_calls: AtomicU64,
-    cache_hits: AtomicU64,
+    /// Opens served by the unwrap cache.
+    open_cache_hits: AtomicU64,
+    /// Seal hits of the sealing-cache entries dropped so far (those of live entries are read
+    /// from their budgets, so a hit costs no shared counter).
+    retired_seal_hits: AtomicU64,
     cache_misses: AtomicU64,
 }
 
@@ -347,7 +352,9 @@ impl Keyring {
     pub fn stats(&self) -> KeyringStats {
         KeyringStats {
             kms_calls: self.inner.kms_calls.load(Ordering::Relaxed),
-            cache_hits: self.inner.cache_hits.load(Ordering::Relaxed),
+            cache_hits: self.inner.open_cache_hits.load(Ordering::Relaxed)
+                + self.inner.retired_seal_hits.load(Ordering::Relaxed)
+                + self.inner.seal_cache.sum(SealEntry::hits),
             cache_misses: self.inner.cache_misses.load(Ordering::Relaxed),
         }
     }
@@ -485,28 +492,63 @@ impl Keyring {
             );
             return result;
         }
-        let cache_key = self.seal_cache_key(key, context);
         let now = CoarseInstant::now();
-        // A DEK can be exhausted by other tasks between its creation and our seal: retry.
-        for _ in 0..3 {
-            // Fast path: seal under the cache's read lock with the cached DEK, no await.
-            let hit = self.inner.seal_cache.with(cache_key.as_slice(), |entry| {
-                if !entry.admit(&self.inner.cache, plaintext.len(), now) {
-                    return None;
-                }
-                match self.seal_with_entry(entry, key, plaintext, context) {
-                    Err(Error::MessageBudgetExhausted) => None,
-                    result => Some(result),
-                }
-            });
-            if let Some(Some(result)) = hit {
-                self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
-                self.inner.seal_hits.increment(1);
-                return result;
+        if let Some(result) = self.seal_cached(key, plaintext, context, now) {
+            return result;
+        }
+        // The slow path is boxed so that the future of every seal stays small.
+        Box::pin(self.seal_fresh(key, plaintext, context, now)).await
+    }
+
+    /// Seals with the cached DEK for `context`, if one is cached and within its bounds; `None`
+    /// on a miss (a stale entry is dropped).
+    #[inline]
+    fn seal_cached(
+        &self,
+        key: &KeyUri,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+        now: CoarseInstant,
+    ) -> Option<Result<Vec<u8>>> {
+        let cache_key = SealKey::new(key, context, &self.inner.dek_scope);
+        let hit = self.inner.seal_cache.with(&cache_key, |entry| {
+            if !entry.admit(&self.inner.cache, plaintext.len(), now) {
+                return None;
             }
-            if hit.is_some() {
-                // Stale: too old, too many bytes or messages.
-                self.inner.seal_cache.remove(cache_key.as_slice());
+            match self.seal_with_entry(entry, key, plaintext, context) {
+                Err(Error::MessageBudgetExhausted) => None,
+                result => Some(result),
+            }
+        });
+        match hit {
+            Some(Some(result)) => {
+                self.inner.seal_hits.increment(1);
+                Some(result)
+            }
+            // Stale: too old, too many bytes or messages.
+            Some(None) => {
+                self.retire_sealers(self.inner.seal_cache.remove(&cache_key));
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Seals with a fresh DEK, caching it. A DEK can be exhausted by other tasks between its
+    /// creation and our seal: retried a few times.
+    async fn seal_fresh(
+        &self,
+        key: &KeyUri,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+        now: CoarseInstant,
+    ) -> Result<Vec<u8>> {
+        let cache_key = SealKey::new(key, context, &self.inner.dek_scope);
+        for attempt in 0..3 {
+            if attempt > 0
+                && let Some(result) = self.seal_cached(key, plaintext, context, now)
+            {
+                return result;
             }
             self.inner.cache_misses.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(m::DEK_CACHE_MISSES_TOTAL, "cache" => "seal").increment(1);
@@ -514,17 +556,23 @@ impl Keyring {
             entry
                 .bytes
                 .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-            self.inner
-                .seal_cache
-                .insert(cache_key.to_vec(), entry.clone());
+            self.retire_sealers(self.inner.seal_cache.insert(&cache_key, entry.clone()));
             match self.seal_with_entry(&entry, key, plaintext, context) {
                 Err(Error::MessageBudgetExhausted) => {
-                    self.inner.seal_cache.remove(cache_key.as_slice())
+                    self.retire_sealers(self.inner.seal_cache.remove(&cache_key))
                 }
                 result => return result,
             }
         }
         Err(Error::MessageBudgetExhausted)
+    }
+
+    /// Accounts for sealing-cache entries that left the cache.
+    fn retire_sealers(&self, dropped: Vec<Arc<SealEntry>>) {
+        let hits: u64 = dropped.iter().map(|entry| entry.hits()).sum();
+        self.inner
+            .retired_seal_hits
+            .fetch_add(hits, Ordering::Relaxed);
     }
 
     /// Seals with a cached or fresh DEK, recording metrics and the audit event.
@@ -565,13 +613,6 @@ impl Keyring {
         result
     }
 
-    fn seal_cache_key(&self, key: &KeyUri, context: &EncryptionContext) -> CacheKey {
-        let mut cache_key = CacheKey::new();
-        cache_key.push_field(key.as_str().as_bytes());
-        self.scope_key(&mut cache_key, context);
-        cache_key
-    }
-
     /// A weak handle on the sealing DEK cached for `context` under the default key (tests
     /// use it to observe that eviction drops the key).
     #[doc(hidden)]
@@ -580,10 +621,10 @@ impl Keyring {
         context: &EncryptionContext,
     ) -> Option<std::sync::Weak<DekCipher>> {
         let key = self.inner.default_key.as_ref()?;
-        let entry = self
-            .inner
-            .seal_cache
-            .get(self.seal_cache_key(key, context).as_slice())?;
+        let entry =
+            self.inner
+                .seal_cache
+                .get(&SealKey::new(key, context, &self.inner.dek_scope))?;
         Some(Arc::downgrade(&entry.cipher))
     }
 
@@ -721,7 +762,7 @@ impl Keyring {
         let cache_key = self.slot_cache_key(wrapped, uri, version, context);
         if let Some(entry) = self.inner.open_cache.get(cache_key.as_slice()) {
             if within_age(&self.inner.cache, entry.created, now) {
-                self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
+                self.inner.open_cache_hits.fetch_add(1, Ordering::Relaxed);
                 self.inner.open_hits.increment(1);
                 return Ok(entry);
             }
@@ -1022,7 +1063,7 @@ impl Keyring {
             result.as_ref().err(),
         );
         if result.is_ok() {
-            self.inner.seal_cache.retain(|e| &e.key.uri != key);
+            self.retire_sealers(self.inner.seal_cache.retain(|e| &e.key.uri != key));
             self.inner
                 .primaries
                 .lock()
@@ -1112,7 +1153,7 @@ impl Keyring {
             result.as_ref().err(),
         );
         if result.is_ok() && state != VersionState::Enabled {
-            self.inner.seal_cache.retain(|e| e.key != key_ref);
+            self.retire_sealers(self.inner.seal_cache.retain(|e| e.key != key_ref));
             self.inner.open_cache.retain(|e| e.key != key_ref);
         }
         result
