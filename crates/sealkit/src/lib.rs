@@ -59,3 +59,8 @@ pub use sealkit_aws as aws;
 #[cfg(feature = "vault")]
 #[doc(inline)]
 pub use sealkit_vault as vault;
+
+/// The Google Cloud Secret Manager source.
+#[cfg(feature = "gcp")]
+#[doc(inline)]
+pub use sealkit_gcp as gcp;

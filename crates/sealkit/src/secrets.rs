@@ -235,8 +235,9 @@ pub struct SecretSources {
 
 impl SecretSources {
     /// `env`, `file` (relative to the working directory) and, where configured from the
-    /// environment, `vault-kv1` and `vault-kv2` (names `MOUNT/PATH#FIELD`) and `aws-secrets`
-    /// (names `SECRET-ID#FIELD`, versions by id or stage).
+    /// environment, `vault-kv1` and `vault-kv2` (names `MOUNT/PATH#FIELD`), `aws-secrets`
+    /// (names `SECRET-ID#FIELD`, versions by id or stage) and `gcp-secrets` (names `SECRET-ID`
+    /// or `projects/P/secrets/ID`, versions `latest`, a number or an alias).
     pub fn with_defaults() -> Result<Self> {
         let mut s = Self::default();
         s.register("env", Arc::new(EnvSecrets));
@@ -257,6 +258,10 @@ impl SecretSources {
         #[cfg(feature = "aws")]
         if crate::detect::aws_configured() {
             s.register("aws-secrets", Arc::new(sealkit_aws::AwsSecrets::from_env()));
+        }
+        #[cfg(feature = "gcp")]
+        if sealkit_gcp::GcpSettings::configured_in_env() {
+            s.register("gcp-secrets", Arc::new(sealkit_gcp::GcpSecrets::from_env()));
         }
         Ok(s)
     }

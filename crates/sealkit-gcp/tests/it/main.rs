@@ -1,0 +1,267 @@
+//! Tests of the Secret Manager source against the real emulator (started by
+//! `cargo xtask peers up`), spoken to over its REST API as Google's client does.
+
+use std::time::Duration;
+
+use google_cloud_secretmanager_v1::model::{Replication, SecretPayload, replication};
+use sealkit::secrets::{FallbackPolicy, SecretSources};
+use sealkit::{Error, ErrorKind};
+use sealkit_conformance::peers::{peer_env, unique};
+use sealkit_conformance::{FaultMode, FaultProxy};
+use sealkit_core::provider::SecretSource;
+use sealkit_gcp::{GcpSecrets, GcpSettings};
+use secrecy::ExposeSecret;
+
+const PROJECT: &str = "sealkit-test";
+
+fn endpoint() -> Option<String> {
+    peer_env(
+        "SEALKIT_TEST_GCP_SECRETS_ENDPOINT",
+        "the Secret Manager emulator",
+    )
+}
+
+fn source(endpoint: &str) -> GcpSecrets {
+    GcpSecrets::new(
+        GcpSettings::default()
+            .with_project(PROJECT)
+            .with_secrets_endpoint(endpoint)
+            .with_timeout(Duration::from_secs(2)),
+    )
+}
+
+/// Creates a secret with one version per value, each sent with its CRC32C as Google
+/// recommends; returns its id.
+async fn create_secret(source: &GcpSecrets, values: &[&[u8]]) -> String {
+    let id = unique("db-password");
+    let client = source.client().await.unwrap();
+    client
+        .create_secret()
+        .set_parent(format!("projects/{PROJECT}"))
+        .set_secret_id(&id)
+        .set_secret(
+            google_cloud_secretmanager_v1::model::Secret::new()
+                .set_replication(Replication::new().set_automatic(replication::Automatic::new())),
+        )
+        .send()
+        .await
+        .unwrap();
+    for value in values {
+        client
+            .add_secret_version()
+            .set_parent(format!("projects/{PROJECT}/secrets/{id}"))
+            .set_payload(
+                SecretPayload::new()
+                    .set_data(value.to_vec())
+                    .set_data_crc32c(i64::from(crc32c::crc32c(value))),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    id
+}
+
+#[tokio::test]
+async fn latest_numbered_and_disabled_versions() {
+    let Some(endpoint) = endpoint() else { return };
+    let source = source(&endpoint);
+    let id = create_secret(&source, &[b"first", b"second"]).await;
+
+    let latest = source.get_secret(&id, None).await.unwrap();
+    assert_eq!(latest.value.expose_secret().as_slice(), b"second");
+    assert_eq!(latest.version.as_deref(), Some("2"));
+    let first = source.get_secret(&id, Some("1")).await.unwrap();
+    assert_eq!(first.value.expose_secret().as_slice(), b"first");
+    assert_eq!(first.version.as_deref(), Some("1"));
+    let full_name = format!("projects/{PROJECT}/secrets/{id}");
+    let by_resource = source.get_secret(&full_name, Some("latest")).await.unwrap();
+    assert_eq!(by_resource.value.expose_secret().as_slice(), b"second");
+
+    source
+        .client()
+        .await
+        .unwrap()
+        .disable_secret_version()
+        .set_name(format!("{full_name}/versions/1"))
+        .send()
+        .await
+        .unwrap();
+    let disabled = source.get_secret(&id, Some("1")).await.unwrap_err();
+    assert_eq!(disabled.kind(), ErrorKind::KeyDisabled, "{disabled}");
+    // Other versions are unaffected.
+    assert!(source.get_secret(&id, Some("2")).await.is_ok());
+
+    let missing_version = source.get_secret(&id, Some("9")).await.unwrap_err();
+    assert_eq!(
+        missing_version.kind(),
+        ErrorKind::NotFound,
+        "{missing_version}"
+    );
+    let missing = source
+        .get_secret(&unique("missing"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+    assert!(
+        missing.to_string().contains("not found in gcp-secrets"),
+        "{missing}"
+    );
+}
+
+#[tokio::test]
+async fn binary_values_round_trip_unchanged() {
+    let Some(endpoint) = endpoint() else { return };
+    let source = source(&endpoint);
+    let binary: Vec<u8> = (0..=255u8).collect();
+    let id = create_secret(&source, &[&binary]).await;
+    let secret = source.get_secret(&id, None).await.unwrap();
+    assert_eq!(secret.value.expose_secret().as_slice(), binary.as_slice());
+}
+
+#[tokio::test]
+async fn a_payload_that_fails_its_crc32c_is_refused() {
+    let Some(endpoint) = endpoint() else { return };
+    let source = source(&endpoint);
+    let id = create_secret(&source, &[]).await;
+    let client = source.client().await.unwrap();
+    let parent = format!("projects/{PROJECT}/secrets/{id}");
+    // A wrong checksum on the way in: the service refuses the version.
+    let refused = client
+        .add_secret_version()
+        .set_parent(&parent)
+        .set_payload(
+            SecretPayload::new()
+                .set_data(b"value".to_vec())
+                .set_data_crc32c(12345),
+        )
+        .send()
+        .await;
+    assert!(refused.is_err());
+    // No checksum on the way in: the emulator then answers with a checksum of 0 (the real
+    // service computes one), which does not match the payload, so the read is refused.
+    client
+        .add_secret_version()
+        .set_parent(&parent)
+        .set_payload(SecretPayload::new().set_data(b"value".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let error = source.get_secret(&id, None).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(error.to_string().contains("CRC32C"), "{error}");
+}
+
+#[tokio::test]
+async fn values_never_appear_in_debug_output_or_errors() {
+    let Some(endpoint) = endpoint() else { return };
+    let source = source(&endpoint);
+    let id = create_secret(&source, &[b"hunter2-value"]).await;
+    let secret = source.get_secret(&id, None).await.unwrap();
+    assert!(!format!("{secret:?} {source:?}").contains("hunter2"));
+    let error = source.get_secret(&id, Some("5")).await.unwrap_err();
+    assert!(!format!("{error} {error:?}").contains("hunter2"));
+}
+
+#[tokio::test]
+async fn a_chain_falls_back_from_secret_manager_only_as_its_policy_allows() {
+    let Some(endpoint) = endpoint() else { return };
+    let live = source(&endpoint);
+    let id = create_secret(&live, &[b"from-gcp"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db-password"), "from-file\n").unwrap();
+
+    let proxy = FaultProxy::start(endpoint.trim_start_matches("http://").parse().unwrap())
+        .await
+        .unwrap();
+    let mut sources = SecretSources::default();
+    sources.register("gcp-secrets", std::sync::Arc::new(source(&proxy.url())));
+    sources.register(
+        "file",
+        std::sync::Arc::new(sealkit::secrets::FileSecrets::new(dir.path())),
+    );
+    let links = [format!("gcp-secrets:{id}"), "file:db-password".to_string()];
+    let links: Vec<&str> = links.iter().map(String::as_str).collect();
+
+    let chain = sources
+        .chain("db", &links, FallbackPolicy::OnUnavailable)
+        .unwrap();
+    let resolved = chain.resolve().await.unwrap();
+    assert_eq!(
+        resolved.secret.value.expose_secret().as_slice(),
+        b"from-gcp"
+    );
+    assert_eq!(resolved.source, "gcp-secrets");
+
+    // Secret Manager resets connections: the file serves, as the policy allows.
+    proxy.set_mode(FaultMode::Reset);
+    let chain = sources
+        .chain("db", &links, FallbackPolicy::OnUnavailable)
+        .unwrap();
+    let resolved = chain.resolve().await.unwrap();
+    assert_eq!(
+        resolved.secret.value.expose_secret().as_slice(),
+        b"from-file"
+    );
+    assert_eq!(resolved.source, "file");
+    let strict = sources.chain("db", &links, FallbackPolicy::Never).unwrap();
+    let error = strict.resolve().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+
+    // Slower than the request timeout: unavailable, within about that timeout.
+    proxy.set_mode(FaultMode::Delay(Duration::from_secs(30)));
+    let started = std::time::Instant::now();
+    let error = source(&proxy.url())
+        .get_secret(&id, None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn a_killed_emulator_gives_unavailable() {
+    let Some(bin) = peer_env(
+        "SEALKIT_TEST_GCP_SECRETS_BIN",
+        "the Secret Manager emulator",
+    ) else {
+        return;
+    };
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (grpc, port) = (free(), free());
+    let mut emulator = std::process::Command::new(bin)
+        .args([
+            "--grpc-port",
+            &grpc.to_string(),
+            "--http-port",
+            &port.to_string(),
+        ])
+        .env("IAM_MODE", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let source = source(&format!("http://127.0.0.1:{port}"));
+    let id = create_secret(&source, &[b"v"]).await;
+    assert!(source.get_secret(&id, None).await.is_ok());
+    emulator.kill().unwrap();
+    emulator.wait().unwrap();
+    let error = source.get_secret(&id, None).await.unwrap_err();
+    assert!(matches!(error, Error::Unavailable { .. }), "{error}");
+    assert!(
+        error.to_string().contains("check that it is running"),
+        "{error}"
+    );
+}
