@@ -165,6 +165,25 @@ pub struct AuditConfig {
     pub data_operations: Option<bool>,
 }
 
+/// One logical secret (a database password, a legacy key) and where it lives.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretConfig {
+    /// Links tried in order, `SOURCE:NAME[@VERSION]` (`vault-kv2:secret/app#db_password`,
+    /// `env:DB_PASSWORD`).
+    pub sources: Vec<String>,
+    /// When a later link may serve: `never`, `on-unavailable` (default) or `on-any-failure`.
+    #[serde(default)]
+    pub fallback: crate::secrets::FallbackPolicy,
+    /// Seconds a fetched value is reused (default 300; 0 fetches every time).
+    #[serde(default = "default_secret_ttl")]
+    pub ttl_secs: u64,
+}
+
+fn default_secret_ttl() -> u64 {
+    300
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -192,6 +211,9 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Rotation periods by key URI (`"local://customers" = "90d"`), for `keys rotate-due`.
     pub rotation: std::collections::BTreeMap<String, String>,
+    /// Named secrets (`[secrets.db_password]`), served by [`crate::Keyring::secret`] and
+    /// checked by [`crate::Keyring::health`].
+    pub secrets: std::collections::BTreeMap<String, SecretConfig>,
 }
 
 impl Default for Config {
@@ -208,6 +230,7 @@ impl Default for Config {
             legacy: LegacyConfig::default(),
             audit: AuditConfig::default(),
             rotation: std::collections::BTreeMap::new(),
+            secrets: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The [`Keyring`]: sealing and opening through providers, with caching, policy, audit and
 //! metrics.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +24,7 @@ use crate::config::{CacheConfig, Config, Mode};
 use crate::metrics_names as m;
 use crate::random::OsRandom;
 use crate::resilience::{CircuitState, Resilience};
+use crate::secrets::{Resolved, SecretChain, SecretSources};
 use crate::{Error, Result};
 
 /// Counters a report can print (also exported as metrics).
@@ -76,6 +77,7 @@ pub struct KeyringBuilder {
     backend: &'static dyn AeadBackend,
     legacy_key: Option<DataKey>,
     auto_providers: bool,
+    secret_sources: Option<SecretSources>,
 }
 
 impl std::fmt::Debug for KeyringBuilder {
@@ -97,7 +99,15 @@ impl KeyringBuilder {
             backend: default_backend(),
             legacy_key: None,
             auto_providers: true,
+            secret_sources: None,
         }
+    }
+
+    /// The sources the configured secrets (`[secrets.NAME]`) are read from; by default
+    /// [`SecretSources::with_defaults`].
+    pub fn with_secret_sources(mut self, sources: SecretSources) -> Self {
+        self.secret_sources = Some(sources);
+        self
     }
 
     /// Registers a provider for key operations (by its scheme).
@@ -219,6 +229,25 @@ impl KeyringBuilder {
             sinks.push(Arc::new(JsonlAuditSink::open(path)?));
         }
         let max_messages = config.cache.max_messages.clamp(1, algorithm.max_messages());
+        let secrets = if config.secrets.is_empty() {
+            BTreeMap::new()
+        } else {
+            let sources = match self.secret_sources {
+                Some(sources) => sources,
+                None => SecretSources::with_defaults()?,
+            };
+            config
+                .secrets
+                .iter()
+                .map(|(name, secret)| {
+                    let specs: Vec<&str> = secret.sources.iter().map(String::as_str).collect();
+                    let chain = sources
+                        .chain(name, &specs, secret.fallback)?
+                        .with_ttl(Duration::from_secs(secret.ttl_secs));
+                    Ok((name.clone(), chain))
+                })
+                .collect::<Result<_>>()?
+        };
         Ok(Keyring {
             inner: Arc::new(Inner {
                 providers,
@@ -244,6 +273,7 @@ impl KeyringBuilder {
                 open_cache_hits: AtomicU64::new(0),
                 retired_seal_hits: AtomicU64::new(0),
                 cache_misses: AtomicU64::new(0),
+                secrets,
             }),
         })
     }
@@ -304,6 +334,8 @@ struct Inner {
     /// from their budgets, so a hit costs no shared counter).
     retired_seal_hits: AtomicU64,
     cache_misses: AtomicU64,
+    /// The configured secrets, by name.
+    secrets: BTreeMap<String, SecretChain>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -1223,6 +1255,9 @@ impl Keyring {
                 latency: started.elapsed(),
             });
         }
+        for chain in self.inner.secrets.values() {
+            reports.extend(chain.check_links().await);
+        }
         for sink in &self.inner.sinks {
             let started = Instant::now();
             reports.push(HealthReport {
@@ -1232,6 +1267,17 @@ impl Keyring {
             });
         }
         reports
+    }
+
+    /// The configured secret `name` (`[secrets.NAME]`), from the first of its sources that
+    /// serves it under its fallback policy (cached for its TTL).
+    pub async fn secret(&self, name: &str) -> Result<Resolved> {
+        let chain = self.inner.secrets.get(name).ok_or_else(|| {
+            Error::misconfigured(format!(
+                "no secret {name:?} is configured; add a [secrets.{name}] section with its sources"
+            ))
+        })?;
+        chain.resolve().await
     }
 
     /// Number of DEKs cached for sealing and for opening.

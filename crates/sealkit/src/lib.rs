@@ -33,7 +33,7 @@ pub mod random;
 mod resilience;
 pub mod secrets;
 
-pub use config::{Config, Mode};
+pub use config::{Config, Mode, SecretConfig};
 pub use keyring::{HealthReport, Keyring, KeyringBuilder, KeyringStats, RewrapOutcome};
 pub use resilience::CircuitState;
 #[doc(inline)]

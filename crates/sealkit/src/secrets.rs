@@ -90,7 +90,8 @@ impl SecretSource for FileSecrets {
 }
 
 /// When a later source in a chain may serve a secret.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum FallbackPolicy {
     /// Only the first source; its failure is the chain's failure.
@@ -162,6 +163,35 @@ impl SecretChain {
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
+    }
+
+    /// The chain's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Fetches the secret from every link (no cache, no fallback) and reports each one: a
+    /// real round trip per source, as a health check. Values are dropped at once.
+    pub async fn check_links(&self) -> Vec<crate::HealthReport> {
+        let mut reports = Vec::with_capacity(self.links.len());
+        for link in &self.links {
+            let started = Instant::now();
+            let result = link
+                .source
+                .get_secret(&link.name, link.version.as_deref())
+                .await;
+            reports.push(crate::HealthReport {
+                component: format!(
+                    "secret {} via {}:{}",
+                    self.label,
+                    link.source.name(),
+                    link.name
+                ),
+                problem: result.err().map(|e| e.to_string()),
+                latency: started.elapsed(),
+            });
+        }
+        reports
     }
 
     fn may_fall_back(&self, error: &Error) -> bool {

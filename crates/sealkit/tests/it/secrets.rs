@@ -277,3 +277,69 @@ mod vault {
         );
     }
 }
+
+#[tokio::test]
+async fn configured_secrets_resolve_through_the_keyring_and_are_health_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db_password"), "from-file\n").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut config = sealkit::Config::from_toml(
+        r#"
+        [secrets.db_password]
+        sources = ["env:SEALKIT_TEST_SURELY_UNSET_SECRET", "file:db_password"]
+        fallback = "on-any-failure"
+        ttl_secs = 0
+
+        [secrets.api_token]
+        sources = ["file:api_token"]
+        fallback = "never"
+        "#,
+    )
+    .unwrap();
+    config.local.home = home.path().to_path_buf();
+    let mut sources = SecretSources::default();
+    sources.register("env", Arc::new(sealkit::secrets::EnvSecrets));
+    sources.register("file", Arc::new(FileSecrets::new(dir.path())));
+    let keyring = sealkit::Keyring::builder(config.clone())
+        .with_secret_sources(sources.clone())
+        .build()
+        .unwrap();
+
+    let resolved = keyring.secret("db_password").await.unwrap();
+    assert_eq!(resolved.source, "file");
+    assert_eq!(
+        resolved.secret.value.expose_secret().as_slice(),
+        b"from-file"
+    );
+    let missing = keyring.secret("api_token").await.unwrap_err();
+    assert_eq!(missing.kind(), sealkit::ErrorKind::NotFound, "{missing}");
+    let unknown = keyring.secret("nope").await.unwrap_err();
+    assert!(unknown.to_string().contains("[secrets.nope]"), "{unknown}");
+
+    // Health fetches from every link of every configured secret, and says which failed.
+    let reports = keyring.health().await;
+    let report = |component: &str| {
+        reports
+            .iter()
+            .find(|r| r.component == component)
+            .unwrap_or_else(|| panic!("no {component} in {reports:?}"))
+    };
+    assert!(report("secret db_password via file:db_password").is_healthy());
+    let env = report("secret db_password via env:SEALKIT_TEST_SURELY_UNSET_SECRET");
+    assert!(
+        env.problem.as_deref().unwrap().contains("not found"),
+        "{env:?}"
+    );
+    assert!(!report("secret api_token via file:api_token").is_healthy());
+    // Nothing reports a value.
+    assert!(!format!("{reports:?}").contains("from-file"));
+
+    // A link to a source that is not configured is refused when the keyring is built.
+    let mut bad = config;
+    bad.secrets.get_mut("api_token").unwrap().sources = vec!["vault-kv9:x".into()];
+    let error = sealkit::Keyring::builder(bad)
+        .with_secret_sources(sources)
+        .build()
+        .unwrap_err();
+    assert!(error.to_string().contains("vault-kv9"), "{error}");
+}
