@@ -1,7 +1,7 @@
 //! Mapping of AWS SDK errors onto the core's kinds.
 
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
-use sealkit_core::Error;
+use sealkit_core::{Error, error_chain};
 
 /// Maps an SDK error for `what` (e.g. "Decrypt with aws-kms://alias/pii#v2").
 pub(crate) fn map<E, R>(provider: &str, error: SdkError<E, R>, what: &str) -> Error
@@ -52,15 +52,4 @@ where
         }
         _ => Error::misconfigured(format!("{what}: {}", error_chain(&error))),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -229,3 +229,53 @@ impl Error {
         }
     }
 }
+
+/// `error` and each of its sources, joined by `": "` — for messages about errors of other
+/// crates (SDK errors often keep the useful part in a source).
+pub fn error_chain(error: &dyn core::error::Error) -> String {
+    use core::fmt::Write;
+    let mut out = String::new();
+    let _ = write!(out, "{error}");
+    let mut source = error.source();
+    while let Some(s) = source {
+        let _ = write!(out, ": {s}");
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl core::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn error_chain_joins_every_source() {
+        let error = Layer(
+            "dispatch failure",
+            Some(Box::new(Layer(
+                "io error",
+                Some(Box::new(Layer("connection refused", None))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&error),
+            "dispatch failure: io error: connection refused"
+        );
+        assert_eq!(error_chain(&Layer("alone", None)), "alone");
+    }
+}

@@ -32,7 +32,7 @@ pub use algorithm::Algorithm;
 pub use backend::{AeadBackend, PreparedAead, default_backend};
 pub use context::{ContextBuilder, EncryptionContext};
 pub use envelope::{Envelope, EnvelopeLayout, FORMAT_VERSION, MAGIC};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, error_chain};
 pub use key::{DataKey, KeyRef, KeyUri, KeyVersion, WrappedKey};
 pub use random::SecureRandom;
 pub use seal::{COMMITMENT_LEN, DEK_ID_LEN, DekCipher, MessageBudget};

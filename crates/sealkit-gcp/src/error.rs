@@ -2,7 +2,7 @@
 
 use google_cloud_gax::error::Error as GaxError;
 use google_cloud_gax::error::rpc::Code;
-use sealkit_core::Error;
+use sealkit_core::{Error, error_chain};
 
 /// Maps a client error for `what` (e.g. "secret version projects/p/secrets/db/versions/3").
 pub(crate) fn map(provider: &str, error: GaxError, what: &str) -> Error {
@@ -58,15 +58,4 @@ fn from_code(provider: &str, code: Code, what: &str, detail: String) -> Error {
         Code::FailedPrecondition => Error::KeyDisabled { key: detail },
         _ => Error::invalid_input(detail),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

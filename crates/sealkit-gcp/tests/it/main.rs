@@ -183,27 +183,19 @@ async fn a_chain_falls_back_from_secret_manager_only_as_its_policy_allows() {
     let links = [format!("gcp-secrets:{id}"), "file:db-password".to_string()];
     let links: Vec<&str> = links.iter().map(String::as_str).collect();
 
-    let chain = sources
-        .chain("db", &links, FallbackPolicy::OnUnavailable)
-        .unwrap();
-    let resolved = chain.resolve().await.unwrap();
-    assert_eq!(
-        resolved.secret.value.expose_secret().as_slice(),
-        b"from-gcp"
-    );
-    assert_eq!(resolved.source, "gcp-secrets");
-
+    // A fresh chain each time, so that no cached value answers.
+    let served_by = async |expected_source: &str, expected: &[u8]| {
+        let chain = sources
+            .chain("db", &links, FallbackPolicy::OnUnavailable)
+            .unwrap();
+        let resolved = chain.resolve().await.unwrap();
+        assert_eq!(resolved.secret.value.expose_secret().as_slice(), expected);
+        assert_eq!(resolved.source, expected_source);
+    };
+    served_by("gcp-secrets", b"from-gcp").await;
     // Secret Manager resets connections: the file serves, as the policy allows.
     proxy.set_mode(FaultMode::Reset);
-    let chain = sources
-        .chain("db", &links, FallbackPolicy::OnUnavailable)
-        .unwrap();
-    let resolved = chain.resolve().await.unwrap();
-    assert_eq!(
-        resolved.secret.value.expose_secret().as_slice(),
-        b"from-file"
-    );
-    assert_eq!(resolved.source, "file");
+    served_by("file", b"from-file").await;
     let strict = sources.chain("db", &links, FallbackPolicy::Never).unwrap();
     let error = strict.resolve().await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
