@@ -55,7 +55,8 @@ enum Command {
     /// Create, rotate, list, enable, disable or destroy master keys.
     #[command(subcommand)]
     Keys(commands::KeysCommand),
-    /// Check every configured provider, the legacy key and the audit sink.
+    /// Check every configured provider, secret source ([secrets.NAME]), the legacy key and the
+    /// audit sink.
     Health,
     /// Re-encrypt a table's columns: legacy formats to KMS envelopes, KEK rotation, provider to
     /// provider. Resumable; several workers may share a job on PostgreSQL.

@@ -435,6 +435,108 @@ fn aws_kms_keys_and_secrets_through_the_cli() {
     assert_eq!(ok(&out), b"us-east-1");
 }
 
+/// Google Cloud Secret Manager, configured only by the usual variables plus the endpoint
+/// override: `secrets get` by version, and `health` fetching a configured secret.
+#[test]
+fn gcp_secret_manager_through_the_cli_and_health() {
+    use google_cloud_secretmanager_v1::model::{Replication, Secret, SecretPayload, replication};
+    use sealkit_conformance::peers::{peer_env, unique};
+    let Some(endpoint) = peer_env(
+        "SEALKIT_TEST_GCP_SECRETS_ENDPOINT",
+        "the Secret Manager emulator",
+    ) else {
+        return;
+    };
+    let project = "sealkit-cli";
+    let id = unique("cli-db");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let source = sealkit_gcp::GcpSecrets::new(
+            sealkit_gcp::GcpSettings::default().with_secrets_endpoint(endpoint.as_str()),
+        );
+        let client = source.client().await.unwrap();
+        client
+            .create_secret()
+            .set_parent(format!("projects/{project}"))
+            .set_secret_id(&id)
+            .set_secret(
+                Secret::new().set_replication(
+                    Replication::new().set_automatic(replication::Automatic::new()),
+                ),
+            )
+            .send()
+            .await
+            .unwrap();
+        for value in [&b"first-password"[..], b"second-password"] {
+            client
+                .add_secret_version()
+                .set_parent(format!("projects/{project}/secrets/{id}"))
+                .set_payload(
+                    SecretPayload::new()
+                        .set_data(value.to_vec())
+                        .set_data_crc32c(i64::from(crc32c::crc32c(value))),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let env = [
+        ("GOOGLE_CLOUD_PROJECT", project),
+        ("SEALKIT_GCP_SECRETS_ENDPOINT", endpoint.as_str()),
+    ];
+    let run = |args: &[&str]| sealkit_with(h, &env, args, b"");
+    assert_eq!(
+        ok(&run(&["secrets", "get", &format!("gcp-secrets:{id}@1")])),
+        b"first-password"
+    );
+    assert_eq!(
+        ok(&run(&["secrets", "get", &format!("gcp-secrets:{id}")])),
+        b"second-password"
+    );
+
+    let config = h.join("sealkit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_key = \"local://app\"\n\n[secrets.db_password]\nsources = [\"gcp-secrets:{id}\"]\n\n[secrets.missing]\nsources = [\"gcp-secrets:{id}@7\"]\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    ok(&run(&["--config", config, "keys", "create", "local://app"]));
+    let out = run(&["--config", config, "--json", "health"]);
+    assert_eq!(out.status.code(), Some(6), "a configured secret is missing");
+    // The report, then the error (one JSON document per line).
+    let health: serde_json::Value = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    let check = |component: String| {
+        health["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["component"] == component.as_str())
+            .unwrap_or_else(|| panic!("no {component} in {health}"))
+            .clone()
+    };
+    assert_eq!(
+        check(format!("secret db_password via gcp-secrets:{id}"))["healthy"],
+        true
+    );
+    let missing = check(format!("secret missing via gcp-secrets:{id}"));
+    assert_eq!(missing["healthy"], false);
+    assert!(
+        missing["problem"].as_str().unwrap().contains("not found"),
+        "{missing}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("password\""));
+}
+
 /// Kill the migration worker with SIGKILL at 10 points of a 100,000-row job, restart it each
 /// time: at the end every row opens under the target key with its original plaintext.
 #[test]
