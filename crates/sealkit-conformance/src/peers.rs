@@ -34,3 +34,27 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A peer process a test started for itself: killed and reaped when dropped, so that a failing
+/// test leaves no server behind.
+#[derive(Debug)]
+pub struct OwnedPeer(std::process::Child);
+
+impl OwnedPeer {
+    /// Takes ownership of `child`.
+    pub fn new(child: std::process::Child) -> Self {
+        Self(child)
+    }
+
+    /// Kills the process now and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for OwnedPeer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -237,12 +237,14 @@ async fn killed_moto_gives_unavailable_within_the_timeouts() {
         .local_addr()
         .unwrap()
         .port();
-    let mut moto = std::process::Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut moto = sealkit_conformance::peers::OwnedPeer::new(
+        std::process::Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let endpoint = format!("http://127.0.0.1:{port}");
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -259,8 +261,7 @@ async fn killed_moto_gives_unavailable_within_the_timeouts() {
         .unwrap();
     let c = EncryptionContext::parse("table=t,column=c,id=1").unwrap();
     let sealed = keyring.seal(b"kept", &c).await.unwrap();
-    moto.kill().unwrap();
-    moto.wait().unwrap();
+    moto.kill();
     let started = std::time::Instant::now();
     let err = keyring
         .seal(

@@ -227,18 +227,20 @@ async fn a_killed_emulator_gives_unavailable() {
             .port()
     };
     let (grpc, port) = (free(), free());
-    let mut emulator = std::process::Command::new(bin)
-        .args([
-            "--grpc-port",
-            &grpc.to_string(),
-            "--http-port",
-            &port.to_string(),
-        ])
-        .env("IAM_MODE", "off")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut emulator = sealkit_conformance::peers::OwnedPeer::new(
+        std::process::Command::new(bin)
+            .args([
+                "--grpc-port",
+                &grpc.to_string(),
+                "--http-port",
+                &port.to_string(),
+            ])
+            .env("IAM_MODE", "off")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
@@ -248,8 +250,7 @@ async fn a_killed_emulator_gives_unavailable() {
     let source = source(&format!("http://127.0.0.1:{port}"));
     let id = create_secret(&source, &[b"v"]).await;
     assert!(source.get_secret(&id, None).await.is_ok());
-    emulator.kill().unwrap();
-    emulator.wait().unwrap();
+    emulator.kill();
     let error = source.get_secret(&id, None).await.unwrap_err();
     assert!(matches!(error, Error::Unavailable { .. }), "{error}");
     assert!(

@@ -1,7 +1,9 @@
 //! Faults: the peer killed mid-run, slow and resetting connections.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use sealkit_conformance::peers::OwnedPeer;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,22 +35,24 @@ fn ctx(id: u32) -> EncryptionContext {
     EncryptionContext::parse(&format!("table=t,column=c,id={id}")).unwrap()
 }
 
-fn start_bao(bin: &str, port: u16) -> Child {
-    Command::new(bin)
-        .args([
-            "server",
-            "-dev",
-            "-dev-root-token-id=fault-root",
-            &format!("-dev-listen-address=127.0.0.1:{port}"),
-        ])
-        .env(
-            "BAO_CLUSTER_ADDR",
-            format!("https://127.0.0.1:{}", port + 1),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start a private OpenBao")
+fn start_bao(bin: &str, port: u16) -> OwnedPeer {
+    OwnedPeer::new(
+        Command::new(bin)
+            .args([
+                "server",
+                "-dev",
+                "-dev-root-token-id=fault-root",
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ])
+            .env(
+                "BAO_CLUSTER_ADDR",
+                format!("https://127.0.0.1:{}", port + 1),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a private OpenBao"),
+    )
 }
 
 async fn wait_healthy(port: u16) {
@@ -114,8 +118,7 @@ async fn killed_peer_gives_unavailable_opens_the_circuit_and_recovers() {
         .unwrap();
     let sealed = keyring.seal(b"before the crash", &ctx(1)).await.unwrap();
 
-    bao.kill().unwrap();
-    bao.wait().unwrap();
+    bao.kill();
     // A new scope needs a new DEK: the KMS call fails after its retries, within the timeouts.
     let started = std::time::Instant::now();
     let err = keyring
@@ -164,8 +167,7 @@ async fn killed_peer_gives_unavailable_opens_the_circuit_and_recovers() {
         .await;
     assert!(matches!(answer, Err(Error::NotFound { .. })), "{answer:?}");
     assert_eq!(keyring.circuit_state("vault-transit"), CircuitState::Closed);
-    bao.kill().unwrap();
-    bao.wait().unwrap();
+    bao.kill();
 }
 
 #[tokio::test]
