@@ -10,6 +10,7 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, KeyState};
 use sealkit_core::provider::{
     GeneratedDataKey, KeyAdmin, KeyEncryption, KeyMetadata, KeyVersionInfo, VersionState,
+    refuse_retiring_primary, version_not_found,
 };
 use sealkit_core::{
     DataKey, EncryptionContext, Error, KeyRef, KeyUri, KeyVersion, Result, WrappedKey,
@@ -514,16 +515,12 @@ impl KeyAdmin for AwsKms {
         let versions = self.load_versions(name).await?;
         let n = version
             .as_number()
-            .ok_or_else(|| Error::not_found(PROVIDER, format!("key version {key_ref}")))?;
+            .ok_or_else(|| version_not_found(PROVIDER, &key_ref))?;
         let id = versions
             .by_version
             .get(&n)
-            .ok_or_else(|| Error::not_found(PROVIDER, format!("key version {key_ref}")))?;
-        if versions.primary == Some(n) && state != VersionState::Enabled {
-            return Err(Error::invalid_input(format!(
-                "{key_ref} is the primary version; rotate the key before disabling it"
-            )));
-        }
+            .ok_or_else(|| version_not_found(PROVIDER, &key_ref))?;
+        refuse_retiring_primary(&key_ref, versions.primary == Some(n), state)?;
         let client = self.client().await;
         let what = format!("changing {key_ref}");
         match state {

@@ -222,3 +222,14 @@ pub trait SecretSource: Send + Sync + Debug {
 pub fn version_not_found(provider: &str, key: &KeyRef) -> Error {
     Error::not_found(provider, alloc::format!("key version {key}"))
 }
+
+/// Refuses to move the primary version of a key out of [`VersionState::Enabled`]: new data is
+/// sealed under it, so the key must be rotated first. Any version may be enabled.
+pub fn refuse_retiring_primary(key: &KeyRef, is_primary: bool, state: VersionState) -> Result<()> {
+    if is_primary && state != VersionState::Enabled {
+        return Err(Error::invalid_input(alloc::format!(
+            "{key} is the primary version; rotate the key before disabling it"
+        )));
+    }
+    Ok(())
+}

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use sealkit_core::provider::{
     GeneratedDataKey, KeyAdmin, KeyEncryption, KeyMetadata, KeyVersionInfo, VersionState,
+    refuse_retiring_primary, version_not_found,
 };
 use sealkit_core::{
     Algorithm, DataKey, EncryptionContext, Error, KeyRef, KeyUri, KeyVersion, PreparedAead, Result,
@@ -646,16 +647,12 @@ impl KeyAdmin for LocalKeyStore {
         let key_ref = KeyRef::new(key.clone(), version.clone());
         let number = parse_version(version, &key_ref)?;
         self.update(name, |file| {
-            if file.primary == number && state != VersionState::Enabled {
-                return Err(Error::invalid_input(format!(
-                    "{key_ref} is the primary version; rotate the key before disabling it"
-                )));
-            }
+            refuse_retiring_primary(&key_ref, file.primary == number, state)?;
             let v = file
                 .versions
                 .iter_mut()
                 .find(|v| v.version == number)
-                .ok_or_else(|| Error::not_found("local", format!("key version {key_ref}")))?;
+                .ok_or_else(|| version_not_found("local", &key_ref))?;
             v.state = match (v.state, state) {
                 (State::Destroyed, VersionState::Destroyed) => State::Destroyed,
                 (State::Destroyed, _) => {

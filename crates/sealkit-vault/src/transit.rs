@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use sealkit_core::provider::{
     GeneratedDataKey, KeyAdmin, KeyEncryption, KeyMetadata, KeyVersionInfo, VersionState,
+    refuse_retiring_primary, version_not_found,
 };
 use sealkit_core::{
     DataKey, EncryptionContext, Error, KeyRef, KeyUri, KeyVersion, Result, WrappedKey,
@@ -417,16 +418,12 @@ impl KeyAdmin for VaultTransit {
         let key_ref = KeyRef::new(key.clone(), version.clone());
         let n = version
             .as_number()
-            .ok_or_else(|| Error::not_found("vault", format!("key version {key_ref}")))?;
+            .ok_or_else(|| version_not_found("vault", &key_ref))?;
         let meta = self.key_metadata(key).await?;
         if !meta.versions.iter().any(|v| v.version == *version) {
-            return Err(Error::not_found("vault", format!("key version {key_ref}")));
+            return Err(version_not_found("vault", &key_ref));
         }
-        if meta.primary == *version && state != VersionState::Enabled {
-            return Err(Error::invalid_input(format!(
-                "{key_ref} is the primary version; rotate the key before disabling it"
-            )));
-        }
+        refuse_retiring_primary(&key_ref, meta.primary == *version, state)?;
         let floor = match state {
             VersionState::Enabled => n,
             _ => n + 1,
