@@ -74,6 +74,15 @@ fn ciphertext_version(ciphertext: &str) -> Result<u64> {
         .ok_or(Error::InvalidCiphertext)
 }
 
+/// A DEK wrapped by `key` as the Transit ciphertext `ciphertext`, at the version it names.
+fn wrapped_key(key: &KeyUri, ciphertext: String) -> Result<WrappedKey> {
+    let version = ciphertext_version(&ciphertext)?;
+    Ok(WrappedKey::new(
+        KeyRef::new(key.clone(), KeyVersion::number(version)),
+        ciphertext.into_bytes(),
+    ))
+}
+
 fn decode_dek(plaintext_b64: &str) -> Result<DataKey> {
     let bytes = Zeroizing::new(
         b64()
@@ -185,11 +194,7 @@ impl VaultTransit {
         )
         .await
         .map_err(|e| map(e, &format!("encrypt with {key}")))?;
-        let version = ciphertext_version(&reply.ciphertext)?;
-        Ok(WrappedKey::new(
-            KeyRef::new(key.clone(), KeyVersion::number(version)),
-            reply.ciphertext.into_bytes(),
-        ))
+        wrapped_key(key, reply.ciphertext)
     }
 }
 
@@ -227,12 +232,10 @@ impl KeyEncryption for VaultTransit {
         .map_err(|e| map(e, &format!("datakey with {key}")))?;
         let plaintext = Zeroizing::new(reply.plaintext.unwrap_or_default());
         let dek = decode_dek(&plaintext)?;
-        let version = ciphertext_version(&reply.ciphertext)?;
-        let wrapped = WrappedKey::new(
-            KeyRef::new(key.clone(), KeyVersion::number(version)),
-            reply.ciphertext.into_bytes(),
-        );
-        Ok(GeneratedDataKey::new(dek, wrapped))
+        Ok(GeneratedDataKey::new(
+            dek,
+            wrapped_key(key, reply.ciphertext)?,
+        ))
     }
 
     async fn wrap(
@@ -297,11 +300,7 @@ impl KeyEncryption for VaultTransit {
         )
         .await
         .map_err(|e| map(e, &format!("rewrap with {target}")))?;
-        let version = ciphertext_version(&reply.ciphertext)?;
-        Ok(WrappedKey::new(
-            KeyRef::new(target.clone(), KeyVersion::number(version)),
-            reply.ciphertext.into_bytes(),
-        ))
+        wrapped_key(target, reply.ciphertext)
     }
 
     async fn key_metadata(&self, key: &KeyUri) -> Result<KeyMetadata> {
