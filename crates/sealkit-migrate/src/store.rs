@@ -238,6 +238,26 @@ impl SqliteStore {
         f(&mut conn).map_err(|e| db_err(what, e))
     }
 
+    /// The job's rows that `sql` selects, with its two parameters bound to `args`.
+    fn query_rows(
+        &self,
+        spec: &JobSpec,
+        sql: &str,
+        args: [i64; 2],
+        what: &str,
+    ) -> Result<Vec<Row>> {
+        self.with(
+            |c| {
+                let mut stmt = c.prepare_cached(sql)?;
+                let rows = stmt.query_map(params![args[0], args[1]], |r| {
+                    sqlite_row(r, spec.columns.len())
+                })?;
+                rows.collect()
+            },
+            what,
+        )
+    }
+
     fn add_chunks(
         tx: &rusqlite::Transaction<'_>,
         spec: &JobSpec,
@@ -350,16 +370,7 @@ impl Store for SqliteStore {
             spec.table,
             pk = spec.pk
         );
-        self.with(
-            |c| {
-                let mut stmt = c.prepare_cached(&sql)?;
-                let rows = stmt.query_map(params![chunk.lo, chunk.hi], |r| {
-                    sqlite_row(r, spec.columns.len())
-                })?;
-                rows.collect()
-            },
-            "reading a chunk",
-        )
+        self.query_rows(spec, &sql, [chunk.lo, chunk.hi], "reading a chunk")
     }
 
     async fn commit(
@@ -506,15 +517,7 @@ impl Store for SqliteStore {
             spec.table,
             pk = spec.pk
         );
-        self.with(
-            |c| {
-                let mut stmt = c.prepare_cached(&sql)?;
-                let rows =
-                    stmt.query_map(params![after, limit], |r| sqlite_row(r, spec.columns.len()))?;
-                rows.collect()
-            },
-            "scanning",
-        )
+        self.query_rows(spec, &sql, [after, limit], "scanning")
     }
 }
 
@@ -571,6 +574,22 @@ impl PgStore {
             client: tokio::sync::Mutex::new(client),
             url: url.to_string(),
         })
+    }
+
+    /// The job's rows that `sql` selects, with its two parameters bound to `args`.
+    async fn query_rows(
+        &self,
+        spec: &JobSpec,
+        sql: &str,
+        args: [i64; 2],
+        what: &str,
+    ) -> Result<Vec<Row>> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(sql, &[&args[0], &args[1]])
+            .await
+            .map_err(|e| db_err(what, e))?;
+        Ok(rows.iter().map(|r| pg_row(r, spec.columns.len())).collect())
     }
 
     fn select(spec: &JobSpec) -> String {
@@ -724,12 +743,8 @@ impl Store for PgStore {
             spec.table,
             pk = spec.pk
         );
-        let client = self.client.lock().await;
-        let rows = client
-            .query(&sql, &[&chunk.lo, &chunk.hi])
+        self.query_rows(spec, &sql, [chunk.lo, chunk.hi], "reading a chunk")
             .await
-            .map_err(|e| db_err("reading a chunk", e))?;
-        Ok(rows.iter().map(|r| pg_row(r, spec.columns.len())).collect())
     }
 
     async fn commit(
@@ -890,11 +905,7 @@ impl Store for PgStore {
             spec.table,
             pk = spec.pk
         );
-        let client = self.client.lock().await;
-        let rows = client
-            .query(&sql, &[&after, &limit])
+        self.query_rows(spec, &sql, [after, limit], "scanning")
             .await
-            .map_err(|e| db_err("scanning", e))?;
-        Ok(rows.iter().map(|r| pg_row(r, spec.columns.len())).collect())
     }
 }
