@@ -4,9 +4,9 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use sealkit::random::OsRandom;
 use sealkit::{Config, EncryptionContext, KeyUri, Keyring};
+use sealkit_benches::time_in_task;
 use sealkit_core::{Algorithm, DataKey, DekCipher, KeyRef, WrappedKey, default_backend};
 use std::hint::black_box;
-use std::time::Instant;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -38,40 +38,29 @@ fn bench(c: &mut Criterion) {
     group.bench_function("core_seal", |b| {
         b.iter(|| black_box(cipher.seal(&OsRandom, &ctx, &field).unwrap()))
     });
-    // Each batch of iterations runs inside one task, as an application awaits inside its own
-    // task: the executor's per-`block_on` cost is not part of a seal.
+    // Each batch of iterations runs inside one task (`time_in_task`), as an application awaits
+    // inside its own task: the executor's per-`block_on` cost is not part of a seal.
+    let sealed = rt.block_on(keyring.seal(&field, &ctx)).unwrap();
+    let (k, field_ref, ctx_ref, sealed_ref) = (&keyring, &field, &ctx, &sealed);
     group.bench_function("facade_seal", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    black_box(keyring.seal(&field, &ctx).await.unwrap());
-                }
-                started.elapsed()
+            time_in_task(&rt, iters, move || async move {
+                k.seal(field_ref, ctx_ref).await.unwrap()
             })
         })
     });
-    let sealed = rt.block_on(keyring.seal(&field, &ctx)).unwrap();
     group.bench_function("facade_round_trip", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    let s = keyring.seal(&field, &ctx).await.unwrap();
-                    black_box(keyring.open(&s, &ctx).await.unwrap());
-                }
-                started.elapsed()
+            time_in_task(&rt, iters, move || async move {
+                let s = k.seal(field_ref, ctx_ref).await.unwrap();
+                k.open(&s, ctx_ref).await.unwrap()
             })
         })
     });
     group.bench_function("facade_open", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    black_box(keyring.open(&sealed, &ctx).await.unwrap());
-                }
-                started.elapsed()
+            time_in_task(&rt, iters, move || async move {
+                k.open(sealed_ref, ctx_ref).await.unwrap()
             })
         })
     });

@@ -9,21 +9,11 @@ use std::time::Instant;
 use sealkit::core::legacy::{self, LegacyFormat};
 use sealkit::random::OsRandom;
 use sealkit::{Config, DataKey, KeyUri, Keyring};
+use sealkit_benches::peer;
 use sealkit_migrate::{ColumnSpec, JobSpec, Migrator, PgStore, SqliteStore, Store};
 
 const ROWS: i64 = 100_000;
 const LEGACY: [u8; 32] = [0x42; 32];
-
-fn peer(var: &str) -> Option<String> {
-    if let Ok(v) = std::env::var(var) {
-        return Some(v);
-    }
-    let env = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/peers.env");
-    std::fs::read_to_string(env)
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{var}=")).map(str::to_string))
-}
 
 fn values() -> (Vec<i64>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let key = DataKey::from_bytes(LEGACY);

@@ -4,23 +4,11 @@
 //! Run: `cargo xtask bench providers`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sealkit::config::CacheConfig;
 use sealkit::{Config, EncryptionContext, KeyUri, Keyring};
-use std::hint::black_box;
-
-fn peer(var: &str) -> Option<String> {
-    if let Ok(v) = std::env::var(var) {
-        return Some(v);
-    }
-    let env = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/peers.env");
-    std::fs::read_to_string(env)
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{var}=")).map(str::to_string))
-}
+use sealkit_benches::{peer, time_in_task};
 
 struct Subject {
     name: &'static str,
@@ -28,7 +16,7 @@ struct Subject {
     builder: Box<dyn Fn(Config) -> Keyring>,
 }
 
-fn subjects(home: &std::path::Path) -> Vec<Subject> {
+fn subjects() -> Vec<Subject> {
     let mut out = vec![Subject {
         name: "local",
         key: "local://bench".into(),
@@ -73,7 +61,6 @@ fn subjects(home: &std::path::Path) -> Vec<Subject> {
     } else {
         eprintln!("skipped aws: moto is not running (cargo xtask peers up)");
     }
-    let _ = home;
     out
 }
 
@@ -86,7 +73,7 @@ fn bench(c: &mut Criterion) {
     let home = tempfile::tempdir().unwrap();
     let field = [0x61u8; 64];
     let ctx = EncryptionContext::parse("table=customers,column=email,id=1").unwrap();
-    for subject in subjects(home.path()) {
+    for subject in subjects() {
         let config = |cache: CacheConfig| {
             let mut config = Config::default();
             config.default_key = Some(subject.key.clone());
@@ -102,25 +89,18 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("provider/{}", subject.name));
         group.sample_size(20);
         for (label, keyring) in [("cached", &cached), ("uncached", &uncached)] {
+            let (field, ctx, sealed) = (&field, &ctx, &sealed);
             group.bench_function(format!("seal_{label}"), |b| {
                 b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let started = Instant::now();
-                        for _ in 0..iters {
-                            black_box(keyring.seal(&field, &ctx).await.unwrap());
-                        }
-                        started.elapsed()
+                    time_in_task(&rt, iters, move || async move {
+                        keyring.seal(field, ctx).await.unwrap()
                     })
                 })
             });
             group.bench_function(format!("open_{label}"), |b| {
                 b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let started = Instant::now();
-                        for _ in 0..iters {
-                            black_box(keyring.open(&sealed, &ctx).await.unwrap());
-                        }
-                        started.elapsed()
+                    time_in_task(&rt, iters, move || async move {
+                        keyring.open(sealed, ctx).await.unwrap()
                     })
                 })
             });

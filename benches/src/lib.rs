@@ -1,1 +1,33 @@
-//! Criterion benchmarks of Sealkit live in `benches/`; run them with `cargo xtask bench`.
+//! Helpers shared by the criterion benchmarks in `benches/`; run them with `cargo xtask bench`.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// The value of `var`, or else its line in `target/peers/peers.env` (written by
+/// `cargo xtask peers up`); `None` when the peer is not running.
+pub fn peer(var: &str) -> Option<String> {
+    if let Ok(v) = std::env::var(var) {
+        return Some(v);
+    }
+    let env = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/peers.env");
+    std::fs::read_to_string(env)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{var}=")).map(str::to_string))
+}
+
+/// Times `iters` awaits of `op()` inside one task on `rt`, as an application awaits inside
+/// its own task: the executor's per-`block_on` cost is not part of what is measured.
+pub fn time_in_task<Op, Fut>(rt: &tokio::runtime::Runtime, iters: u64, mut op: Op) -> Duration
+where
+    Op: FnMut() -> Fut,
+    Fut: Future,
+{
+    rt.block_on(async {
+        let started = Instant::now();
+        for _ in 0..iters {
+            std::hint::black_box(op().await);
+        }
+        started.elapsed()
+    })
+}
