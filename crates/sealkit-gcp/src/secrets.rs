@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_secretmanager_v1::client::SecretManagerService;
+use google_cloud_secretmanager_v1::model::{Replication, SecretPayload, replication};
 use sealkit_core::provider::{Secret, SecretSource};
 use sealkit_core::{Error, Result};
 
@@ -64,30 +65,35 @@ impl GcpSecrets {
             .await
     }
 
-    /// The resource name of version `version` of secret `name`.
-    pub fn version_name(&self, name: &str, version: Option<&str>) -> Result<String> {
-        let secret = if name.starts_with("projects/") {
+    /// The resource name of secret `name` (an id of the configured project, or a resource
+    /// name as it is).
+    pub fn secret_name(&self, name: &str) -> Result<String> {
+        if name.starts_with("projects/") {
             if !is_secret_resource(name) {
                 return Err(Error::invalid_input(format!(
                     "{name:?} is not a secret resource name; expected projects/P/secrets/ID"
                 )));
             }
-            name.to_string()
-        } else {
-            if !is_id(name) {
-                return Err(Error::invalid_input(format!(
-                    "{name:?} is not a secret id (letters, digits, '-' and '_'), nor \
-                     projects/P/secrets/ID"
-                )));
-            }
-            let project = self.settings.project().ok_or_else(|| {
-                Error::misconfigured(format!(
-                    "secret {name} has no project; set GOOGLE_CLOUD_PROJECT or name it \
-                     projects/P/secrets/{name}"
-                ))
-            })?;
-            format!("projects/{project}/secrets/{name}")
-        };
+            return Ok(name.to_string());
+        }
+        if !is_id(name) {
+            return Err(Error::invalid_input(format!(
+                "{name:?} is not a secret id (letters, digits, '-' and '_'), nor \
+                 projects/P/secrets/ID"
+            )));
+        }
+        let project = self.settings.project().ok_or_else(|| {
+            Error::misconfigured(format!(
+                "secret {name} has no project; set GOOGLE_CLOUD_PROJECT or name it \
+                 projects/P/secrets/{name}"
+            ))
+        })?;
+        Ok(format!("projects/{project}/secrets/{name}"))
+    }
+
+    /// The resource name of version `version` (`latest` when `None`) of secret `name`.
+    pub fn version_name(&self, name: &str, version: Option<&str>) -> Result<String> {
+        let secret = self.secret_name(name)?;
         let version = version.unwrap_or("latest");
         if !is_id(version) {
             return Err(Error::invalid_input(format!(
@@ -96,6 +102,55 @@ impl GcpSecrets {
         }
         Ok(format!("{secret}/versions/{version}"))
     }
+
+    /// Creates secret `name`, replicated automatically, with no version yet.
+    pub async fn create_secret(&self, name: &str) -> Result<()> {
+        let secret = self.secret_name(name)?;
+        let (parent, id) = secret
+            .rsplit_once("/secrets/")
+            .ok_or_else(|| Error::invalid_input(format!("{secret:?} names no secret")))?;
+        self.client()
+            .await?
+            .create_secret()
+            .set_parent(parent)
+            .set_secret_id(id)
+            .set_secret(
+                google_cloud_secretmanager_v1::model::Secret::new().set_replication(
+                    Replication::new().set_automatic(replication::Automatic::new()),
+                ),
+            )
+            .send()
+            .await
+            .map_err(|e| map(PROVIDER, e, &format!("creating secret {secret}")))?;
+        Ok(())
+    }
+
+    /// Adds `value` as the newest version of secret `name`, sent with its CRC32C so that the
+    /// service checks it on the way in; returns the new version.
+    pub async fn add_version(&self, name: &str, value: &[u8]) -> Result<String> {
+        let secret = self.secret_name(name)?;
+        let added = self
+            .client()
+            .await?
+            .add_secret_version()
+            .set_parent(&secret)
+            .set_payload(
+                SecretPayload::new()
+                    .set_data(value.to_vec())
+                    .set_data_crc32c(i64::from(crc32c::crc32c(value))),
+            )
+            .send()
+            .await
+            .map_err(|e| map(PROVIDER, e, &format!("adding a version to {secret}")))?;
+        Ok(version_of(&added.name).unwrap_or_default())
+    }
+}
+
+/// The version at the end of a version's resource name (`…/versions/3` → `3`).
+fn version_of(resource: &str) -> Option<String> {
+    resource
+        .rsplit_once("/versions/")
+        .map(|(_, v)| v.to_string())
 }
 
 /// A secret id, version number or alias: letters, digits, `-` and `_`, at most 255 bytes.
@@ -147,11 +202,10 @@ impl SecretSource for GcpSecrets {
                 ),
             ));
         }
-        let served = response
-            .name
-            .rsplit_once("/versions/")
-            .map(|(_, v)| v.to_string());
-        Ok(Secret::new(payload.data.to_vec(), served))
+        Ok(Secret::new(
+            payload.data.to_vec(),
+            version_of(&response.name),
+        ))
     }
 }
 

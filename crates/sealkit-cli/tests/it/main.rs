@@ -439,7 +439,6 @@ fn aws_kms_keys_and_secrets_through_the_cli() {
 /// override: `secrets get` by version, and `health` fetching a configured secret.
 #[test]
 fn gcp_secret_manager_through_the_cli_and_health() {
-    use google_cloud_secretmanager_v1::model::{Replication, Secret, SecretPayload, replication};
     use sealkit_conformance::peers::{peer_env, unique};
     let Some(endpoint) = peer_env(
         "SEALKIT_TEST_GCP_SECRETS_ENDPOINT",
@@ -452,33 +451,13 @@ fn gcp_secret_manager_through_the_cli_and_health() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let source = sealkit_gcp::GcpSecrets::new(
-            sealkit_gcp::GcpSettings::default().with_secrets_endpoint(endpoint.as_str()),
+            sealkit_gcp::GcpSettings::default()
+                .with_project(project)
+                .with_secrets_endpoint(endpoint.as_str()),
         );
-        let client = source.client().await.unwrap();
-        client
-            .create_secret()
-            .set_parent(format!("projects/{project}"))
-            .set_secret_id(&id)
-            .set_secret(
-                Secret::new().set_replication(
-                    Replication::new().set_automatic(replication::Automatic::new()),
-                ),
-            )
-            .send()
-            .await
-            .unwrap();
+        source.create_secret(&id).await.unwrap();
         for value in [&b"first-password"[..], b"second-password"] {
-            client
-                .add_secret_version()
-                .set_parent(format!("projects/{project}/secrets/{id}"))
-                .set_payload(
-                    SecretPayload::new()
-                        .set_data(value.to_vec())
-                        .set_data_crc32c(i64::from(crc32c::crc32c(value))),
-                )
-                .send()
-                .await
-                .unwrap();
+            source.add_version(&id, value).await.unwrap();
         }
     });
     let home = tempfile::tempdir().unwrap();

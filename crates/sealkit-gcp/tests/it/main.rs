@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use google_cloud_secretmanager_v1::model::{Replication, SecretPayload, replication};
+use google_cloud_secretmanager_v1::model::SecretPayload;
 use sealkit::secrets::{FallbackPolicy, SecretSources};
 use sealkit::{Error, ErrorKind};
 use sealkit_conformance::peers::{peer_env, unique};
@@ -30,34 +30,13 @@ fn source(endpoint: &str) -> GcpSecrets {
     )
 }
 
-/// Creates a secret with one version per value, each sent with its CRC32C as Google
-/// recommends; returns its id.
+/// Creates a secret with one version per value (each sent with its CRC32C); returns its id.
 async fn create_secret(source: &GcpSecrets, values: &[&[u8]]) -> String {
     let id = unique("db-password");
-    let client = source.client().await.unwrap();
-    client
-        .create_secret()
-        .set_parent(format!("projects/{PROJECT}"))
-        .set_secret_id(&id)
-        .set_secret(
-            google_cloud_secretmanager_v1::model::Secret::new()
-                .set_replication(Replication::new().set_automatic(replication::Automatic::new())),
-        )
-        .send()
-        .await
-        .unwrap();
-    for value in values {
-        client
-            .add_secret_version()
-            .set_parent(format!("projects/{PROJECT}/secrets/{id}"))
-            .set_payload(
-                SecretPayload::new()
-                    .set_data(value.to_vec())
-                    .set_data_crc32c(i64::from(crc32c::crc32c(value))),
-            )
-            .send()
-            .await
-            .unwrap();
+    source.create_secret(&id).await.unwrap();
+    for (n, value) in values.iter().enumerate() {
+        let version = source.add_version(&id, value).await.unwrap();
+        assert_eq!(version, (n + 1).to_string());
     }
     id
 }
