@@ -316,6 +316,37 @@ fn metrics_listener_serves_prometheus_while_a_job_runs() {
     assert!(body.contains(r#"provider="local""#));
 }
 
+/// The key contract every provider follows through the CLI: `keys create`, `encrypt`,
+/// `decrypt`, `keys rotate`, then `rewrap`, which changes the key slot only. Returns the
+/// envelope sealed under v1 and its rewrapped copy.
+fn create_seal_rotate_rewrap(
+    run: &dyn Fn(&[&str], &[u8]) -> Output,
+    key: &str,
+) -> (Vec<u8>, Vec<u8>) {
+    ok(&run(&["keys", "create", key], b""));
+    let sealed = ok(&run(
+        &["encrypt", "--key", key, "--context", CTX],
+        b"alice@example.com",
+    ))
+    .to_vec();
+    assert_eq!(
+        ok(&run(&["decrypt", "--context", CTX], &sealed)),
+        b"alice@example.com"
+    );
+    ok(&run(&["keys", "rotate", key], b""));
+    let rewrapped = ok(&run(&["rewrap", "--context", CTX], &sealed)).to_vec();
+    assert_eq!(
+        rewrapped[rewrapped.len() - 16..],
+        sealed[sealed.len() - 16..],
+        "data ciphertext untouched"
+    );
+    assert_eq!(
+        ok(&run(&["decrypt", "--context", CTX], &rewrapped)),
+        b"alice@example.com"
+    );
+    (sealed, rewrapped)
+}
+
 /// The CLI contract with Vault Transit keys, configured only by VAULT_ADDR and VAULT_TOKEN.
 #[test]
 fn vault_transit_keys_through_the_cli() {
@@ -335,27 +366,7 @@ fn vault_transit_keys_through_the_cli() {
     ];
     let run = |args: &[&str], stdin: &[u8]| sealkit_with(h, &env, args, stdin);
     let key = format!("vault-transit://transit/{}", unique("cli"));
-    ok(&run(&["keys", "create", &key], b""));
-    let sealed = ok(&run(
-        &["encrypt", "--key", &key, "--context", CTX],
-        b"alice@example.com",
-    ))
-    .to_vec();
-    assert_eq!(
-        ok(&run(&["decrypt", "--context", CTX], &sealed)),
-        b"alice@example.com"
-    );
-    ok(&run(&["keys", "rotate", &key], b""));
-    let rewrapped = ok(&run(&["rewrap", "--context", CTX], &sealed)).to_vec();
-    assert_eq!(
-        rewrapped[rewrapped.len() - 16..],
-        sealed[sealed.len() - 16..],
-        "data ciphertext untouched"
-    );
-    assert_eq!(
-        ok(&run(&["decrypt", "--context", CTX], &rewrapped)),
-        b"alice@example.com"
-    );
+    create_seal_rotate_rewrap(&run, &key);
     // Local and Vault envelopes open through one invocation style.
     ok(&run(&["keys", "create", "local://customers"], b""));
     let local = ok(&run(
@@ -396,18 +407,7 @@ fn aws_kms_keys_and_secrets_through_the_cli() {
     ];
     let run = |args: &[&str], stdin: &[u8]| sealkit_with(h, &env, args, stdin);
     let key = format!("aws-kms://alias/{}", unique("cli"));
-    ok(&run(&["keys", "create", &key], b""));
-    let sealed = ok(&run(
-        &["encrypt", "--key", &key, "--context", CTX],
-        b"alice@example.com",
-    ))
-    .to_vec();
-    assert_eq!(
-        ok(&run(&["decrypt", "--context", CTX], &sealed)),
-        b"alice@example.com"
-    );
-    ok(&run(&["keys", "rotate", &key], b""));
-    let rewrapped = ok(&run(&["rewrap", "--context", CTX], &sealed)).to_vec();
+    let (sealed, rewrapped) = create_seal_rotate_rewrap(&run, &key);
     ok(&run(&["keys", "disable", &format!("{key}#v1")], b""));
     assert_eq!(
         ok(&run(&["decrypt", "--context", CTX], &rewrapped)),
