@@ -32,6 +32,34 @@ fn fill(path: &std::path::Path, rows: i64) {
     tx.commit().unwrap();
 }
 
+/// A customers table of `rows` rows in a fresh directory, a keyring there with the target
+/// key `customers`, and a store over the database.
+struct Fixture {
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    keyring: sealkit::Keyring,
+    key: sealkit::KeyUri,
+    store: Arc<dyn Store>,
+}
+
+impl Fixture {
+    async fn new(rows: i64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        fill(&path, rows);
+        let keyring = keyring(dir.path());
+        let key = target(&keyring, "customers").await;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
+        Self {
+            dir,
+            path,
+            keyring,
+            key,
+            store,
+        }
+    }
+}
+
 async fn check_all(
     keyring: &sealkit::Keyring,
     path: &std::path::Path,
@@ -74,12 +102,13 @@ async fn check_all(
 
 #[tokio::test]
 async fn legacy_to_kms_then_rotation_then_idempotent_rerun() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("app.db");
-    fill(&path, 2000);
-    let keyring = keyring(dir.path());
-    let key = target(&keyring, "customers").await;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
+    let Fixture {
+        dir: _dir,
+        path,
+        keyring,
+        key,
+        store,
+    } = Fixture::new(2000).await;
     let job = migrator(&keyring, legacy_job("to-kms", key.clone()), store.clone());
 
     let plan = job.plan().await.unwrap();
@@ -188,12 +217,13 @@ async fn legacy_to_kms_then_rotation_then_idempotent_rerun() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_application_writes_are_preserved() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("app.db");
-    fill(&path, 3000);
-    let keyring = keyring(dir.path());
-    let key = target(&keyring, "customers").await;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
+    let Fixture {
+        dir: _dir,
+        path,
+        keyring,
+        key,
+        store,
+    } = Fixture::new(3000).await;
     let job = migrator(&keyring, legacy_job("live", key.clone()), store);
 
     // While the job runs, the application updates existing rows and inserts new ones. Half of
@@ -256,17 +286,18 @@ async fn concurrent_application_writes_are_preserved() {
 
 #[tokio::test]
 async fn undeclared_or_wrong_key_values_are_counted_not_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("app.db");
-    fill(&path, 100);
+    let Fixture {
+        dir: _dir,
+        path,
+        keyring,
+        key,
+        store,
+    } = Fixture::new(100).await;
     {
         let db = rusqlite::Connection::open(&path).unwrap();
         // Row 5 was written with another key: it cannot be converted and must stay as it is.
         db.execute("UPDATE customers SET email = X'00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00' WHERE id = 5", []).unwrap();
     }
-    let keyring = keyring(dir.path());
-    let key = target(&keyring, "customers").await;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
     let job = migrator(&keyring, legacy_job("partial", key), store);
     let report = job.run("w1", &quiet).await.unwrap();
     assert_eq!(report.failed, 1);
@@ -285,12 +316,13 @@ async fn undeclared_or_wrong_key_values_are_counted_not_lost() {
 
 #[tokio::test]
 async fn reseal_gives_every_value_a_fresh_data_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("app.db");
-    fill(&path, 600);
-    let keyring = keyring(dir.path());
-    let key = target(&keyring, "customers").await;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
+    let Fixture {
+        dir: _dir,
+        path,
+        keyring,
+        key,
+        store,
+    } = Fixture::new(600).await;
     migrator(&keyring, legacy_job("to-kms", key.clone()), store.clone())
         .run("w1", &quiet)
         .await
