@@ -58,3 +58,11 @@ impl Drop for OwnedPeer {
         self.kill();
     }
 }
+
+/// The test OpenBao's address and root token (each through [`peer_env`]).
+pub fn vault_peer() -> Option<(String, String)> {
+    Some((
+        peer_env("SEALKIT_TEST_VAULT_ADDR", "OpenBao")?,
+        peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao")?,
+    ))
+}

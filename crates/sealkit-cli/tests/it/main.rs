@@ -350,11 +350,8 @@ fn create_seal_rotate_rewrap(
 /// The CLI contract with Vault Transit keys, configured only by VAULT_ADDR and VAULT_TOKEN.
 #[test]
 fn vault_transit_keys_through_the_cli() {
-    use sealkit_conformance::peers::{peer_env, unique};
-    let (Some(addr), Some(token)) = (
-        peer_env("SEALKIT_TEST_VAULT_ADDR", "OpenBao"),
-        peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao"),
-    ) else {
+    use sealkit_conformance::peers::{unique, vault_peer};
+    let Some((addr, token)) = vault_peer() else {
         return;
     };
     let home = tempfile::tempdir().unwrap();
@@ -704,11 +701,8 @@ fn scheduled_rotation_rotates_only_due_keys() {
 
 #[test]
 fn vault_native_rotation_period_is_set_at_the_provider() {
-    use sealkit_conformance::peers::{peer_env, unique};
-    let (Some(addr), Some(token)) = (
-        peer_env("SEALKIT_TEST_VAULT_ADDR", "OpenBao"),
-        peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao"),
-    ) else {
+    use sealkit_conformance::peers::{unique, vault_peer};
+    let Some((addr, token)) = vault_peer() else {
         return;
     };
     let home = tempfile::tempdir().unwrap();

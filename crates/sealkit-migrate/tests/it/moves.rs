@@ -4,15 +4,12 @@ use std::sync::Arc;
 
 use sealkit::vault::{VaultAuth, VaultConfig, VaultTransit};
 use sealkit::{Config, EncryptionContext, KeyUri, Keyring};
-use sealkit_conformance::peers::{peer_env, unique};
+use sealkit_conformance::peers::{unique, vault_peer};
 use sealkit_migrate::{ColumnSpec, JobSpec, Migrator, SqliteStore, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_to_vault_then_retire_the_local_provider() {
-    let (Some(addr), Some(token)) = (
-        peer_env("SEALKIT_TEST_VAULT_ADDR", "OpenBao"),
-        peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao"),
-    ) else {
+    let Some((addr, token)) = vault_peer() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -100,10 +97,7 @@ fn quiet(_: &sealkit_migrate::Counts) {}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_transit_ciphertexts_are_migrated_to_envelopes() {
     use base64::Engine;
-    let (Some(addr), Some(token)) = (
-        peer_env("SEALKIT_TEST_VAULT_ADDR", "OpenBao"),
-        peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao"),
-    ) else {
+    let Some((addr, token)) = vault_peer() else {
         return;
     };
     let settings = vaultrs::client::VaultClientSettingsBuilder::default()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sealkit::vault::{VaultAuth, VaultConfig, VaultTransit};
 use sealkit::{Config, KeyUri, Keyring};
-use sealkit_conformance::peers::{peer_env, unique};
+use sealkit_conformance::peers::{peer_env, unique, vault_peer};
 use sealkit_conformance::{FaultMode, FaultProxy};
 use sealkit_migrate::{PgStore, Store};
 
@@ -106,11 +106,9 @@ async fn four_workers_share_one_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kms_outage_pauses_the_job_until_the_kms_is_back() {
-    let (Some(url), Some(vault_addr), Some(token)) = (
-        peer_env("SEALKIT_TEST_PG_URL", "PostgreSQL"),
-        peer_env("SEALKIT_TEST_VAULT_ADDR", "OpenBao"),
-        peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao"),
-    ) else {
+    let (Some(url), Some((vault_addr, token))) =
+        (peer_env("SEALKIT_TEST_PG_URL", "PostgreSQL"), vault_peer())
+    else {
         return;
     };
     let table = fill(&url, 3000).await;

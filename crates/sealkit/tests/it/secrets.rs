@@ -209,15 +209,12 @@ async fn env_and_file_sources_from_text_specs() {
 mod vault {
     use super::*;
     use sealkit::vault::{KvVersion, VaultAuth, VaultConfig, VaultKv};
-    use sealkit_conformance::peers::{peer_env, unique};
+    use sealkit_conformance::peers::{unique, vault_peer};
     use sealkit_conformance::{FaultMode, FaultProxy};
 
     #[tokio::test(flavor = "current_thread")]
     async fn vault_kv_then_env_against_openbao() {
-        let (Some(addr), Some(token)) = (
-            peer_env("SEALKIT_TEST_VAULT_ADDR", "OpenBao"),
-            peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao"),
-        ) else {
+        let Some((addr, token)) = vault_peer() else {
             return;
         };
         let settings = vaultrs::client::VaultClientSettingsBuilder::default()
