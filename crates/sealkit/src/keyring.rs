@@ -124,12 +124,27 @@ impl KeyringBuilder {
 
     /// Registers a provider for both key operations and administration.
     pub fn with_managed_provider<P: KeyEncryption + KeyAdmin + 'static>(
-        self,
+        mut self,
         provider: Arc<P>,
     ) -> Self {
-        let scheme = provider.scheme().to_string();
-        self.with_provider(provider.clone())
-            .with_admin(&scheme, provider)
+        self.add_managed(provider);
+        self
+    }
+
+    fn add_managed<P: KeyEncryption + KeyAdmin + 'static>(&mut self, provider: Arc<P>) {
+        self.admins
+            .push((provider.scheme().to_string(), provider.clone()));
+        self.providers.push(provider);
+    }
+
+    /// Whether auto-detection may register a provider for `scheme` (it is on, and no provider
+    /// for that scheme was registered explicitly).
+    #[cfg_attr(
+        not(any(feature = "local", feature = "vault", feature = "aws")),
+        allow(dead_code)
+    )]
+    fn may_detect(&self, scheme: &str) -> bool {
+        self.auto_providers && !self.providers.iter().any(|p| p.scheme() == scheme)
     }
 
     /// Adds an audit sink (besides `tracing` and the configured file).
@@ -157,53 +172,32 @@ impl KeyringBuilder {
     }
 
     /// Builds the keyring, auto-detecting providers from the configuration and environment.
+    #[cfg_attr(
+        not(any(feature = "local", feature = "vault", feature = "aws")),
+        allow(unused_mut)
+    )]
     pub fn build(mut self) -> Result<Keyring> {
-        let config = self.config;
-        let algorithm = config.algorithm()?;
-        let default_key = config.default_key()?;
+        let algorithm = self.config.algorithm()?;
+        let default_key = self.config.default_key()?;
         #[cfg(feature = "local")]
-        if self.auto_providers
-            && !self
-                .providers
-                .iter()
-                .any(|p| p.scheme() == sealkit_local::SCHEME)
-        {
-            let passphrase = std::env::var(&config.local.passphrase_env)
+        if self.may_detect(sealkit_local::SCHEME) {
+            let passphrase = std::env::var(&self.config.local.passphrase_env)
                 .ok()
                 .map(secrecy::SecretString::from);
-            let store = Arc::new(sealkit_local::LocalKeyStore::open(
-                &config.local.home,
-                passphrase,
-            )?);
-            self.providers.push(store.clone());
-            self.admins.push((sealkit_local::SCHEME.to_string(), store));
+            let store = sealkit_local::LocalKeyStore::open(&self.config.local.home, passphrase)?;
+            self.add_managed(Arc::new(store));
         }
         #[cfg(feature = "vault")]
-        if self.auto_providers
-            && !self
-                .providers
-                .iter()
-                .any(|p| p.scheme() == sealkit_vault::SCHEME)
-            && crate::detect::vault_configured()
-        {
-            let vault = Arc::new(sealkit_vault::VaultTransit::from_env()?);
+        if self.may_detect(sealkit_vault::SCHEME) && crate::detect::vault_configured() {
+            self.add_managed(Arc::new(sealkit_vault::VaultTransit::from_env()?));
             tracing::info!("Vault Transit provider configured from VAULT_ADDR");
-            self.providers.push(vault.clone());
-            self.admins.push((sealkit_vault::SCHEME.to_string(), vault));
         }
         #[cfg(feature = "aws")]
-        if self.auto_providers
-            && !self
-                .providers
-                .iter()
-                .any(|p| p.scheme() == sealkit_aws::SCHEME)
-            && crate::detect::aws_configured()
-        {
-            let kms = Arc::new(sealkit_aws::AwsKms::from_env());
+        if self.may_detect(sealkit_aws::SCHEME) && crate::detect::aws_configured() {
+            self.add_managed(Arc::new(sealkit_aws::AwsKms::from_env()));
             tracing::info!("AWS KMS provider configured from the AWS environment");
-            self.providers.push(kms.clone());
-            self.admins.push((sealkit_aws::SCHEME.to_string(), kms));
         }
+        let config = self.config;
         let providers: HashMap<String, Arc<dyn KeyEncryption>> = self
             .providers
             .into_iter()
