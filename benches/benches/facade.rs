@@ -16,8 +16,10 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let home = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.default_key = Some("local://bench".into());
-    config.local.home = home.path().to_path_buf();
+    config.default_key = Some(KeyUri::parse("local://bench").unwrap());
+    config
+        .provider("local")
+        .set("home", home.path().to_str().unwrap());
     let keyring = Keyring::builder(config).build().unwrap();
     rt.block_on(keyring.create_key(&KeyUri::parse("local://bench").unwrap()))
         .unwrap();
@@ -69,8 +71,10 @@ fn bench(c: &mut Criterion) {
     // KMS calls per 100,000 sealed fields (one scope) with default caching: printed, not timed.
     let fresh_home = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.default_key = Some("local://count".into());
-    config.local.home = fresh_home.path().to_path_buf();
+    config.default_key = Some(KeyUri::parse("local://count").unwrap());
+    config
+        .provider("local")
+        .set("home", fresh_home.path().to_str().unwrap());
     let counting = Keyring::builder(config).build().unwrap();
     rt.block_on(async {
         counting

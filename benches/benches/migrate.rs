@@ -84,7 +84,9 @@ fn main() {
     rt.block_on(async {
         let home = tempfile::tempdir().unwrap();
         let mut config = Config::default();
-        config.local.home = home.path().to_path_buf();
+        config
+        .provider("local")
+        .set("home", home.path().to_str().unwrap());
         let keyring = Keyring::builder(config).build().unwrap();
         let key = KeyUri::parse("local://bench").unwrap();
         keyring.create_key(&key).await.unwrap();

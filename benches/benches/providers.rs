@@ -30,7 +30,7 @@ fn subjects() -> Vec<Subject> {
             name: "vault",
             key: format!("vault-transit://transit/bench-{}", std::process::id()),
             builder: Box::new(move |c| {
-                let vault = sealkit::vault::VaultConfig::new(
+                let vault = sealkit::vault::VaultSettings::new(
                     addr.clone(),
                     sealkit::vault::VaultAuth::Token(token.clone().into()),
                 );
@@ -76,8 +76,10 @@ fn bench(c: &mut Criterion) {
     for subject in subjects() {
         let config = |cache: CacheConfig| {
             let mut config = Config::default();
-            config.default_key = Some(subject.key.clone());
-            config.local.home = home.path().to_path_buf();
+            config.default_key = Some(KeyUri::parse(&subject.key).unwrap());
+            config
+                .provider("local")
+                .set("home", home.path().to_str().unwrap());
             config.cache = cache;
             config
         };

@@ -23,8 +23,10 @@ fn bench(c: &mut Criterion) {
     // Sealkit: local provider, default caching (one DEK for the run).
     let home = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.default_key = Some("local://bench".into());
-    config.local.home = home.path().to_path_buf();
+    config.default_key = Some(sealkit::KeyUri::parse("local://bench").unwrap());
+    config
+        .provider("local")
+        .set("home", home.path().to_str().unwrap());
     let keyring = Keyring::builder(config).build().unwrap();
     rt.block_on(keyring.create_key(&KeyUri::parse("local://bench").unwrap())).unwrap();
     group.bench_function("sealkit", |b| {

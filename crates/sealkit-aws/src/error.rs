@@ -7,9 +7,9 @@ use sealkit_core::{Error, error_chain};
 pub(crate) fn map<E, R>(provider: &str, error: SdkError<E, R>, what: &str) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    match &error {
+    let mapped = match &error {
         SdkError::ServiceError(service) => {
             let e = service.err();
             let code = e.code().unwrap_or("Unknown");
@@ -19,9 +19,7 @@ where
                 "NotFoundException" | "ResourceNotFoundException" => {
                     Error::not_found(provider, what.to_string())
                 }
-                "DisabledException" | "KMSInvalidStateException" => {
-                    Error::KeyDisabled { key: detail }
-                }
+                "DisabledException" | "KMSInvalidStateException" => Error::key_disabled(what),
                 "InvalidCiphertextException" | "IncorrectKeyException" => Error::InvalidCiphertext,
                 "AccessDeniedException"
                 | "AccessDenied"
@@ -42,7 +40,7 @@ where
                 | "InternalFailure"
                 | "ServiceUnavailable" => Error::unavailable(provider, detail),
                 "AlreadyExistsException" | "ResourceExistsException" => {
-                    Error::invalid_input(format!("{detail}; it already exists"))
+                    Error::already_exists(provider, what)
                 }
                 _ => Error::invalid_input(detail),
             }
@@ -51,5 +49,6 @@ where
             Error::unavailable(provider, format!("{what}: {}", error_chain(&error)))
         }
         _ => Error::misconfigured(format!("{what}: {}", error_chain(&error))),
-    }
+    };
+    mapped.with_source(error)
 }

@@ -21,7 +21,7 @@ use crate::error::map;
 
 /// The URI scheme of KMS keys.
 pub const SCHEME: &str = "aws-kms";
-const PROVIDER: &str = "aws-kms";
+const PROVIDER: &str = SCHEME;
 /// How long a version's enabled/disabled state is trusted before asking KMS again.
 const STATE_TTL: Duration = Duration::from_secs(30);
 
@@ -46,6 +46,12 @@ fn target(key: &KeyUri) -> Result<Target<'_>> {
         ))),
         None => Ok(Target::Unmanaged(key.path())),
     }
+}
+
+/// Whether `NAME/vN` is a version alias (after `alias/`).
+fn is_version_alias(rest: &str) -> bool {
+    rest.rsplit_once("/v")
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The versions of a managed key, from its aliases.
@@ -98,11 +104,6 @@ impl AwsKms {
             versions: Mutex::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// A provider from the environment ([`AwsSettings::from_env`]).
-    pub fn from_env() -> Self {
-        Self::new(AwsSettings::from_env())
     }
 
     async fn client(&self) -> &Client {
@@ -225,9 +226,7 @@ impl AwsKms {
         if enabled {
             Ok(())
         } else {
-            Err(Error::KeyDisabled {
-                key: what.to_string(),
-            })
+            Err(Error::key_disabled(what))
         }
     }
 
@@ -458,12 +457,17 @@ impl AwsKms {
 
 #[async_trait]
 impl KeyAdmin for AwsKms {
+    fn scheme(&self) -> &str {
+        SCHEME
+    }
+
     async fn create_key(&self, key: &KeyUri) -> Result<KeyMetadata> {
         let name = Self::managed(key)?;
         if self.load_versions(name).await?.primary.is_some() {
-            return Err(Error::invalid_input(format!(
-                "key {key} already exists; use `keys rotate` to add a version"
-            )));
+            return Err(Error::already_exists(
+                PROVIDER,
+                format!("key {key} (use `sealkit keys rotate` to add a version)"),
+            ));
         }
         let id = self.create_version(name, 1).await?;
         self.client()
@@ -502,6 +506,88 @@ impl KeyAdmin for AwsKms {
 
     async fn list_versions(&self, key: &KeyUri) -> Result<Vec<KeyVersionInfo>> {
         Ok(self.key_metadata(key).await?.versions)
+    }
+
+    /// The keys Sealkit manages (`alias/NAME`, whose versions are `alias/NAME/vN`); a
+    /// `prefix` matches the whole path, `alias/` included.
+    async fn list_keys(&self, prefix: Option<&str>) -> Result<Vec<KeyUri>> {
+        let mut pages = self
+            .client()
+            .await
+            .list_aliases()
+            .into_paginator()
+            .items()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(alias) = pages.next().await {
+            let alias = alias.map_err(|e| map(PROVIDER, e, "ListAliases"))?;
+            let Some(name) = alias.alias_name() else {
+                continue;
+            };
+            let managed = name.strip_prefix("alias/").is_some_and(|rest| {
+                !rest.starts_with("aws/")
+                    && !is_version_alias(rest)
+                    && alias.target_key_id().is_some()
+            });
+            if managed && prefix.is_none_or(|p| name.starts_with(p)) {
+                keys.push(KeyUri::parse(&format!("{SCHEME}://{name}"))?);
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Schedules the deletion of every version's KMS key (after the settings' window, 30 days
+    /// by default) and removes the key's aliases at once, so nothing new is sealed under it.
+    /// Returns the earliest deletion date.
+    async fn delete_key(&self, key: &KeyUri) -> Result<Option<u64>> {
+        let client = self.client().await;
+        let (key_ids, aliases) = match target(key)? {
+            Target::Managed(name) => {
+                let versions = self.load_versions(name).await?;
+                if versions.primary.is_none() && versions.by_version.is_empty() {
+                    return Err(Error::not_found(PROVIDER, format!("key {key}")));
+                }
+                let mut aliases: Vec<String> = versions
+                    .by_version
+                    .keys()
+                    .map(|v| format!("alias/{name}/v{v}"))
+                    .collect();
+                aliases.push(format!("alias/{name}"));
+                (
+                    versions.by_version.into_values().collect::<Vec<_>>(),
+                    aliases,
+                )
+            }
+            Target::Unmanaged(id) => (vec![id.to_string()], Vec::new()),
+        };
+        let mut earliest: Option<u64> = None;
+        for id in &key_ids {
+            let scheduled = client
+                .schedule_key_deletion()
+                .key_id(id)
+                .pending_window_in_days(self.settings.deletion_window_days())
+                .send()
+                .await
+                .map_err(|e| map(PROVIDER, e, &format!("ScheduleKeyDeletion of {key} ({id})")))?;
+            if let Some(date) = scheduled.deletion_date() {
+                let secs = u64::try_from(date.secs()).unwrap_or(0);
+                earliest = Some(earliest.map_or(secs, |e| e.min(secs)));
+            }
+        }
+        for alias in &aliases {
+            client
+                .delete_alias()
+                .alias_name(alias)
+                .send()
+                .await
+                .map_err(|e| map(PROVIDER, e, &format!("DeleteAlias {alias}")))?;
+        }
+        if let Target::Managed(name) = target(key)? {
+            self.forget(name);
+        }
+        tracing::warn!(key = %key, deletion_unix = ?earliest, "AWS KMS key scheduled for deletion");
+        Ok(earliest)
     }
 
     async fn set_version_state(

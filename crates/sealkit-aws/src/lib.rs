@@ -22,4 +22,4 @@ mod settings;
 
 pub use kms::{AwsKms, SCHEME};
 pub use secrets::AwsSecrets;
-pub use settings::AwsSettings;
+pub use settings::{AwsSettings, PROVIDER};

@@ -35,13 +35,7 @@ impl AwsSecrets {
         }
     }
 
-    /// A source from the environment.
-    pub fn from_env() -> Self {
-        Self::new(AwsSettings::from_env())
-    }
-
-    /// The client, e.g. to create test secrets.
-    pub async fn client(&self) -> &Client {
+    async fn client(&self) -> &Client {
         self.client
             .get_or_init(|| async { Client::new(&self.settings.load().await) })
             .await

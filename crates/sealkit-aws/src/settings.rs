@@ -1,16 +1,86 @@
-//! Where AWS is and who we are.
+//! Where AWS is and who we are, and the provider's registry entry.
+
+use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
+use sealkit_core::Result;
+use sealkit_core::registry::{ProviderDescriptor, ProviderParts, ProviderSettings, Setting};
 use zeroize::Zeroizing;
+
+/// The settings the AWS provider reads, with their variables. Credentials come from the
+/// SDK's default chain (environment, profile, web identity, instance metadata) unless static
+/// ones are set in the configuration file.
+const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "region",
+        variables: &["AWS_REGION", "AWS_DEFAULT_REGION"],
+        help: "the region, e.g. eu-west-1",
+        secret: false,
+    },
+    Setting {
+        name: "endpoint",
+        variables: &["SEALKIT_AWS_ENDPOINT", "AWS_ENDPOINT_URL"],
+        help: "another endpoint (a VPC endpoint, an emulator)",
+        secret: false,
+    },
+    Setting {
+        name: "access_key_id",
+        variables: &[],
+        help: "static credentials (configuration file only; the default chain otherwise)",
+        secret: false,
+    },
+    Setting {
+        name: "secret_access_key",
+        variables: &[],
+        help: "static credentials (configuration file only)",
+        secret: true,
+    },
+    Setting {
+        name: "deletion_window_days",
+        variables: &["SEALKIT_AWS_DELETION_WINDOW_DAYS"],
+        help: "days before a deleted key is gone, 7 to 30 (default 30)",
+        secret: false,
+    },
+];
+
+/// AWS (KMS keys and Secrets Manager secrets) as one value, for the facade's registry.
+/// Detected when a region or an endpoint is set.
+pub const PROVIDER: ProviderDescriptor = ProviderDescriptor {
+    name: "aws",
+    scheme: Some(crate::SCHEME),
+    secret_sources: &["aws-secrets"],
+    settings: SETTINGS,
+    detect: |settings| settings.get("region").is_some() || settings.get("endpoint").is_some(),
+    build: build_from_settings,
+};
+
+fn build_from_settings(settings: &ProviderSettings) -> Result<ProviderParts> {
+    let settings = AwsSettings::from_provider_settings(settings)?;
+    Ok(ProviderParts::new()
+        .with_managed_keys(Arc::new(crate::AwsKms::new(settings.clone())))
+        .with_secrets(Arc::new(crate::AwsSecrets::new(settings))))
+}
 
 /// Region, endpoint and (optionally) static credentials; the rest comes from the AWS SDK's
 /// default chain (environment, profile, web identity, instance metadata…).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AwsSettings {
     region: Option<String>,
     endpoint: Option<String>,
     static_credentials: Option<(String, Zeroizing<String>)>,
+    deletion_window_days: i32,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint: None,
+            static_credentials: None,
+            deletion_window_days: 30,
+        }
+    }
 }
 
 impl std::fmt::Debug for AwsSettings {
@@ -18,6 +88,7 @@ impl std::fmt::Debug for AwsSettings {
         f.debug_struct("AwsSettings")
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
+            .field("deletion_window_days", &self.deletion_window_days)
             .field(
                 "static_credentials",
                 &self.static_credentials.as_ref().map(|(id, _)| id),
@@ -27,15 +98,46 @@ impl std::fmt::Debug for AwsSettings {
 }
 
 impl AwsSettings {
-    /// The SDK's defaults, with `SEALKIT_AWS_ENDPOINT` as an endpoint override.
-    pub fn from_env() -> Self {
-        let endpoint = std::env::var("SEALKIT_AWS_ENDPOINT")
-            .ok()
-            .filter(|v| !v.is_empty());
-        Self {
-            endpoint,
+    /// `AWS_REGION` (or `AWS_DEFAULT_REGION`), `SEALKIT_AWS_ENDPOINT` (or `AWS_ENDPOINT_URL`)
+    /// and `SEALKIT_AWS_DELETION_WINDOW_DAYS`; credentials from the SDK's default chain.
+    pub fn from_env() -> Result<Self> {
+        Self::from_provider_settings(&PROVIDER.settings_from(&|name| std::env::var(name).ok()))
+    }
+
+    /// From a settings table (`region`, `endpoint`, `access_key_id` + `secret_access_key`,
+    /// `deletion_window_days`).
+    pub fn from_provider_settings(settings: &ProviderSettings) -> Result<Self> {
+        let mut out = Self {
+            region: settings.get("region").map(str::to_string),
+            endpoint: settings.get("endpoint").map(str::to_string),
             ..Self::default()
+        };
+        if let (Some(id), Some(secret)) = (
+            settings.get("access_key_id"),
+            settings.get("secret_access_key"),
+        ) {
+            out = out.with_static_credentials(id, secret);
         }
+        if let Some(days) = settings.parse::<i32>("deletion_window_days")? {
+            out = out.with_deletion_window_days(days)?;
+        }
+        Ok(out)
+    }
+
+    /// Days a deleted key stays restorable (AWS allows 7 to 30; default 30).
+    pub fn with_deletion_window_days(mut self, days: i32) -> Result<Self> {
+        if !(7..=30).contains(&days) {
+            return Err(sealkit_core::Error::misconfigured(format!(
+                "deletion_window_days = {days}: AWS KMS accepts 7 to 30"
+            )));
+        }
+        self.deletion_window_days = days;
+        Ok(self)
+    }
+
+    /// Days a deleted key stays restorable.
+    pub fn deletion_window_days(&self) -> i32 {
+        self.deletion_window_days
     }
 
     /// Sets the region.

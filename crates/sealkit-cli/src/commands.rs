@@ -16,12 +16,13 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// `--config` (or `SEALKIT_CONFIG`), the `SEALKIT_*` variables and the providers
+    /// detected in the environment.
     pub(crate) fn config(&self) -> anyhow::Result<Config> {
-        let base = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
-        Ok(base.with_env_overrides()?)
+        Ok(match &self.config {
+            Some(path) => Config::from_file(path)?.with_env()?,
+            None => Config::from_env()?,
+        })
     }
 
     pub(crate) fn keyring(&self) -> anyhow::Result<Keyring> {
@@ -189,10 +190,27 @@ pub(crate) enum KeysCommand {
         /// The key URI.
         key: String,
     },
-    /// List a key's versions.
+    /// List a key's versions or, with no key, the keys of every configured provider (or of
+    /// one, with --scheme).
     List {
+        /// The key URI; none lists keys.
+        key: Option<String>,
+        /// With no key: only the keys of this provider (`local`, `vault-transit`, …).
+        #[arg(long, conflicts_with = "key")]
+        scheme: Option<String>,
+        /// With no key: only keys whose name starts with this (Vault: `MOUNT` or
+        /// `MOUNT/NAME-PREFIX`; AWS: `alias/…`).
+        #[arg(long, conflicts_with = "key")]
+        prefix: Option<String>,
+    },
+    /// Delete a key with every version (AWS KMS schedules it; Vault and local delete at once).
+    /// Data under it can no longer be opened.
+    Delete {
         /// The key URI.
         key: String,
+        /// Confirms that data under the key may become unrecoverable.
+        #[arg(long)]
+        yes: bool,
     },
     /// Disable a version: data under it no longer opens until it is enabled again.
     Disable {
@@ -222,6 +240,32 @@ pub(crate) enum KeysCommand {
     },
 }
 
+/// `keys list` with no key: the keys of every provider with an admin side.
+async fn list_keys(
+    ctx: &Ctx,
+    keyring: &Keyring,
+    scheme: Option<&str>,
+    prefix: Option<&str>,
+) -> anyhow::Result<()> {
+    let schemes: Vec<&str> = match scheme {
+        Some(s) => vec![s],
+        None => keyring.admin_schemes(),
+    };
+    let mut keys = Vec::new();
+    for scheme in schemes {
+        keys.extend(keyring.list_keys(scheme, prefix).await?);
+    }
+    let names: Vec<&str> = keys.iter().map(KeyUri::as_str).collect();
+    ctx.print(json!({ "keys": names }), || {
+        if names.is_empty() {
+            "no keys".to_string()
+        } else {
+            names.join("\n")
+        }
+    });
+    Ok(())
+}
+
 fn versioned(key: &str) -> anyhow::Result<(KeyUri, sealkit::KeyVersion)> {
     match KeyUri::parse_with_version(key)? {
         (uri, Some(version)) => Ok((uri, version)),
@@ -247,7 +291,25 @@ pub(crate) async fn keys(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> 
                 format!("rotated {key}: primary is now v{version}")
             });
         }
-        KeysCommand::List { key } => {
+        KeysCommand::List {
+            key: None,
+            scheme,
+            prefix,
+        } => list_keys(ctx, &keyring, scheme.as_deref(), prefix.as_deref()).await?,
+        KeysCommand::Delete { key, yes } => {
+            let uri = KeyUri::parse(&key)?;
+            if !yes {
+                anyhow::bail!(sealkit::Error::invalid_input(format!(
+                    "deleting {key} makes every value under it unrecoverable; add --yes to confirm"
+                )));
+            }
+            let when = keyring.delete_key(&uri).await?;
+            ctx.print(json!({ "key": key, "deletion_unix": when }), || match when {
+                Some(t) => format!("{key} is scheduled for deletion at {t} (Unix time); until then it can be restored at the provider"),
+                None => format!("deleted {key}"),
+            });
+        }
+        KeysCommand::List { key: Some(key), .. } => {
             let uri = KeyUri::parse(&key)?;
             let meta = keyring.key_metadata(&uri).await?;
             let versions: Vec<_> = meta
@@ -277,7 +339,7 @@ pub(crate) async fn keys(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> 
             );
         }
         KeysCommand::RotateDue => {
-            let periods = ctx.config()?.rotation_periods()?;
+            let periods: Vec<_> = ctx.config()?.rotation.into_iter().collect();
             let rotated = keyring.rotate_due(&periods).await?;
             let items: Vec<_> = rotated
                 .iter()
@@ -433,7 +495,7 @@ pub(crate) async fn secrets(ctx: &Ctx, command: SecretsCommand) -> anyhow::Resul
                 FallbackPolicy::OnUnavailable
             };
             let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
-            let chain = SecretSources::with_defaults()?.chain("cli", &specs, policy)?;
+            let chain = SecretSources::from_config(&ctx.config()?)?.chain("cli", &specs, policy)?;
             let resolved = chain.resolve().await?;
             let value = resolved.secret.value.expose_secret();
             if ctx.json {

@@ -72,22 +72,84 @@ enum Command {
     Quickstart(quickstart::QuickstartArgs),
 }
 
+/// The variables the CLI itself reads (besides the library's, in
+/// [`sealkit::config::ENV_VARIABLES`] and the providers' descriptors).
+const CLI_ENV_VARIABLES: &[&str] = &["SEALKIT_LOG", "SEALKIT_METRICS_LISTEN"];
+
+/// The exit code of each error kind: one code per kind. The README's exit-code table is
+/// tested against this.
+const EXIT_CODES: &[(u8, &[ErrorKind], &str)] = &[
+    (
+        1,
+        &[ErrorKind::Other, ErrorKind::BudgetExhausted],
+        "other failures",
+    ),
+    (2, &[], "usage"),
+    (
+        3,
+        &[ErrorKind::InvalidCiphertext, ErrorKind::Malformed],
+        "does not open (wrong key/context, altered or malformed)",
+    ),
+    (4, &[ErrorKind::NotFound], "not found"),
+    (
+        5,
+        &[ErrorKind::PermissionDenied, ErrorKind::KeyDisabled],
+        "permission denied or key disabled",
+    ),
+    (
+        6,
+        &[ErrorKind::Unavailable, ErrorKind::Throttled],
+        "provider unavailable/throttling",
+    ),
+    (
+        7,
+        &[ErrorKind::Misconfigured, ErrorKind::InvalidInput],
+        "misconfigured or invalid input",
+    ),
+    (8, &[ErrorKind::AlreadyExists], "already exists"),
+    (
+        9,
+        &[ErrorKind::NotSupported],
+        "not supported by the provider",
+    ),
+];
+
+/// The exit code for an error kind (1 for a kind the table does not list).
+fn exit_code_of(kind: ErrorKind) -> u8 {
+    EXIT_CODES
+        .iter()
+        .find(|(_, kinds, _)| kinds.contains(&kind))
+        .map_or(1, |(code, _, _)| *code)
+}
+
 fn exit_code(error: &anyhow::Error) -> u8 {
-    match error.downcast_ref::<Error>().map(Error::kind) {
-        Some(ErrorKind::InvalidCiphertext | ErrorKind::Malformed) => 3,
-        Some(ErrorKind::NotFound) => 4,
-        Some(ErrorKind::PermissionDenied | ErrorKind::KeyDisabled) => 5,
-        Some(ErrorKind::Unavailable | ErrorKind::Throttled) => 6,
-        Some(ErrorKind::Misconfigured | ErrorKind::InvalidInput) => 7,
-        _ => 1,
+    error
+        .downcast_ref::<Error>()
+        .map_or(1, |e| exit_code_of(e.kind()))
+}
+
+/// The error and its causes, joined by ": ", leaving out a cause whose text is already part
+/// of what was printed (Sealkit's messages often quote the cause they keep as a source).
+fn error_report(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
     }
+    out
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SEALKIT_LOG")
+            tracing_subscriber::EnvFilter::try_from_env(CLI_ENV_VARIABLES[0])
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
@@ -135,12 +197,115 @@ fn main() -> ExitCode {
                     .unwrap_or("other");
                 println!(
                     "{}",
-                    serde_json::json!({ "error": format!("{e:#}"), "kind": kind, "exit_code": code })
+                    serde_json::json!({ "error": error_report(&e), "kind": kind, "exit_code": code })
                 );
             } else {
-                eprintln!("sealkit: {e:#}");
+                eprintln!("sealkit: {}", error_report(&e));
             }
             ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_has_exactly_one_exit_code() {
+        for kind in ErrorKind::ALL {
+            let codes: Vec<u8> = EXIT_CODES
+                .iter()
+                .filter(|(_, kinds, _)| kinds.contains(&kind))
+                .map(|(code, _, _)| *code)
+                .collect();
+            assert_eq!(codes.len(), 1, "{kind}: {codes:?}");
+        }
+    }
+
+    /// The README's table lists exactly the codes of [`EXIT_CODES`], with the same meaning.
+    #[test]
+    fn the_readme_exit_code_table_matches_the_mapping() {
+        let readme = include_str!("../../../README.md");
+        let rows: Vec<(u8, String)> = readme
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line
+                    .trim()
+                    .trim_matches('|')
+                    .split('|')
+                    .map(str::trim)
+                    .collect();
+                match cells.as_slice() {
+                    [code, meaning] => code.parse().ok().map(|c| (c, meaning.to_string())),
+                    _ => None,
+                }
+            })
+            .collect();
+        let mut expected: Vec<(u8, String)> = vec![(0, "ok".to_string())];
+        expected.extend(
+            EXIT_CODES
+                .iter()
+                .map(|(code, _, meaning)| (*code, meaning.to_string())),
+        );
+        assert_eq!(
+            rows, expected,
+            "README.md's exit-code table and EXIT_CODES disagree"
+        );
+    }
+
+    /// docs/configuration.md names every variable Sealkit reads, and no `SEALKIT_*` variable
+    /// that nothing reads.
+    #[test]
+    fn the_configuration_doc_lists_exactly_the_variables_read() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let mut read: Vec<&str> = sealkit::config::ENV_VARIABLES
+            .iter()
+            .map(|(name, _)| *name)
+            .chain(CLI_ENV_VARIABLES.iter().copied())
+            .collect();
+        for provider in sealkit::providers::builtin() {
+            for setting in provider.settings {
+                read.extend(setting.variables);
+                assert!(
+                    doc.contains(&format!("| `{}` | `{}`", provider.name, setting.name))
+                        || doc.contains(&format!("| `{}` | `{}`,", provider.name, setting.name))
+                        || doc.contains(&format!(", `{}` |", setting.name)),
+                    "docs/configuration.md has no row for {}.{}",
+                    provider.name,
+                    setting.name
+                );
+            }
+        }
+        for name in &read {
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "docs/configuration.md does not mention `{name}`"
+            );
+        }
+        let mut rest = doc;
+        while let Some(at) = rest.find("SEALKIT_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            assert!(
+                name == "SEALKIT_" || read.contains(&name),
+                "docs/configuration.md mentions {name}, which nothing reads"
+            );
+            rest = &tail[end..];
+        }
+    }
+
+    #[test]
+    fn a_cause_already_quoted_is_printed_once() {
+        let inner = std::io::Error::other("connection refused");
+        let error = anyhow::Error::new(
+            Error::unavailable("vault", "reading key: connection refused").with_source(inner),
+        );
+        let report = error_report(&error);
+        assert_eq!(report.matches("connection refused").count(), 1, "{report}");
+        assert_eq!(exit_code(&error), 6);
     }
 }

@@ -110,7 +110,7 @@ impl JobArgs {
         let mut migrator = Migrator::new(keyring, self.spec()?, store);
         if std::env::var_os(&self.legacy_key_env).is_some() {
             migrator = migrator.with_legacy_key(
-                sealkit::local::LegacyKey::from_env(&self.legacy_key_env)?
+                sealkit::config::legacy_key_from_env(&self.legacy_key_env)?
                     .key()
                     .clone(),
             );
@@ -118,7 +118,9 @@ impl JobArgs {
         if std::env::var_os("VAULT_ADDR").is_some()
             || std::env::var_os("SEALKIT_VAULT_ADDR").is_some()
         {
-            migrator = migrator.with_vault(Arc::new(sealkit::vault::VaultTransit::from_env()?));
+            migrator = migrator.with_vault(Arc::new(sealkit::vault::VaultTransit::new(
+                sealkit::vault::VaultSettings::from_env()?,
+            )));
         }
         Ok(migrator)
     }

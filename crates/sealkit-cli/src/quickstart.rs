@@ -90,8 +90,10 @@ struct Phase {
 
 fn keyring_for(dir: &Path, audit_data_operations: bool) -> anyhow::Result<Keyring> {
     let mut config = Config::default();
-    config.default_key = Some(KEY.into());
-    config.local.home = dir.join(".sealkit");
+    config.default_key = Some(KeyUri::parse(KEY)?);
+    config
+        .provider("local")
+        .set("home", dir.join(".sealkit").to_str().unwrap());
     config.audit.path = Some(dir.join("audit.jsonl"));
     config.audit.data_operations = Some(audit_data_operations);
     config.actor = "sealkit-quickstart".into();

@@ -80,11 +80,9 @@ impl core::str::FromStr for Algorithm {
         match s.to_ascii_lowercase().as_str() {
             "aes-256-gcm" | "aes256gcm" | "aes-gcm" => Ok(Self::Aes256Gcm),
             "xchacha20-poly1305" | "xchacha20poly1305" | "xchacha" => Ok(Self::XChaCha20Poly1305),
-            _ => Err(crate::Error::InvalidInput {
-                detail: alloc::format!(
-                    "unknown algorithm {s:?}; use \"aes-256-gcm\" or \"xchacha20-poly1305\""
-                ),
-            }),
+            _ => Err(crate::Error::invalid_input(alloc::format!(
+                "unknown algorithm {s:?}; use \"aes-256-gcm\" or \"xchacha20-poly1305\""
+            ))),
         }
     }
 }

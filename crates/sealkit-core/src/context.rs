@@ -170,7 +170,7 @@ impl ContextBuilder {
     /// Finishes the context. An empty context is refused: binding is mandatory.
     pub fn build(self) -> Result<EncryptionContext> {
         if let Some(detail) = self.error {
-            return Err(Error::InvalidInput { detail });
+            return Err(Error::invalid_input(detail));
         }
         if self.pairs.is_empty() {
             return Err(Error::invalid_input(

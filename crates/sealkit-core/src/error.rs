@@ -7,12 +7,17 @@ use core::fmt;
 /// A `Result` with the core's [`Error`].
 pub type Result<T, E = Error> = core::result::Result<T, E>;
 
+/// An underlying error kept as [`core::error::Error::source`].
+pub type BoxedSource = Box<dyn core::error::Error + Send + Sync>;
+
 /// Everything that can go wrong in Sealkit, as kinds a caller can act on.
 ///
 /// Messages name what failed and what to do next. They never contain key material or
-/// plaintext. Authentication failures are deliberately uninformative
-/// ([`Error::InvalidCiphertext`]): a caller cannot tell a wrong key from a wrong context or a
-/// tampered byte, so the error is no oracle.
+/// plaintext. The underlying error (an SDK's, an I/O error) is kept as the error's
+/// [`source`](core::error::Error::source), not flattened into the message, so
+/// `{:#}`-style reports (anyhow) print the whole chain. Authentication failures are deliberately
+/// uninformative ([`Error::InvalidCiphertext`]): a caller cannot tell a wrong key from a wrong
+/// context or a tampered byte, so the error is no oracle.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -40,6 +45,28 @@ pub enum Error {
         provider: String,
         /// What was looked up.
         what: String,
+        /// The provider's own error, where there is one.
+        #[source]
+        source: Option<BoxedSource>,
+    },
+    /// A key or secret that was to be created exists already.
+    #[error("{what} already exists in {provider}; use it, or pick another name")]
+    AlreadyExists {
+        /// The provider that answered.
+        provider: String,
+        /// What was to be created.
+        what: String,
+        /// The provider's own error, where there is one.
+        #[source]
+        source: Option<BoxedSource>,
+    },
+    /// The provider cannot do this operation at all (not a permission question).
+    #[error("{provider} does not support {operation}; see docs/providers for what it offers")]
+    NotSupported {
+        /// What was asked (`delete_key`, `set_rotation_period`, …).
+        operation: &'static str,
+        /// The provider (its key URI scheme or secret-source name).
+        provider: String,
     },
     /// The provider refused the operation for lack of permission.
     #[error("{provider} denied the operation: {detail}; grant the missing permission")]
@@ -48,14 +75,20 @@ pub enum Error {
         provider: String,
         /// What was refused and, where known, the missing capability.
         detail: String,
+        /// The provider's own error, where there is one.
+        #[source]
+        source: Option<BoxedSource>,
     },
     /// The provider asked the caller to slow down.
     #[error("{provider} is throttling requests: {detail}; retry later or lower the request rate")]
     Throttled {
         /// The provider that throttled.
         provider: String,
-        /// The provider's message.
+        /// What was throttled.
         detail: String,
+        /// The provider's own error, where there is one.
+        #[source]
+        source: Option<BoxedSource>,
     },
     /// The provider could not be reached or failed transiently.
     #[error("{provider} is unavailable: {detail}; check that it is running and reachable")]
@@ -64,39 +97,55 @@ pub enum Error {
         provider: String,
         /// What failed (connection refused, timeout, 5xx, circuit open…).
         detail: String,
+        /// The underlying error (connection, timeout, HTTP status), where there is one.
+        #[source]
+        source: Option<BoxedSource>,
     },
     /// The key version exists but is disabled or destroyed.
     #[error("key {key} is disabled; enable it, or re-encrypt the data under an enabled version")]
     KeyDisabled {
-        /// The key reference, with its version.
+        /// The key (a key reference with its version where known; never a message).
         key: String,
+        /// The provider's own error, where there is one.
+        #[source]
+        source: Option<BoxedSource>,
     },
     /// Configuration is missing or contradictory.
     #[error("misconfigured: {detail}")]
     Misconfigured {
         /// What is wrong and how to fix it.
         detail: String,
+        /// The underlying error (a parse error, an unreadable file), where there is one.
+        #[source]
+        source: Option<BoxedSource>,
     },
     /// An argument is invalid (bad key URI, empty context, oversized input…).
     #[error("invalid input: {detail}")]
     InvalidInput {
         /// What is wrong with the input.
         detail: String,
+        /// The provider's own error, where there is one.
+        #[source]
+        source: Option<BoxedSource>,
     },
     /// The data key has sealed as many messages as its budget allows.
     #[error("data key message budget exhausted; generate a fresh data key")]
     MessageBudgetExhausted,
     /// Any other failure, with its source.
-    #[error("{provider}: {source}")]
+    #[error("{provider} failed: {detail}")]
     Other {
         /// The component that failed.
         provider: String,
+        /// What was being done.
+        detail: String,
         /// The underlying error.
-        source: Box<dyn core::error::Error + Send + Sync>,
+        #[source]
+        source: Option<BoxedSource>,
     },
 }
 
-/// The kind of an [`Error`], for metrics labels, audit records and retry decisions.
+/// The kind of an [`Error`], for metrics labels, audit records, exit codes and retry
+/// decisions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -106,6 +155,10 @@ pub enum ErrorKind {
     InvalidCiphertext,
     /// See [`Error::NotFound`].
     NotFound,
+    /// See [`Error::AlreadyExists`].
+    AlreadyExists,
+    /// See [`Error::NotSupported`].
+    NotSupported,
     /// See [`Error::PermissionDenied`].
     PermissionDenied,
     /// See [`Error::Throttled`].
@@ -125,12 +178,31 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 13] = [
+        Self::Malformed,
+        Self::InvalidCiphertext,
+        Self::NotFound,
+        Self::AlreadyExists,
+        Self::NotSupported,
+        Self::PermissionDenied,
+        Self::Throttled,
+        Self::Unavailable,
+        Self::KeyDisabled,
+        Self::Misconfigured,
+        Self::InvalidInput,
+        Self::BudgetExhausted,
+        Self::Other,
+    ];
+
     /// A stable snake-case label.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Malformed => "malformed",
             Self::InvalidCiphertext => "invalid_ciphertext",
             Self::NotFound => "not_found",
+            Self::AlreadyExists => "already_exists",
+            Self::NotSupported => "not_supported",
             Self::PermissionDenied => "permission_denied",
             Self::Throttled => "throttled",
             Self::Unavailable => "unavailable",
@@ -156,6 +228,8 @@ impl Error {
             Self::MalformedEnvelope { .. } | Self::UnsupportedFormat { .. } => ErrorKind::Malformed,
             Self::InvalidCiphertext => ErrorKind::InvalidCiphertext,
             Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Self::NotSupported { .. } => ErrorKind::NotSupported,
             Self::PermissionDenied { .. } => ErrorKind::PermissionDenied,
             Self::Throttled { .. } => ErrorKind::Throttled,
             Self::Unavailable { .. } => ErrorKind::Unavailable,
@@ -172,10 +246,35 @@ impl Error {
         matches!(self.kind(), ErrorKind::Throttled | ErrorKind::Unavailable)
     }
 
+    /// Keeps `source` as this error's [`source`](core::error::Error::source). Kinds without a
+    /// source slot (malformed envelopes, failed authentication, exhausted budgets,
+    /// unsupported operations) stay as they are: their message says all there is.
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<BoxedSource>) -> Self {
+        match &mut self {
+            Self::NotFound { source: slot, .. }
+            | Self::AlreadyExists { source: slot, .. }
+            | Self::PermissionDenied { source: slot, .. }
+            | Self::Throttled { source: slot, .. }
+            | Self::Unavailable { source: slot, .. }
+            | Self::KeyDisabled { source: slot, .. }
+            | Self::Misconfigured { source: slot, .. }
+            | Self::InvalidInput { source: slot, .. }
+            | Self::Other { source: slot, .. } => *slot = Some(source.into()),
+            Self::MalformedEnvelope { .. }
+            | Self::UnsupportedFormat { .. }
+            | Self::InvalidCiphertext
+            | Self::NotSupported { .. }
+            | Self::MessageBudgetExhausted => {}
+        }
+        self
+    }
+
     /// Shorthand for [`Error::InvalidInput`].
     pub fn invalid_input(detail: impl Into<String>) -> Self {
         Self::InvalidInput {
             detail: detail.into(),
+            source: None,
         }
     }
 
@@ -183,6 +282,7 @@ impl Error {
     pub fn misconfigured(detail: impl Into<String>) -> Self {
         Self::Misconfigured {
             detail: detail.into(),
+            source: None,
         }
     }
 
@@ -191,6 +291,24 @@ impl Error {
         Self::NotFound {
             provider: provider.into(),
             what: what.into(),
+            source: None,
+        }
+    }
+
+    /// Shorthand for [`Error::AlreadyExists`].
+    pub fn already_exists(provider: impl Into<String>, what: impl Into<String>) -> Self {
+        Self::AlreadyExists {
+            provider: provider.into(),
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// Shorthand for [`Error::NotSupported`].
+    pub fn not_supported(provider: impl Into<String>, operation: &'static str) -> Self {
+        Self::NotSupported {
+            operation,
+            provider: provider.into(),
         }
     }
 
@@ -199,6 +317,7 @@ impl Error {
         Self::Unavailable {
             provider: provider.into(),
             detail: detail.into(),
+            source: None,
         }
     }
 
@@ -207,6 +326,7 @@ impl Error {
         Self::PermissionDenied {
             provider: provider.into(),
             detail: detail.into(),
+            source: None,
         }
     }
 
@@ -215,17 +335,26 @@ impl Error {
         Self::Throttled {
             provider: provider.into(),
             detail: detail.into(),
+            source: None,
         }
     }
 
-    /// Wraps any error as [`Error::Other`].
-    pub fn other(
-        provider: impl Into<String>,
-        source: impl Into<Box<dyn core::error::Error + Send + Sync>>,
-    ) -> Self {
+    /// Shorthand for [`Error::KeyDisabled`]; `key` names the key (and version), never a
+    /// provider message (attach that with [`Error::with_source`]).
+    pub fn key_disabled(key: impl Into<String>) -> Self {
+        Self::KeyDisabled {
+            key: key.into(),
+            source: None,
+        }
+    }
+
+    /// An [`Error::Other`]: `detail` says what was being done; attach the cause with
+    /// [`Error::with_source`].
+    pub fn other(provider: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::Other {
             provider: provider.into(),
-            source: source.into(),
+            detail: detail.into(),
+            source: None,
         }
     }
 }

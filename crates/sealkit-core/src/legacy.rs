@@ -17,6 +17,8 @@ use zeroize::Zeroize;
 
 use crate::{DataKey, Error, Result, SecureRandom};
 
+pub use crate::legacy_key::LegacyKey;
+
 /// A legacy ciphertext layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

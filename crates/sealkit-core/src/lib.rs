@@ -7,7 +7,8 @@
 //! - [`backend`]: the AEAD backends (`ring`, RustCrypto) behind [`AeadBackend`].
 //! - [`EncryptionContext`]: the canonical, mandatory associated data.
 //! - [`DataKey`], [`KeyUri`], [`KeyVersion`], [`KeyRef`], [`WrappedKey`]: key types.
-//! - [`provider`]: the traits that KMS and secret-store providers implement.
+//! - [`provider`]: the traits that KMS and secret-store providers implement; [`registry`]: a
+//!   provider described as one value.
 //! - [`legacy`]: decoders for pre-envelope formats (for hybrid mode and migrations).
 #![no_std]
 #![forbid(unsafe_code, unused_must_use)]
@@ -24,15 +25,17 @@ pub mod envelope;
 mod error;
 mod key;
 pub mod legacy;
+mod legacy_key;
 pub mod provider;
 pub mod random;
+pub mod registry;
 mod seal;
 
 pub use algorithm::Algorithm;
 pub use backend::{AeadBackend, PreparedAead, default_backend};
 pub use context::{ContextBuilder, EncryptionContext};
 pub use envelope::{Envelope, EnvelopeLayout, FORMAT_VERSION, MAGIC};
-pub use error::{Error, ErrorKind, Result, error_chain};
+pub use error::{BoxedSource, Error, ErrorKind, Result, error_chain};
 pub use key::{DataKey, KeyRef, KeyUri, KeyVersion, WrappedKey};
 pub use random::SecureRandom;
 pub use seal::{COMMITMENT_LEN, DEK_ID_LEN, DekCipher, MessageBudget};

@@ -153,7 +153,11 @@ pub trait KeyEncryption: Send + Sync + Debug {
 /// Administration of master keys.
 #[async_trait]
 pub trait KeyAdmin: Send + Sync + Debug {
-    /// Creates a key with version 1 (fails if it exists).
+    /// The URI scheme of the keys this administers (the same as its [`KeyEncryption::scheme`]
+    /// where one value implements both).
+    fn scheme(&self) -> &str;
+
+    /// Creates a key with version 1; [`Error::AlreadyExists`] if it exists.
     async fn create_key(&self, key: &KeyUri) -> Result<KeyMetadata>;
 
     /// Adds a new version and makes it primary; returns the new version.
@@ -161,6 +165,16 @@ pub trait KeyAdmin: Send + Sync + Debug {
 
     /// Lists versions, oldest first.
     async fn list_versions(&self, key: &KeyUri) -> Result<Vec<KeyVersionInfo>>;
+
+    /// The keys this provider holds (those Sealkit can address), sorted; with a `prefix`, only
+    /// the keys whose name (the URI after `scheme://`) starts with it.
+    async fn list_keys(&self, prefix: Option<&str>) -> Result<Vec<KeyUri>>;
+
+    /// Deletes a key with every version. Where the service schedules deletion (AWS KMS: 7 to
+    /// 30 days), returns when it takes effect, in seconds since the Unix epoch, and the key can
+    /// be restored until then; `None` means it is gone now. [`Error::NotSupported`] where the
+    /// service cannot delete keys. Data under the key becomes unrecoverable.
+    async fn delete_key(&self, key: &KeyUri) -> Result<Option<u64>>;
 
     /// Enables, disables or destroys a version. The primary version cannot be disabled.
     async fn set_version_state(
@@ -171,17 +185,18 @@ pub trait KeyAdmin: Send + Sync + Debug {
     ) -> Result<()>;
 
     /// Has the provider rotate the key by itself every `period` (`None` turns it off), where
-    /// the provider can (Vault's `auto_rotate_period`). The default refuses: schedule
-    /// `sealkit keys rotate-due` instead.
+    /// the provider can (Vault's `auto_rotate_period`). The default is
+    /// [`Error::NotSupported`]: schedule `sealkit keys rotate-due` instead.
     async fn set_rotation_period(
         &self,
         key: &KeyUri,
         period: Option<core::time::Duration>,
     ) -> Result<()> {
-        let _ = period;
-        Err(Error::invalid_input(alloc::format!(
-            "{key}: this provider does not rotate keys by itself; schedule `sealkit keys rotate-due`"
-        )))
+        let _ = (key, period);
+        Err(Error::not_supported(
+            self.scheme(),
+            "set_rotation_period (schedule `sealkit keys rotate-due` instead)",
+        ))
     }
 }
 

@@ -6,6 +6,10 @@ use sealkit_core::{Error, error_chain};
 
 /// Maps a client error for `what` (e.g. "secret version projects/p/secrets/db/versions/3").
 pub(crate) fn map(provider: &str, error: GaxError, what: &str) -> Error {
+    map_kind(provider, &error, what).with_source(error)
+}
+
+fn map_kind(provider: &str, error: &GaxError, what: &str) -> Error {
     if let Some(status) = error.status() {
         let detail = format!("{what}: {}: {}", status.code, status.message);
         return from_code(provider, status.code, what, detail);
@@ -16,12 +20,12 @@ pub(crate) fn map(provider: &str, error: GaxError, what: &str) -> Error {
             format!(
                 "{what}: no usable credentials: {}; set GOOGLE_APPLICATION_CREDENTIALS or run \
                  gcloud auth application-default login",
-                error_chain(&error)
+                error_chain(error)
             ),
         );
     }
     if let Some(http) = error.http_status_code() {
-        let detail = format!("{what}: HTTP {http}: {}", error_chain(&error));
+        let detail = format!("{what}: HTTP {http}: {}", error_chain(error));
         // Some front ends (gRPC gateways) answer `{"code": N, "message": …}` with the gRPC
         // code instead of Google's error body.
         let code = error
@@ -40,7 +44,7 @@ pub(crate) fn map(provider: &str, error: GaxError, what: &str) -> Error {
             });
         return from_code(provider, code, what, detail);
     }
-    Error::unavailable(provider, format!("{what}: {}", error_chain(&error)))
+    Error::unavailable(provider, format!("{what}: {}", error_chain(error)))
 }
 
 fn from_code(provider: &str, code: Code, what: &str, detail: String) -> Error {
@@ -55,7 +59,8 @@ fn from_code(provider: &str, code: Code, what: &str, detail: String) -> Error {
             Error::unavailable(provider, detail)
         }
         // Disabled or destroyed versions answer FAILED_PRECONDITION.
-        Code::FailedPrecondition => Error::KeyDisabled { key: detail },
+        Code::FailedPrecondition => Error::key_disabled(what),
+        Code::AlreadyExists => Error::already_exists(provider, what),
         _ => Error::invalid_input(detail),
     }
 }

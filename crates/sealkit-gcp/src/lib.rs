@@ -14,4 +14,4 @@ mod secrets;
 mod settings;
 
 pub use secrets::GcpSecrets;
-pub use settings::{GcpSettings, PROJECT_VARIABLES, SECRETS_ENDPOINT_VARIABLE};
+pub use settings::{GcpSettings, PROJECT_VARIABLES, PROVIDER, SECRETS_ENDPOINT_VARIABLE};

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_secretmanager_v1::client::SecretManagerService;
+#[cfg(feature = "test-util")]
 use google_cloud_secretmanager_v1::model::{Replication, SecretPayload, replication};
 use sealkit_core::provider::{Secret, SecretSource};
 use sealkit_core::{Error, Result};
@@ -37,14 +38,9 @@ impl GcpSecrets {
         }
     }
 
-    /// A source from the environment ([`GcpSettings::from_env`]).
-    pub fn from_env() -> Self {
-        Self::new(GcpSettings::from_env())
-    }
-
-    /// The client, e.g. to create test secrets. Retries are left to the caller (the
-    /// `sealkit` facade retries with backoff, under its own timeouts).
-    pub async fn client(&self) -> Result<&SecretManagerService> {
+    /// The client. Retries are left to the caller (the `sealkit` facade retries with
+    /// backoff, under its own timeouts).
+    async fn client(&self) -> Result<&SecretManagerService> {
         self.client
             .get_or_try_init(|| async {
                 let mut builder = SecretManagerService::builder()
@@ -103,7 +99,9 @@ impl GcpSecrets {
         Ok(format!("{secret}/versions/{version}"))
     }
 
-    /// Creates secret `name`, replicated automatically, with no version yet.
+    /// Creates secret `name`, replicated automatically, with no version yet (feature
+    /// `test-util`, for seeding test data; not API-stable).
+    #[cfg(feature = "test-util")]
     pub async fn create_secret(&self, name: &str) -> Result<()> {
         let secret = self.secret_name(name)?;
         let (parent, id) = secret
@@ -126,7 +124,9 @@ impl GcpSecrets {
     }
 
     /// Adds `value` as the newest version of secret `name`, sent with its CRC32C so that the
-    /// service checks it on the way in; returns the new version.
+    /// service checks it on the way in; returns the new version (feature `test-util`; not
+    /// API-stable).
+    #[cfg(feature = "test-util")]
     pub async fn add_version(&self, name: &str, value: &[u8]) -> Result<String> {
         let secret = self.secret_name(name)?;
         let added = self

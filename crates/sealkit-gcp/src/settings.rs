@@ -1,6 +1,56 @@
-//! Where Google Cloud is and which project to use.
+//! Where Google Cloud is and which project to use, and the provider's registry entry.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use sealkit_core::Result;
+use sealkit_core::registry::{ProviderDescriptor, ProviderParts, ProviderSettings, Setting};
+
+/// The settings the Google Cloud provider reads, with their variables. Credentials are
+/// Application Default Credentials (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud, workload
+/// identity, the metadata server), read by Google's client on its first call.
+const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "project",
+        variables: &PROJECT_VARIABLES,
+        help: "the project of short secret names",
+        secret: false,
+    },
+    Setting {
+        name: "credentials",
+        variables: &["GOOGLE_APPLICATION_CREDENTIALS"],
+        help: "a credentials file (read by Google's client, as ADC)",
+        secret: false,
+    },
+    Setting {
+        name: "secrets_endpoint",
+        variables: &[SECRETS_ENDPOINT_VARIABLE],
+        help: "another Secret Manager endpoint (an emulator), called without credentials",
+        secret: false,
+    },
+    Setting {
+        name: "timeout_ms",
+        variables: &["SEALKIT_GCP_TIMEOUT_MS"],
+        help: "time one request may take (default 10000)",
+        secret: false,
+    },
+];
+
+/// Google Cloud (Secret Manager secrets) as one value, for the facade's registry. Detected
+/// when a project, a credentials file or an endpoint override is set.
+pub const PROVIDER: ProviderDescriptor = ProviderDescriptor {
+    name: "gcp",
+    scheme: None,
+    secret_sources: &["gcp-secrets"],
+    settings: SETTINGS,
+    detect: |settings| !settings.is_empty(),
+    build: build_from_settings,
+};
+
+fn build_from_settings(settings: &ProviderSettings) -> Result<ProviderParts> {
+    let settings = GcpSettings::from_provider_settings(settings)?;
+    Ok(ProviderParts::new().with_secrets(Arc::new(crate::GcpSecrets::new(settings))))
+}
 
 /// The project that short secret names belong to, an optional endpoint override and the time
 /// one request may take.
@@ -31,31 +81,28 @@ pub const PROJECT_VARIABLES: [&str; 3] = [
 /// The variable that overrides the Secret Manager endpoint.
 pub const SECRETS_ENDPOINT_VARIABLE: &str = "SEALKIT_GCP_SECRETS_ENDPOINT";
 
-fn non_empty_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
 impl GcpSettings {
     /// How long one request may take unless [`GcpSettings::with_timeout`] says otherwise.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-    /// The project from [`PROJECT_VARIABLES`] and the endpoint from
-    /// [`SECRETS_ENDPOINT_VARIABLE`].
-    pub fn from_env() -> Self {
-        Self {
-            project: PROJECT_VARIABLES.iter().find_map(|v| non_empty_var(v)),
-            secrets_endpoint: non_empty_var(SECRETS_ENDPOINT_VARIABLE),
-            ..Self::default()
-        }
+    /// The project from [`PROJECT_VARIABLES`], the endpoint from
+    /// [`SECRETS_ENDPOINT_VARIABLE`] and `SEALKIT_GCP_TIMEOUT_MS`.
+    pub fn from_env() -> Result<Self> {
+        Self::from_provider_settings(&PROVIDER.settings_from(&|name| std::env::var(name).ok()))
     }
 
-    /// Whether the environment configures Google Cloud (a project, credentials or an endpoint
-    /// override).
-    pub fn configured_in_env() -> bool {
-        PROJECT_VARIABLES
-            .iter()
-            .chain(&["GOOGLE_APPLICATION_CREDENTIALS", SECRETS_ENDPOINT_VARIABLE])
-            .any(|v| non_empty_var(v).is_some())
+    /// From a settings table (`project`, `secrets_endpoint`, `timeout_ms`; `credentials` is
+    /// read by Google's client from `GOOGLE_APPLICATION_CREDENTIALS`).
+    pub fn from_provider_settings(settings: &ProviderSettings) -> Result<Self> {
+        let mut out = Self {
+            project: settings.get("project").map(str::to_string),
+            secrets_endpoint: settings.get("secrets_endpoint").map(str::to_string),
+            ..Self::default()
+        };
+        if let Some(ms) = settings.parse::<u64>("timeout_ms")? {
+            out.timeout = Duration::from_millis(ms);
+        }
+        Ok(out)
     }
 
     /// Sets the project of short secret names.

@@ -7,18 +7,18 @@
 //!   numbered versions. Files are written atomically (temporary file, fsync, rename, fsync of
 //!   the directory) with mode 0600, so a crash mid-rotation leaves either the old or the new
 //!   key file, never a torn one. Key material may be sealed by a passphrase (argon2id).
-//! - [`LegacyKey`] loads a base64 32-byte master key from an environment variable, as
-//!   applications did before moving to a KMS.
+//! - [`PROVIDER`] describes the provider for the facade's registry; [`LocalSettings`] holds
+//!   its settings (`SEALKIT_HOME`, `SEALKIT_PASSPHRASE`).
 //!
 //! The local store suits development, tests and single-host deployments; the KEK sits on the
 //! same disk as the application, so it does not give the separation a KMS gives.
 #![forbid(unsafe_code)]
 
 mod error;
-mod legacy_key;
+mod settings;
 pub mod store;
 
-pub use legacy_key::LegacyKey;
+pub use settings::{LocalSettings, PROVIDER};
 pub use store::{LocalKeyStore, SCHEME};
 
 pub(crate) use error::io_error;

@@ -109,8 +109,8 @@ struct LoadedVersion {
     aead: Option<Box<dyn PreparedAead>>,
 }
 
-/// A step of a key-file update, for crash tests.
-#[doc(hidden)]
+/// A step of a key-file update, for crash tests (feature `test-util`; not API-stable).
+#[cfg(feature = "test-util")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashPoint {
     /// After the temporary file was partly written.
@@ -126,6 +126,7 @@ pub struct LocalKeyStore {
     passphrase: Option<SecretString>,
     keys: RwLock<HashMap<String, Arc<LoadedKey>>>,
     write_lock: Mutex<()>,
+    #[cfg(feature = "test-util")]
     crash_point: Mutex<Option<CrashPoint>>,
 }
 
@@ -142,21 +143,36 @@ impl std::fmt::Debug for LocalKeyStore {
 }
 
 impl LocalKeyStore {
-    /// Opens (creating if needed, mode 0700) the key store under `home` (keys live in
-    /// `home/keys`). With a passphrase, new keys are sealed by it and existing sealed keys need it.
+    /// The key store under `home` (keys live in `home/keys`). Nothing is created until the
+    /// first key is: opening a store touches no file, so a keyring that never creates a local
+    /// key leaves no directory behind. With a passphrase, new keys are sealed by it and
+    /// existing sealed keys need it.
     pub fn open(home: impl AsRef<Path>, passphrase: Option<SecretString>) -> Result<Self> {
-        let dir = home.as_ref().join("keys");
-        fs::create_dir_all(&dir).map_err(|e| io_error("create the key directory", &dir, e))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| io_error("restrict the key directory", &dir, e))?;
         Ok(Self {
             scheme: SCHEME.to_string(),
-            dir,
+            dir: home.as_ref().join("keys"),
             passphrase,
             keys: RwLock::new(HashMap::new()),
             write_lock: Mutex::new(()),
+            #[cfg(feature = "test-util")]
             crash_point: Mutex::new(None),
         })
+    }
+
+    /// The store from [`LocalSettings`](crate::LocalSettings).
+    pub fn from_settings(settings: &crate::LocalSettings) -> Result<Self> {
+        Self::open(settings.home(), settings.passphrase().cloned())
+    }
+
+    /// Creates the key directory (mode 0700) if it does not exist yet.
+    fn ensure_dir(&self) -> Result<()> {
+        if self.dir.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| io_error("create the key directory", &self.dir, e))?;
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_error("restrict the key directory", &self.dir, e))
     }
 
     /// Serves keys under another URI scheme (e.g. `local-archive://`), so that several local
@@ -172,8 +188,9 @@ impl LocalKeyStore {
         &self.dir
     }
 
-    /// Makes the next key-file write stop at `point` and fail, as a crash would.
-    #[doc(hidden)]
+    /// Makes the next key-file write stop at `point` and fail, as a crash would (feature
+    /// `test-util`; not API-stable).
+    #[cfg(feature = "test-util")]
     pub fn inject_crash(&self, point: CrashPoint) {
         *self.crash_point.lock().unwrap_or_else(|e| e.into_inner()) = Some(point);
     }
@@ -363,8 +380,11 @@ impl LocalKeyStore {
         let tmp = self
             .dir
             .join(format!(".{}.json.tmp-{}", file.name, std::process::id()));
-        let bytes =
-            Zeroizing::new(serde_json::to_vec_pretty(file).map_err(|e| Error::other("local", e))?);
+        let bytes = Zeroizing::new(
+            serde_json::to_vec_pretty(file)
+                .map_err(|e| Error::other("local", "encoding a key file").with_source(e))?,
+        );
+        #[cfg(feature = "test-util")]
         let crash = self
             .crash_point
             .lock()
@@ -377,6 +397,7 @@ impl LocalKeyStore {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| io_error("create", &tmp, e))?;
+        #[cfg(feature = "test-util")]
         if crash == Some(CrashPoint::MidWrite) {
             let _ = out.write_all(&bytes[..bytes.len() / 2]);
             return Err(Error::unavailable("local", "simulated crash mid-write"));
@@ -385,6 +406,7 @@ impl LocalKeyStore {
             .and_then(|()| out.sync_all())
             .map_err(|e| io_error("write", &tmp, e))?;
         drop(out);
+        #[cfg(feature = "test-util")]
         if crash == Some(CrashPoint::BeforeRename) {
             return Err(Error::unavailable("local", "simulated crash before rename"));
         }
@@ -395,10 +417,11 @@ impl LocalKeyStore {
         Ok(())
     }
 
-    /// Runs a read-modify-write of a key file under the in-process lock and an exclusive
-    /// file lock (so two processes never interleave updates).
-    fn update<T>(&self, name: &str, f: impl FnOnce(&mut KeyFile) -> Result<T>) -> Result<T> {
+    /// Runs `f` under the in-process lock and an exclusive file lock on the key directory, so
+    /// that no two threads or processes interleave key-file changes (creates included).
+    fn locked<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.ensure_dir()?;
         let lock_path = self.dir.join(".lock");
         let lock = OpenOptions::new()
             .write(true)
@@ -408,11 +431,66 @@ impl LocalKeyStore {
             .open(&lock_path)
             .map_err(|e| io_error("open", &lock_path, e))?;
         lock.lock().map_err(|e| io_error("lock", &lock_path, e))?;
-        let mut file = self.read_file(name)?;
-        let out = f(&mut file)?;
+        f()
+    }
+
+    /// Runs a read-modify-write of a key file under [`Self::locked`].
+    fn update<T>(&self, name: &str, f: impl FnOnce(&mut KeyFile) -> Result<T>) -> Result<T> {
+        self.locked(|| {
+            let mut file = self.read_file(name)?;
+            let out = f(&mut file)?;
+            self.write_file(&file)?;
+            self.load(name)?;
+            Ok(out)
+        })
+    }
+
+    /// Forgets a key loaded into memory.
+    fn forget(&self, name: &str) {
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// Creates a key file; the caller holds [`Self::locked`].
+    fn create_locked(&self, key: &KeyUri, name: &str) -> Result<KeyMetadata> {
+        if self.path_of(name).exists() {
+            return Err(Error::already_exists(
+                "local",
+                format!("key {key} (use `sealkit keys rotate` to add a version)"),
+            ));
+        }
+        let protection = match &self.passphrase {
+            None => Protection::None,
+            Some(_) => {
+                let mut salt = [0u8; 16];
+                os_random(&mut salt)?;
+                Protection::Argon2idAes256Gcm {
+                    salt: b64().encode(salt),
+                    m_cost: 19_456,
+                    t_cost: 2,
+                    p_cost: 1,
+                }
+            }
+        };
+        let material = self.new_material(name, 1, &protection)?;
+        let file = KeyFile {
+            format: FILE_FORMAT,
+            name: name.to_string(),
+            primary: 1,
+            protection,
+            versions: vec![VersionFile {
+                version: 1,
+                state: State::Enabled,
+                created_unix: now_unix(),
+                material: Some(material),
+            }],
+        };
         self.write_file(&file)?;
-        self.load(name)?;
-        Ok(out)
+        let loaded = self.load(name)?;
+        tracing::info!(key = %key, "local key created");
+        Ok(Self::metadata(key, &loaded))
     }
 
     fn new_material(&self, name: &str, version: u64, protection: &Protection) -> Result<String> {
@@ -443,12 +521,10 @@ impl LocalKeyStore {
         })?;
         match (v.state, &v.aead) {
             (State::Enabled, Some(aead)) => Ok(aead.as_ref()),
-            (State::Destroyed, _) | (_, None) => Err(Error::KeyDisabled {
-                key: format!("local://{name}#v{version} (destroyed)"),
-            }),
-            (State::Disabled, _) => Err(Error::KeyDisabled {
-                key: format!("local://{name}#v{version}"),
-            }),
+            (State::Destroyed, _) | (_, None) => Err(Error::key_disabled(format!(
+                "local://{name}#v{version} (destroyed)"
+            ))),
+            (State::Disabled, _) => Err(Error::key_disabled(format!("local://{name}#v{version}"))),
         }
     }
 
@@ -575,44 +651,51 @@ impl KeyEncryption for LocalKeyStore {
 
 #[async_trait]
 impl KeyAdmin for LocalKeyStore {
+    fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
     async fn create_key(&self, key: &KeyUri) -> Result<KeyMetadata> {
         let name = self.name_of(key)?;
-        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if self.path_of(name).exists() {
-            return Err(Error::invalid_input(format!(
-                "key {key} already exists; use `keys rotate` to add a version"
-            )));
-        }
-        let protection = match &self.passphrase {
-            None => Protection::None,
-            Some(_) => {
-                let mut salt = [0u8; 16];
-                os_random(&mut salt)?;
-                Protection::Argon2idAes256Gcm {
-                    salt: b64().encode(salt),
-                    m_cost: 19_456,
-                    t_cost: 2,
-                    p_cost: 1,
-                }
+        self.locked(|| self.create_locked(key, name))
+    }
+
+    async fn list_keys(&self, prefix: Option<&str>) -> Result<Vec<KeyUri>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("list", &self.dir, e)),
+        };
+        let mut keys = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("list", &self.dir, e))?;
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if name.starts_with('.') || !prefix.is_none_or(|p| name.starts_with(p)) {
+                continue;
             }
-        };
-        let material = self.new_material(name, 1, &protection)?;
-        let file = KeyFile {
-            format: FILE_FORMAT,
-            name: name.to_string(),
-            primary: 1,
-            protection,
-            versions: vec![VersionFile {
-                version: 1,
-                state: State::Enabled,
-                created_unix: now_unix(),
-                material: Some(material),
-            }],
-        };
-        self.write_file(&file)?;
-        let loaded = self.load(name)?;
-        tracing::info!(key = %key, "local key created");
-        Ok(Self::metadata(key, &loaded))
+            keys.push(KeyUri::parse(&format!("{}://{name}", self.scheme))?);
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn delete_key(&self, key: &KeyUri) -> Result<Option<u64>> {
+        let name = self.name_of(key)?;
+        self.locked(|| {
+            let path = self.path_of(name);
+            self.read_file(name)?;
+            fs::remove_file(&path).map_err(|e| io_error("delete", &path, e))?;
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error("sync", &self.dir, e))?;
+            self.forget(name);
+            Ok(())
+        })?;
+        tracing::warn!(key = %key, "local key deleted");
+        Ok(None)
     }
 
     async fn rotate_key(&self, key: &KeyUri) -> Result<KeyVersion> {

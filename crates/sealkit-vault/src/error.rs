@@ -29,10 +29,9 @@ pub(crate) fn map(error: ClientError, what: &str) -> Error {
                     Error::not_found(PROVIDER, what.to_string())
                 }
                 _ if lower.contains("disallowed by policy") || lower.contains("too old") => {
-                    Error::KeyDisabled {
-                        key: format!("{what} ({detail})"),
-                    }
+                    Error::key_disabled(what).with_source(detail)
                 }
+                _ if lower.contains("already exists") => Error::already_exists(PROVIDER, what),
                 _ if lower.contains("message authentication failed")
                     || lower.contains("invalid ciphertext")
                     || lower.contains("unable to decrypt")
@@ -45,11 +44,11 @@ pub(crate) fn map(error: ClientError, what: &str) -> Error {
             }
         }
         ClientError::RestClientError { source } => {
-            Error::unavailable(PROVIDER, format!("{what}: {source}"))
+            Error::unavailable(PROVIDER, format!("{what}: {source}")).with_source(source)
         }
         ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError => {
             Error::unavailable(PROVIDER, format!("{what}: empty response"))
         }
-        other => Error::other(PROVIDER, format!("{what}: {other}")),
+        other => Error::other(PROVIDER, what).with_source(other),
     }
 }

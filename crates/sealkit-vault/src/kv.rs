@@ -6,7 +6,7 @@ use sealkit_core::{Error, Result};
 use serde_json::Value;
 use vaultrs::client::VaultClient;
 
-use crate::VaultConfig;
+use crate::VaultSettings;
 use crate::error::map;
 
 /// The KV engine version of a mount.
@@ -25,7 +25,7 @@ pub enum KvVersion {
 /// a source made with [`VaultKv::any_mount`] takes the mount as the name's first segment
 /// (`secret/app/db#password`). A version selects a KV v2 version (`3`); KV v1 refuses versions.
 pub struct VaultKv {
-    config: VaultConfig,
+    config: VaultSettings,
     client: tokio::sync::OnceCell<VaultClient>,
     mount: String,
     version: KvVersion,
@@ -43,12 +43,12 @@ impl std::fmt::Debug for VaultKv {
 
 impl VaultKv {
     /// Any KV mount of that version: the mount is the first segment of each secret's name.
-    pub fn any_mount(config: VaultConfig, version: KvVersion) -> Self {
+    pub fn any_mount(config: VaultSettings, version: KvVersion) -> Self {
         Self::new(config, "", version)
     }
 
     /// The KV `mount` of the Vault `config` describes; it connects on first use.
-    pub fn new(config: VaultConfig, mount: &str, version: KvVersion) -> Self {
+    pub fn new(config: VaultSettings, mount: &str, version: KvVersion) -> Self {
         let label = match version {
             KvVersion::V1 => "vault-kv1",
             KvVersion::V2 => "vault-kv2",

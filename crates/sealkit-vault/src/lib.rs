@@ -8,17 +8,17 @@
 //!   list versions, `min_decryption_version` to disable old versions, `trim` to destroy them.
 //! - [`VaultKv`]: secrets from KV v1 or v2 (by version), as `path#field`.
 //!
-//! Configuration: [`VaultConfig::from_env`] reads `VAULT_ADDR`, `VAULT_TOKEN`,
+//! Configuration: [`VaultSettings::from_env`] reads `VAULT_ADDR`, `VAULT_TOKEN`,
 //! `VAULT_NAMESPACE` and, for AppRole, `VAULT_ROLE_ID`/`VAULT_SECRET_ID`
 //! (`SEALKIT_VAULT_APPROLE_MOUNT`, default `approle`); `SEALKIT_VAULT_ADDR` overrides the
 //! address. See `docs/providers/vault.md` for policies and Kubernetes/JWT auth.
 #![forbid(unsafe_code)]
 
-mod config;
 mod error;
 mod kv;
+mod settings;
 mod transit;
 
-pub use config::{VaultAuth, VaultConfig};
 pub use kv::{KvVersion, VaultKv};
+pub use settings::{PROVIDER, VaultAuth, VaultSettings};
 pub use transit::{SCHEME, VaultTransit};

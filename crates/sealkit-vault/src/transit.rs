@@ -21,11 +21,14 @@ use vaultrs::api::transit::responses::ReadKeyData;
 use vaultrs::client::VaultClient;
 use zeroize::Zeroizing;
 
-use crate::VaultConfig;
+use crate::VaultSettings;
 use crate::error::map;
 
 /// The URI scheme of Transit keys.
 pub const SCHEME: &str = "vault-transit";
+
+/// The mount `list_keys` reads without a prefix.
+const DEFAULT_MOUNT: &str = "transit";
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
@@ -39,7 +42,7 @@ struct KeyInfo {
 
 /// Vault Transit as a Sealkit key provider. See the crate docs.
 pub struct VaultTransit {
-    config: VaultConfig,
+    config: VaultSettings,
     client: tokio::sync::OnceCell<VaultClient>,
     keys: RwLock<HashMap<String, KeyInfo>>,
 }
@@ -94,17 +97,12 @@ fn decode_dek(plaintext_b64: &str) -> Result<DataKey> {
 
 impl VaultTransit {
     /// A provider for `config`; it connects (and logs in) on first use.
-    pub fn new(config: VaultConfig) -> Self {
+    pub fn new(config: VaultSettings) -> Self {
         Self {
             config,
             client: tokio::sync::OnceCell::new(),
             keys: RwLock::new(HashMap::new()),
         }
-    }
-
-    /// A provider from [`VaultConfig::from_env`].
-    pub fn from_env() -> Result<Self> {
-        Ok(Self::new(VaultConfig::from_env()?))
     }
 
     /// The client, logging in on first use.
@@ -354,12 +352,17 @@ impl KeyEncryption for VaultTransit {
 
 #[async_trait]
 impl KeyAdmin for VaultTransit {
+    fn scheme(&self) -> &str {
+        SCHEME
+    }
+
     async fn create_key(&self, key: &KeyUri) -> Result<KeyMetadata> {
         let (mount, name) = split(key)?;
         if self.key_metadata(key).await.is_ok() {
-            return Err(Error::invalid_input(format!(
-                "key {key} already exists; use `keys rotate` to add a version"
-            )));
+            return Err(Error::already_exists(
+                "vault",
+                format!("key {key} (use `sealkit keys rotate` to add a version)"),
+            ));
         }
         let mut opts = CreateKeyRequest::builder();
         opts.derived(true).key_type(KeyType::Aes256Gcm96);
@@ -379,6 +382,48 @@ impl KeyAdmin for VaultTransit {
 
     async fn list_versions(&self, key: &KeyUri) -> Result<Vec<KeyVersionInfo>> {
         Ok(self.key_metadata(key).await?.versions)
+    }
+
+    /// The keys of one Transit mount: `prefix` is `MOUNT` or `MOUNT/NAME-PREFIX`; without
+    /// one, the mount `transit`.
+    async fn list_keys(&self, prefix: Option<&str>) -> Result<Vec<KeyUri>> {
+        let (mount, name_prefix) = match prefix {
+            None => (DEFAULT_MOUNT, ""),
+            Some(p) => p.rsplit_once('/').unwrap_or((p, "")),
+        };
+        let names = match vaultrs::transit::key::list(self.client().await?, mount).await {
+            Ok(list) => list.keys,
+            // Vault answers 404 for a mount without keys.
+            Err(vaultrs::error::ClientError::APIError { code: 404, .. }) => Vec::new(),
+            Err(e) => return Err(map(e, &format!("listing the keys of {mount}/"))),
+        };
+        let mut keys = names
+            .iter()
+            .filter(|name| name.starts_with(name_prefix))
+            .map(|name| KeyUri::parse(&format!("{SCHEME}://{mount}/{name}")))
+            .collect::<Result<Vec<_>>>()?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Transit deletes at once (no schedule): `deletion_allowed` is set on the key, then the
+    /// key is deleted.
+    async fn delete_key(&self, key: &KeyUri) -> Result<Option<u64>> {
+        let (mount, name) = split(key)?;
+        let client = self.client().await?;
+        let mut opts = UpdateKeyConfigurationRequest::builder();
+        opts.deletion_allowed(true);
+        vaultrs::transit::key::update(client, mount, name, Some(&mut opts))
+            .await
+            .map_err(|e| map(e, &format!("allowing the deletion of {key}")))?;
+        vaultrs::transit::key::delete(client, mount, name)
+            .await
+            .map_err(|e| map(e, &format!("deleting {key}")))?;
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key.as_str());
+        Ok(None)
     }
 
     /// Transit's `auto_rotate_period` (at least one hour; `None` turns it off).

@@ -38,6 +38,14 @@ pub enum Operation {
     RotateKey,
     /// A key version enabled, disabled or destroyed.
     SetVersionState,
+    /// A provider's own rotation schedule set or cleared.
+    SetRotationPeriod,
+    /// A master key deleted (or scheduled for deletion).
+    DeleteKey,
+    /// A key's metadata or versions read.
+    DescribeKey,
+    /// A provider's keys listed.
+    ListKeys,
     /// A health probe.
     HealthCheck,
 }
@@ -54,6 +62,10 @@ impl Operation {
             Self::CreateKey => "create_key",
             Self::RotateKey => "rotate_key",
             Self::SetVersionState => "set_version_state",
+            Self::SetRotationPeriod => "set_rotation_period",
+            Self::DeleteKey => "delete_key",
+            Self::DescribeKey => "describe_key",
+            Self::ListKeys => "list_keys",
             Self::HealthCheck => "health_check",
         }
     }
@@ -127,7 +139,8 @@ impl Record {
     fn digest(&self) -> Result<String> {
         let mut unhashed = self.clone();
         unhashed.hash.clear();
-        let json = serde_json::to_vec(&unhashed).map_err(|e| Error::other("audit", e))?;
+        let json = serde_json::to_vec(&unhashed)
+            .map_err(|e| Error::other("audit", "encoding a record").with_source(e))?;
         let mut h = Sha256::new();
         h.update(self.prev.as_bytes());
         h.update(&json);
@@ -244,7 +257,8 @@ impl AuditSink for JsonlAuditSink {
         };
         let written = record.digest().and_then(|hash| {
             record.hash = hash;
-            let mut line = serde_json::to_vec(&record).map_err(|e| Error::other("audit", e))?;
+            let mut line = serde_json::to_vec(&record)
+                .map_err(|e| Error::other("audit", "encoding a record").with_source(e))?;
             line.push(b'\n');
             state
                 .out
@@ -310,11 +324,11 @@ pub fn verify_audit_log(path: &Path) -> Result<AuditVerification> {
         if line.trim().is_empty() {
             continue;
         }
-        let broken = |why: &str| Error::InvalidInput {
-            detail: format!(
+        let broken = |why: &str| {
+            Error::invalid_input(format!(
                 "audit log {} is broken at line {line_no}: {why}",
                 path.display()
-            ),
+            ))
         };
         let record: Record =
             serde_json::from_str(&line).map_err(|_| broken("not a valid record"))?;

@@ -1,11 +1,104 @@
 //! Configuration: a TOML file and/or environment variables. See `docs/configuration.md`.
+//!
+//! Every field is typed and parsed when the configuration is loaded ([`Config::from_toml`],
+//! [`Config::from_env`]); an error names the field. [`Config::default`] and the TOML loaders
+//! read no environment variable: [`Config::from_env`] is the one opt-in path that does, and
+//! the variables it reads are listed in [`ENV_VARIABLES`] and in each provider's
+//! [`ProviderDescriptor::settings`](sealkit_core::registry::ProviderDescriptor).
 
+use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use sealkit_core::legacy::{LegacyFormat, LegacyKey};
+use sealkit_core::registry::ProviderSettings;
+use serde::{Deserialize, Deserializer};
 
 use crate::{Algorithm, Error, KeyUri, Result};
+
+/// The `SEALKIT_*` variables [`Config::from_env`] reads (besides each provider's, listed in
+/// its descriptor), with what each sets. `docs/configuration.md` is checked against this table.
+pub const ENV_VARIABLES: &[(&str, &str)] = &[
+    ("SEALKIT_CONFIG", "a TOML configuration file, read first"),
+    ("SEALKIT_DEFAULT_KEY", "`default_key`"),
+    ("SEALKIT_MODE", "`mode`: legacy, hybrid or kms"),
+    ("SEALKIT_ALGORITHM", "`algorithm`"),
+    ("SEALKIT_ACTOR", "`actor`, for audit records"),
+    ("SEALKIT_AUDIT_LOG", "`audit.path`"),
+    (
+        "SEALKIT_LEGACY_KEY_ENV",
+        "`legacy.key_env`: the variable holding the legacy key",
+    ),
+];
+
+/// Parses a field with `FromStr`; serde's error then names the field.
+fn parsed<'de, D, T>(de: D) -> std::result::Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
+    let text = String::deserialize(de)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+fn parsed_option<'de, D, T>(de: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
+    Option::<String>::deserialize(de)?
+        .map(|text| text.parse().map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+fn rotation_table<'de, D>(de: D) -> std::result::Result<BTreeMap<KeyUri, Duration>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    BTreeMap::<String, String>::deserialize(de)?
+        .into_iter()
+        .map(|(key, period)| {
+            let key = KeyUri::parse(&key).map_err(serde::de::Error::custom)?;
+            let period = parse_period(&period).map_err(serde::de::Error::custom)?;
+            Ok((key, period))
+        })
+        .collect()
+}
+
+/// `[providers.NAME]` tables: each value as text (numbers and booleans too).
+fn provider_tables<'de, D>(
+    de: D,
+) -> std::result::Result<BTreeMap<String, ProviderSettings>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let tables = BTreeMap::<String, BTreeMap<String, toml::Value>>::deserialize(de)?;
+    tables
+        .into_iter()
+        .map(|(name, table)| {
+            let mut settings = ProviderSettings::new();
+            for (key, value) in table {
+                let text = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) => {
+                        value.to_string()
+                    }
+                    _ => {
+                        return Err(serde::de::Error::custom(format!(
+                            "providers.{name}.{key} must be a string, number or boolean"
+                        )));
+                    }
+                };
+                settings.set(&key, text);
+            }
+            Ok((name, settings))
+        })
+        .collect()
+}
 
 /// How the keyring treats legacy (pre-envelope) ciphertexts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -22,7 +115,18 @@ pub enum Mode {
     Kms,
 }
 
-impl std::str::FromStr for Mode {
+impl Mode {
+    /// The configuration name (`legacy`, `hybrid`, `kms`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Legacy => "legacy",
+            Self::Hybrid => "hybrid",
+            Self::Kms => "kms",
+        }
+    }
+}
+
+impl FromStr for Mode {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         match s {
@@ -117,41 +221,43 @@ impl Default for ResilienceConfig {
     }
 }
 
-/// The local provider's settings.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LocalConfig {
-    /// Key store directory (keys live in `home/keys`); `$SEALKIT_HOME`, default `./.sealkit`.
-    pub home: PathBuf,
-    /// Environment variable holding the key store passphrase, if the store is sealed.
-    pub passphrase_env: String,
-}
-
-impl Default for LocalConfig {
-    fn default() -> Self {
-        Self {
-            home: PathBuf::from(".sealkit"),
-            passphrase_env: "SEALKIT_PASSPHRASE".into(),
-        }
-    }
-}
-
 /// Where legacy ciphertexts come from.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LegacyConfig {
-    /// Environment variable holding the base64 legacy master key.
+    /// Environment variable holding the base64 legacy master key (read by
+    /// [`Config::from_env`] in `legacy` and `hybrid` modes).
     pub key_env: String,
     /// Layout of legacy ciphertexts (`aes-gcm-iv16` or `aes-gcm-nonce12`).
-    pub format: String,
+    #[serde(deserialize_with = "parsed")]
+    pub format: LegacyFormat,
+    /// The legacy key itself: never in a file; set by [`Config::from_env`] from `key_env`, or
+    /// by the application (a secret store). Its `Debug` shows no key material.
+    #[serde(skip)]
+    pub key: Option<LegacyKey>,
 }
 
 impl Default for LegacyConfig {
     fn default() -> Self {
         Self {
-            key_env: "ENCRYPTION_MASTER_KEY".into(),
-            format: "aes-gcm-iv16".into(),
+            key_env: LegacyKey::DEFAULT_ENV.into(),
+            format: LegacyFormat::AesGcmIv16,
+            key: None,
         }
+    }
+}
+
+/// Reads and validates the legacy key from the environment variable `name`.
+pub fn legacy_key_from_env(name: &str) -> Result<LegacyKey> {
+    match std::env::var(name) {
+        Ok(value) => LegacyKey::from_base64(name, &zeroize::Zeroizing::new(value)),
+        Err(std::env::VarError::NotPresent) => Err(Error::misconfigured(format!(
+            "the legacy master key variable {name} is not set; export it (base64 of 32 bytes) \
+             or set mode = \"kms\" if no legacy data remains"
+        ))),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::misconfigured(format!(
+            "the legacy master key variable {name} is not valid text; it must hold base64 of 32 bytes"
+        ))),
     }
 }
 
@@ -189,9 +295,11 @@ fn default_secret_ttl() -> u64 {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The key new data is sealed under (`local://customers`, `vault-transit://transit/pii`…).
-    pub default_key: Option<String>,
+    #[serde(deserialize_with = "parsed_option")]
+    pub default_key: Option<KeyUri>,
     /// The AEAD for new envelopes.
-    pub algorithm: String,
+    #[serde(deserialize_with = "parsed")]
+    pub algorithm: Algorithm,
     /// `legacy`, `hybrid` or `kms`.
     pub mode: Mode,
     /// Who performs the operations, for audit records.
@@ -203,83 +311,96 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Retries, timeouts, circuit breaker.
     pub resilience: ResilienceConfig,
-    /// Local provider.
-    pub local: LocalConfig,
+    /// Providers to build, by name (`[providers.vault]`, `[providers.local]`), with their
+    /// settings; see each provider's settings in docs/configuration.md. A `local://` key
+    /// named by this configuration adds the local provider with its defaults.
+    #[serde(deserialize_with = "provider_tables")]
+    pub providers: BTreeMap<String, ProviderSettings>,
     /// Legacy data.
     pub legacy: LegacyConfig,
     /// Audit.
     pub audit: AuditConfig,
     /// Rotation periods by key URI (`"local://customers" = "90d"`), for `keys rotate-due`.
-    pub rotation: std::collections::BTreeMap<String, String>,
+    #[serde(deserialize_with = "rotation_table")]
+    pub rotation: BTreeMap<KeyUri, Duration>,
     /// Named secrets (`[secrets.db_password]`), served by [`crate::Keyring::secret`] and
     /// checked by [`crate::Keyring::health`].
-    pub secrets: std::collections::BTreeMap<String, SecretConfig>,
+    pub secrets: BTreeMap<String, SecretConfig>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             default_key: None,
-            algorithm: "aes-256-gcm".into(),
+            algorithm: Algorithm::Aes256Gcm,
             mode: Mode::Kms,
             actor: "sealkit".into(),
             dek_scope: vec!["tenant".into(), "table".into(), "column".into()],
             cache: CacheConfig::default(),
             resilience: ResilienceConfig::default(),
-            local: LocalConfig::default(),
+            providers: BTreeMap::new(),
             legacy: LegacyConfig::default(),
             audit: AuditConfig::default(),
-            rotation: std::collections::BTreeMap::new(),
-            secrets: std::collections::BTreeMap::new(),
+            rotation: BTreeMap::new(),
+            secrets: BTreeMap::new(),
         }
     }
 }
 
 impl Config {
-    /// Parses TOML.
+    /// Parses TOML; an error names the field (and line) at fault. Reads no environment.
     pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text)
-            .map_err(|e| Error::misconfigured(format!("invalid configuration: {e}")))
+        let config: Self = toml::from_str(text).map_err(|e| {
+            Error::misconfigured(format!("invalid configuration: {}", e.message().trim()))
+                .with_source(e)
+        })?;
+        config.check_providers()?;
+        Ok(config)
     }
 
-    /// Reads a TOML file.
+    /// Reads a TOML file. Reads no environment.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::misconfigured(format!(
-                "cannot read configuration file {}: {e}",
-                path.display()
-            ))
+            Error::misconfigured(format!("cannot read configuration file {}", path.display()))
+                .with_source(e)
         })?;
-        Self::from_toml(&text)
+        Self::from_toml(&text).map_err(|e| match e {
+            Error::Misconfigured { detail, source } => Error::Misconfigured {
+                detail: format!("{}: {detail}", path.display()),
+                source,
+            },
+            other => other,
+        })
     }
 
-    /// The file named by `SEALKIT_CONFIG` (if set), then the `SEALKIT_*` overrides.
+    /// The opt-in environment path: the file named by `SEALKIT_CONFIG` (if set), then the
+    /// `SEALKIT_*` overrides ([`ENV_VARIABLES`]), then provider detection: every compiled-in
+    /// provider whose variables say it is configured (`VAULT_ADDR`, `AWS_REGION`…) is added
+    /// to [`Config::providers`] (file settings win over variables), and in `legacy`/`hybrid`
+    /// mode the legacy key is read from `legacy.key_env`.
     pub fn from_env() -> Result<Self> {
         let base = match std::env::var_os("SEALKIT_CONFIG") {
             Some(path) => Self::from_file(Path::new(&path))?,
             None => Self::default(),
         };
-        base.with_env_overrides()
+        base.with_env()
     }
 
-    /// Applies `SEALKIT_DEFAULT_KEY`, `SEALKIT_MODE`, `SEALKIT_ALGORITHM`, `SEALKIT_ACTOR`,
-    /// `SEALKIT_HOME`, `SEALKIT_AUDIT_LOG`, `SEALKIT_LEGACY_KEY_ENV`.
-    pub fn with_env_overrides(mut self) -> Result<Self> {
+    /// Applies the `SEALKIT_*` overrides, detects providers and reads the legacy key, as
+    /// [`Config::from_env`] does after loading the file.
+    pub fn with_env(mut self) -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if let Some(v) = var("SEALKIT_DEFAULT_KEY") {
-            self.default_key = Some(v);
+            self.default_key = Some(named("SEALKIT_DEFAULT_KEY", v.parse())?);
         }
         if let Some(v) = var("SEALKIT_MODE") {
-            self.mode = v.parse()?;
+            self.mode = named("SEALKIT_MODE", v.parse())?;
         }
         if let Some(v) = var("SEALKIT_ALGORITHM") {
-            self.algorithm = v;
+            self.algorithm = named("SEALKIT_ALGORITHM", v.parse())?;
         }
         if let Some(v) = var("SEALKIT_ACTOR") {
             self.actor = v;
-        }
-        if let Some(v) = var("SEALKIT_HOME") {
-            self.local.home = PathBuf::from(v);
         }
         if let Some(v) = var("SEALKIT_AUDIT_LOG") {
             self.audit.path = Some(PathBuf::from(v));
@@ -287,26 +408,49 @@ impl Config {
         if let Some(v) = var("SEALKIT_LEGACY_KEY_ENV") {
             self.legacy.key_env = v;
         }
+        for provider in crate::providers::builtin() {
+            let from_env = provider.settings_from(&var);
+            let configured = self.providers.contains_key(provider.name);
+            if configured || (provider.detect)(&from_env) {
+                self.providers
+                    .entry(provider.name.to_string())
+                    .or_default()
+                    .fill_from(&from_env);
+            }
+        }
+        if self.mode != Mode::Kms && self.legacy.key.is_none() {
+            // Missing is reported by the keyring builder, which needs the key in these modes.
+            if std::env::var_os(&self.legacy.key_env).is_some() {
+                self.legacy.key = Some(legacy_key_from_env(&self.legacy.key_env)?);
+            }
+        }
+        self.check_providers()?;
         Ok(self)
     }
 
-    /// The parsed algorithm.
-    pub fn algorithm(&self) -> Result<Algorithm> {
-        self.algorithm.parse()
+    /// The settings table of provider `name`, created empty if absent (so that
+    /// `config.provider("local").set("home", dir)` configures the local provider).
+    pub fn provider(&mut self, name: &str) -> &mut ProviderSettings {
+        self.providers.entry(name.to_string()).or_default()
     }
 
-    /// The rotation periods, parsed.
-    pub fn rotation_periods(&self) -> Result<Vec<(KeyUri, Duration)>> {
-        self.rotation
-            .iter()
-            .map(|(k, p)| Ok((KeyUri::parse(k)?, parse_period(p)?)))
-            .collect()
+    /// Refuses provider tables that no compiled-in provider knows, or settings they don't.
+    fn check_providers(&self) -> Result<()> {
+        for (name, settings) in &self.providers {
+            crate::providers::by_name(name)?.check_names(settings)?;
+        }
+        Ok(())
     }
 
-    /// The parsed default key.
-    pub fn default_key(&self) -> Result<Option<KeyUri>> {
-        self.default_key.as_deref().map(KeyUri::parse).transpose()
+    /// Every key URI this configuration names (the default key, rotation periods).
+    pub fn key_uris(&self) -> impl Iterator<Item = &KeyUri> {
+        self.default_key.iter().chain(self.rotation.keys())
     }
+}
+
+/// Prefixes a parse error with the variable it came from.
+fn named<T>(variable: &str, parsed: Result<T>) -> Result<T> {
+    parsed.map_err(|e| Error::misconfigured(format!("{variable}: {e}")))
 }
 
 /// Parses `90d`, `12h`, `30m`, `45s` (or a bare number of days).

@@ -8,12 +8,15 @@
 //! a ciphertext moved to another row, or altered, fails to open.
 //!
 //! Providers are chosen à la carte by features; the default, `local`, pulls no cloud SDK.
+//! Each compiled-in provider is one entry of [`providers::builtin`]. A keyring is built from a
+//! [`Config`] alone ([`Keyring::builder`], which reads no environment variable), or from the
+//! environment on request ([`Keyring::from_env`], [`Config::from_env`]).
 //!
 //! ```no_run
 //! # async fn demo() -> sealkit::Result<()> {
 //! use sealkit::{Config, EncryptionContext, Keyring, KeyUri};
 //! let mut config = Config::default();
-//! config.default_key = Some("local://customers".into());
+//! config.default_key = Some(KeyUri::parse("local://customers")?);
 //! let keyring = Keyring::builder(config).build()?;
 //! keyring.create_key(&KeyUri::parse("local://customers")?).await?;
 //! let ctx = EncryptionContext::parse("table=customers,column=email,id=42")?;
@@ -26,15 +29,17 @@
 pub mod audit;
 mod cache;
 pub mod config;
-mod detect;
+mod health;
 mod keyring;
 pub mod metrics_names;
+pub mod providers;
 pub mod random;
 mod resilience;
 pub mod secrets;
 
 pub use config::{Config, Mode, SecretConfig};
-pub use keyring::{HealthReport, Keyring, KeyringBuilder, KeyringStats, RewrapOutcome};
+pub use health::HealthReport;
+pub use keyring::{Keyring, KeyringBuilder, KeyringStats, RewrapOutcome};
 pub use resilience::CircuitState;
 #[doc(inline)]
 pub use sealkit_core::{
@@ -60,7 +65,7 @@ pub use sealkit_aws as aws;
 #[doc(inline)]
 pub use sealkit_vault as vault;
 
-/// The Google Cloud Secret Manager source.
+/// The Google Cloud provider (Secret Manager secrets).
 #[cfg(feature = "gcp")]
 #[doc(inline)]
 pub use sealkit_gcp as gcp;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sealkit_core::provider::{Secret, SecretSource};
 
+use crate::health::HealthReport;
 use crate::{Error, ErrorKind, Result};
 
 /// Secrets from environment variables: the name is the variable.
@@ -172,7 +173,7 @@ impl SecretChain {
 
     /// Fetches the secret from every link (no cache, no fallback) and reports each one: a
     /// real round trip per source, as a health check. Values are dropped at once.
-    pub async fn check_links(&self) -> Vec<crate::HealthReport> {
+    pub async fn check_links(&self) -> Vec<HealthReport> {
         let mut reports = Vec::with_capacity(self.links.len());
         for link in &self.links {
             let started = Instant::now();
@@ -180,7 +181,7 @@ impl SecretChain {
                 .source
                 .get_secret(&link.name, link.version.as_deref())
                 .await;
-            reports.push(crate::HealthReport {
+            reports.push(HealthReport {
                 component: format!(
                     "secret {} via {}:{}",
                     self.label,
@@ -264,36 +265,40 @@ pub struct SecretSources {
 }
 
 impl SecretSources {
-    /// `env`, `file` (relative to the working directory) and, where configured from the
-    /// environment, `vault-kv1` and `vault-kv2` (names `MOUNT/PATH#FIELD`), `aws-secrets`
-    /// (names `SECRET-ID#FIELD`, versions by id or stage) and `gcp-secrets` (names `SECRET-ID`
-    /// or `projects/P/secrets/ID`, versions `latest`, a number or an alias).
-    pub fn with_defaults() -> Result<Self> {
+    /// The sources every build has: `env` (variables) and `file` (paths relative to the
+    /// working directory).
+    pub fn builtin() -> Self {
         let mut s = Self::default();
         s.register("env", Arc::new(EnvSecrets));
         s.register("file", Arc::new(FileSecrets::new(".")));
-        #[cfg(feature = "vault")]
-        if crate::detect::vault_configured() {
-            use sealkit_vault::{KvVersion, VaultConfig, VaultKv};
-            let config = VaultConfig::from_env()?;
-            s.register(
-                "vault-kv1",
-                Arc::new(VaultKv::any_mount(config.clone(), KvVersion::V1)),
-            );
-            s.register(
-                "vault-kv2",
-                Arc::new(VaultKv::any_mount(config, KvVersion::V2)),
-            );
-        }
-        #[cfg(feature = "aws")]
-        if crate::detect::aws_configured() {
-            s.register("aws-secrets", Arc::new(sealkit_aws::AwsSecrets::from_env()));
-        }
-        #[cfg(feature = "gcp")]
-        if sealkit_gcp::GcpSettings::configured_in_env() {
-            s.register("gcp-secrets", Arc::new(sealkit_gcp::GcpSecrets::from_env()));
+        s
+    }
+
+    /// [`SecretSources::builtin`] plus the secret sources of every provider `config` names
+    /// (`vault-kv1`/`vault-kv2`, `aws-secrets`, `gcp-secrets`…), built from its settings.
+    pub fn from_config(config: &crate::Config) -> Result<Self> {
+        let mut s = Self::builtin();
+        for (name, settings) in &config.providers {
+            let provider = crate::providers::by_name(name)?;
+            if !provider.secret_sources.is_empty() {
+                s.add_all(provider.build(settings)?.secrets);
+            }
         }
         Ok(s)
+    }
+
+    /// [`SecretSources::from_config`] of [`Config::from_env`](crate::Config::from_env): the
+    /// providers detected in the environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_config(&crate::Config::from_env()?)
+    }
+
+    /// Registers each source under its own name.
+    pub fn add_all(&mut self, sources: impl IntoIterator<Item = Arc<dyn SecretSource>>) {
+        for source in sources {
+            let name = source.name().to_string();
+            self.sources.insert(name, source);
+        }
     }
 
     /// Registers `source` under `prefix` (`vault-kv2`, `aws-secrets`, …).

@@ -18,6 +18,19 @@ fn settings(endpoint: &str) -> AwsSettings {
         .with_static_credentials("testing", "testing")
 }
 
+/// The AWS SDK's own Secrets Manager client, straight at moto: to seed secrets.
+async fn raw_secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&config)
+}
+
 fn endpoint() -> Option<String> {
     peer_env("SEALKIT_TEST_AWS_ENDPOINT", "moto")
 }
@@ -84,7 +97,7 @@ async fn secrets_manager_by_stage_version_and_json_field() {
     let Some(endpoint) = endpoint() else { return };
     let secrets = AwsSecrets::new(settings(&endpoint));
     let name = unique("prod/db");
-    let client = secrets.client().await;
+    let client = raw_secrets_client(&endpoint).await;
     client
         .create_secret()
         .name(&name)
@@ -147,8 +160,8 @@ async fn secrets_manager_by_stage_version_and_json_field() {
 
 fn keyring(kms: AwsKms, default_key: &str, home: &std::path::Path) -> Keyring {
     let mut config = Config::default();
-    config.default_key = Some(default_key.into());
-    config.local.home = home.to_path_buf();
+    config.default_key = Some(KeyUri::parse(default_key).unwrap());
+    config.provider("local").set("home", home.to_str().unwrap());
     config.resilience.max_attempts = 3;
     config.resilience.initial_backoff_ms = 10;
     config.resilience.max_backoff_ms = 50;

@@ -625,7 +625,9 @@ fn migration_survives_sigkill_at_ten_points() {
     assert_eq!(report["ok"], rows * 2);
     // Every row opens to its original plaintext: none lost, none skipped, none duplicated.
     let mut config = sealkit::Config::default();
-    config.local.home = h.join(".sealkit");
+    config
+        .provider("local")
+        .set("home", h.join(".sealkit").to_str().unwrap());
     let keyring = sealkit::Keyring::builder(config).build().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -688,7 +690,7 @@ fn scheduled_rotation_rotates_only_due_keys() {
     assert_eq!(out["rotated"][0]["primary"], "2");
     // The local provider has no native rotation: a clear refusal.
     let out = sealkit(h, &["keys", "set-rotation", "local://due", "90d"], b"");
-    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(out.status.code(), Some(9), "not supported by the provider");
     assert!(String::from_utf8_lossy(&out.stderr).contains("rotate-due"));
     std::fs::write(&config, "[rotation]\n\"local://due\" = \"ninety days\"\n").unwrap();
     assert_eq!(

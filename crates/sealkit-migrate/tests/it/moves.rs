@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sealkit::vault::{VaultAuth, VaultConfig, VaultTransit};
+use sealkit::vault::{VaultAuth, VaultSettings, VaultTransit};
 use sealkit::{Config, EncryptionContext, KeyUri, Keyring};
 use sealkit_conformance::peers::{unique, vault_peer};
 use sealkit_migrate::{ColumnSpec, JobSpec, Migrator, SqliteStore, Store};
@@ -14,13 +14,15 @@ async fn local_to_vault_then_retire_the_local_provider() {
     };
     let dir = tempfile::tempdir().unwrap();
     let vault = || {
-        Arc::new(VaultTransit::new(VaultConfig::new(
+        Arc::new(VaultTransit::new(VaultSettings::new(
             addr.clone(),
             VaultAuth::Token(token.clone().into()),
         )))
     };
     let mut config = Config::default();
-    config.local.home = dir.path().to_path_buf();
+    config
+        .provider("local")
+        .set("home", dir.path().to_str().unwrap());
     // During the move both providers are configured: old and new envelopes both open.
     let both = Keyring::builder(config.clone())
         .with_managed_provider(vault())
@@ -69,7 +71,7 @@ async fn local_to_vault_then_retire_the_local_provider() {
     // Retire the old provider: a keyring with Vault only opens everything.
     let vault_only = Keyring::builder(config)
         .with_managed_provider(vault())
-        .without_auto_providers()
+        .without_configured_providers()
         .build()
         .unwrap();
     assert_eq!(vault_only.schemes(), vec!["vault-transit"]);
@@ -128,12 +130,14 @@ async fn vault_transit_ciphertexts_are_migrated_to_envelopes() {
         )
         .unwrap();
     }
-    let vault = Arc::new(VaultTransit::new(VaultConfig::new(
+    let vault = Arc::new(VaultTransit::new(VaultSettings::new(
         addr.clone(),
         VaultAuth::Token(token.clone().into()),
     )));
     let mut config = Config::default();
-    config.local.home = dir.path().to_path_buf();
+    config
+        .provider("local")
+        .set("home", dir.path().to_str().unwrap());
     let keyring = Keyring::builder(config).build().unwrap();
     let target = KeyUri::parse("local://accounts").unwrap();
     keyring.create_key(&target).await.unwrap();

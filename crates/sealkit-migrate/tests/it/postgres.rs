@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealkit::vault::{VaultAuth, VaultConfig, VaultTransit};
+use sealkit::vault::{VaultAuth, VaultSettings, VaultTransit};
 use sealkit::{Config, KeyUri, Keyring};
 use sealkit_conformance::peers::{peer_env, unique, vault_peer};
 use sealkit_conformance::{FaultMode, FaultProxy};
@@ -117,13 +117,15 @@ async fn a_kms_outage_pauses_the_job_until_the_kms_is_back() {
         .unwrap();
     let home = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.local.home = home.path().to_path_buf();
+    config
+        .provider("local")
+        .set("home", home.path().to_str().unwrap());
     config.resilience.max_attempts = 2;
     config.resilience.initial_backoff_ms = 5;
     config.resilience.timeout_ms = 500;
     config.resilience.open_secs = 1;
     config.cache.max_messages = 1000; // several data keys, so the job needs the KMS as it goes
-    let vault = VaultTransit::new(VaultConfig::new(
+    let vault = VaultTransit::new(VaultSettings::new(
         proxy.url(),
         VaultAuth::Token(token.into()),
     ));

@@ -38,7 +38,7 @@ pub(crate) fn legacy_note(id: i64) -> Vec<u8> {
 
 pub(crate) fn keyring(home: &std::path::Path) -> Keyring {
     let mut config = Config::default();
-    config.local.home = home.to_path_buf();
+    config.provider("local").set("home", home.to_str().unwrap());
     config.resilience.initial_backoff_ms = 5;
     Keyring::builder(config).build().unwrap()
 }

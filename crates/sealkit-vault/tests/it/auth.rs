@@ -3,7 +3,7 @@
 use sealkit_conformance::peers::unique;
 use sealkit_core::provider::{KeyAdmin, KeyEncryption};
 use sealkit_core::{EncryptionContext, Error, KeyUri};
-use sealkit_vault::{VaultAuth, VaultConfig, VaultTransit};
+use sealkit_vault::{VaultAuth, VaultSettings, VaultTransit};
 use vaultrs::api::auth::approle::requests::SetAppRoleRequest;
 use vaultrs::api::token::requests::CreateTokenRequest;
 
@@ -67,7 +67,7 @@ async fn approle_login_with_the_documented_least_privilege_policy() {
         .await
         .unwrap()
         .secret_id;
-    let config = VaultConfig::new(
+    let config = VaultSettings::new(
         root.address(),
         VaultAuth::AppRole {
             mount: mount.clone(),
@@ -85,7 +85,7 @@ async fn approle_login_with_the_documented_least_privilege_policy() {
     let err = app.rotate_key(&key).await.unwrap_err();
     assert!(matches!(err, Error::PermissionDenied { .. }), "{err}");
     // A wrong secret id fails to log in with a permission error.
-    let bad = VaultConfig::new(
+    let bad = VaultSettings::new(
         root.address(),
         VaultAuth::AppRole {
             mount,
@@ -128,7 +128,7 @@ async fn encrypt_only_policy_is_denied_decrypt_with_a_clear_message() {
     .await
     .unwrap()
     .client_token;
-    let writer = VaultTransit::new(VaultConfig::new(
+    let writer = VaultTransit::new(VaultSettings::new(
         root.address(),
         VaultAuth::Token(token.into()),
     ));
@@ -141,7 +141,7 @@ async fn encrypt_only_policy_is_denied_decrypt_with_a_clear_message() {
         "the message names the key and the operation: {text}"
     );
     // A wrong token entirely.
-    let stranger = VaultTransit::new(VaultConfig::new(
+    let stranger = VaultTransit::new(VaultSettings::new(
         root.address(),
         VaultAuth::Token("not-a-token".to_string().into()),
     ));

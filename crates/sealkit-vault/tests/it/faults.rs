@@ -11,14 +11,14 @@ use sealkit::{CircuitState, Config, EncryptionContext, Error, KeyUri, Keyring};
 use sealkit_conformance::peers::{peer_env, unique};
 use sealkit_conformance::{FaultMode, FaultProxy};
 use sealkit_core::provider::KeyAdmin;
-use sealkit_vault::{VaultAuth, VaultConfig, VaultTransit};
+use sealkit_vault::{VaultAuth, VaultSettings, VaultTransit};
 
 use crate::support::root_config;
 
-fn keyring(vault: VaultConfig, default_key: &str, home: &std::path::Path) -> Keyring {
+fn keyring(vault: VaultSettings, default_key: &str, home: &std::path::Path) -> Keyring {
     let mut config = Config::default();
-    config.default_key = Some(default_key.into());
-    config.local.home = home.to_path_buf();
+    config.default_key = Some(KeyUri::parse(default_key).unwrap());
+    config.provider("local").set("home", home.to_str().unwrap());
     config.resilience.max_attempts = 3;
     config.resilience.initial_backoff_ms = 10;
     config.resilience.max_backoff_ms = 50;
@@ -61,7 +61,7 @@ async fn wait_healthy(port: u16) {
             .await
             .is_ok()
         {
-            let config = VaultConfig::new(
+            let config = VaultSettings::new(
                 format!("http://127.0.0.1:{port}"),
                 VaultAuth::Token("fault-root".to_string().into()),
             );
@@ -106,7 +106,7 @@ async fn killed_peer_gives_unavailable_opens_the_circuit_and_recovers() {
     wait_healthy(port).await;
     enable_transit(port).await;
     let home = tempfile::tempdir().unwrap();
-    let vault = VaultConfig::new(
+    let vault = VaultSettings::new(
         format!("http://127.0.0.1:{port}"),
         VaultAuth::Token("fault-root".to_string().into()),
     );
@@ -180,7 +180,7 @@ async fn slow_and_resetting_connections_are_retried_then_reported() {
         .unwrap();
     let proxy = FaultProxy::start(target).await.unwrap();
     let token = peer_env("SEALKIT_TEST_VAULT_TOKEN", "OpenBao").unwrap();
-    let via_proxy = VaultConfig::new(proxy.url(), VaultAuth::Token(token.into()));
+    let via_proxy = VaultSettings::new(proxy.url(), VaultAuth::Token(token.into()));
     let home = tempfile::tempdir().unwrap();
     let uri = format!("vault-transit://transit/{}", unique("slow"));
     let keyring = keyring(via_proxy, &uri, home.path());

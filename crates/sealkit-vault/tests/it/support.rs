@@ -1,13 +1,13 @@
 //! Connecting to the OpenBao peer.
 
 use sealkit_conformance::peers::vault_peer;
-use sealkit_vault::{VaultAuth, VaultConfig};
+use sealkit_vault::{VaultAuth, VaultSettings};
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 
 /// The root-token configuration of the OpenBao peer, or `None` (test skips) without it.
-pub(crate) fn root_config() -> Option<VaultConfig> {
+pub(crate) fn root_config() -> Option<VaultSettings> {
     let (addr, token) = vault_peer()?;
-    Some(VaultConfig::new(addr, VaultAuth::Token(token.into())))
+    Some(VaultSettings::new(addr, VaultAuth::Token(token.into())))
 }
 
 /// A raw client with the root token, to set up policies, mounts and secrets.

@@ -229,7 +229,10 @@ async fn hybrid_mode_reads_the_legacy_key_from_the_environment() {
     let mut cfg = config(home.path(), "local://k");
     cfg.mode = Mode::Hybrid;
     cfg.legacy.key_env = var.into();
-    let err = Keyring::builder(cfg).build().unwrap_err();
+    // The pure builder never reads the variable; `with_env` (as `Config::from_env`) does.
+    let err = Keyring::builder(cfg.with_env().unwrap())
+        .build()
+        .unwrap_err();
     assert!(
         err.to_string().contains(var) && err.to_string().contains("not set"),
         "{err}"
@@ -256,7 +259,7 @@ async fn hybrid_child() {
     let mut cfg = config(home.path(), "local://k");
     cfg.mode = Mode::Hybrid;
     cfg.legacy.key_env = "SEALKIT_TEST_LEGACY_KEY_HYBRID".into();
-    let keyring = Keyring::builder(cfg).build().unwrap();
+    let keyring = Keyring::builder(cfg.with_env().unwrap()).build().unwrap();
     let legacy = legacy::seal(
         LegacyFormat::AesGcmIv16,
         &DataKey::from_bytes([7; 32]),
@@ -335,9 +338,7 @@ async fn evicted_deks_are_dropped() {
     assert_eq!(keyring.cached_deks(), (1, 1));
     keyring.seal(b"x", &ctx("b", "c", 1)).await.unwrap();
     assert_eq!(keyring.cached_deks(), (1, 1));
-    let weak = keyring
-        .__weak_seal_cipher_for_tests(&ctx("b", "c", 1))
-        .expect("cached");
+    let weak = keyring.weak_seal_cipher(&ctx("b", "c", 1)).expect("cached");
     keyring.seal(b"x", &ctx("c", "c", 1)).await.unwrap();
     assert!(weak.upgrade().is_none(), "an evicted DEK is still alive");
 }

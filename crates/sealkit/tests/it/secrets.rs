@@ -180,7 +180,7 @@ async fn values_are_cached_for_the_ttl() {
 async fn env_and_file_sources_from_text_specs() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("db_password"), "from-file\n").unwrap();
-    let mut sources = SecretSources::with_defaults().unwrap();
+    let mut sources = SecretSources::builtin();
     sources.register("file", Arc::new(FileSecrets::new(dir.path())));
     let chain = sources
         .chain(
@@ -208,7 +208,7 @@ async fn env_and_file_sources_from_text_specs() {
 #[cfg(feature = "vault")]
 mod vault {
     use super::*;
-    use sealkit::vault::{KvVersion, VaultAuth, VaultConfig, VaultKv};
+    use sealkit::vault::{KvVersion, VaultAuth, VaultKv, VaultSettings};
     use sealkit_conformance::peers::{unique, vault_peer};
     use sealkit_conformance::{FaultMode, FaultProxy};
 
@@ -236,7 +236,7 @@ mod vault {
         let proxy = FaultProxy::start(addr.trim_start_matches("http://").parse().unwrap())
             .await
             .unwrap();
-        let config = VaultConfig::new(proxy.url(), VaultAuth::Token(token.into()))
+        let config = VaultSettings::new(proxy.url(), VaultAuth::Token(token.into()))
             .with_timeout(Duration::from_secs(2));
         let vault: Arc<dyn SecretSource> = Arc::new(VaultKv::any_mount(config, KvVersion::V2));
         let dir = tempfile::tempdir().unwrap();
@@ -293,7 +293,9 @@ async fn configured_secrets_resolve_through_the_keyring_and_are_health_checked()
         "#,
     )
     .unwrap();
-    config.local.home = home.path().to_path_buf();
+    config
+        .provider("local")
+        .set("home", home.path().to_str().unwrap());
     let mut sources = SecretSources::default();
     sources.register("env", Arc::new(sealkit::secrets::EnvSecrets));
     sources.register("file", Arc::new(FileSecrets::new(dir.path())));

@@ -22,8 +22,8 @@ pub(crate) fn uri(s: &str) -> KeyUri {
 
 pub(crate) fn config(home: &Path, default_key: &str) -> Config {
     let mut config = Config::default();
-    config.default_key = Some(default_key.into());
-    config.local.home = home.to_path_buf();
+    config.default_key = Some(KeyUri::parse(default_key).unwrap());
+    config.provider("local").set("home", home.to_str().unwrap());
     config.resilience.initial_backoff_ms = 1;
     config
 }

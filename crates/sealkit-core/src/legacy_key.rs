@@ -1,12 +1,18 @@
-//! A legacy master key from an environment variable.
+//! A legacy master key: the base64 32-byte AES key an application kept in an environment
+//! variable. Reading the variable is the caller's business (the core does no I/O).
+
+use alloc::format;
+use alloc::string::{String, ToString};
 
 use base64::Engine;
-use sealkit_core::{DataKey, Error, Result};
 use zeroize::Zeroizing;
+
+use crate::{DataKey, Error, Result};
 
 /// A 32-byte AES key that an application kept in an environment variable, base64-encoded.
 ///
-/// Validated on load; error messages name the variable and the problem, never the value.
+/// Validated when decoded; error messages name where it came from and the problem, never
+/// the value.
 #[derive(Debug, Clone)]
 pub struct LegacyKey {
     source: String,
@@ -16,20 +22,6 @@ pub struct LegacyKey {
 impl LegacyKey {
     /// The variable most applications used.
     pub const DEFAULT_ENV: &'static str = "ENCRYPTION_MASTER_KEY";
-
-    /// Reads and validates the key from the environment variable `name`.
-    pub fn from_env(name: &str) -> Result<Self> {
-        match std::env::var(name) {
-            Ok(value) => Self::from_base64(name, &Zeroizing::new(value)),
-            Err(std::env::VarError::NotPresent) => Err(Error::misconfigured(format!(
-                "the legacy master key variable {name} is not set; export it (base64 of 32 bytes) \
-                 or set mode = \"kms\" if no legacy data remains"
-            ))),
-            Err(std::env::VarError::NotUnicode(_)) => Err(Error::misconfigured(format!(
-                "the legacy master key variable {name} is not valid text; it must hold base64 of 32 bytes"
-            ))),
-        }
-    }
 
     /// Validates a base64 key; `source` names where it came from, for messages.
     pub fn from_base64(source: &str, text: &str) -> Result<Self> {
