@@ -1,5 +1,7 @@
 //! The provider conformance suite: the same assertions, run against every provider's real
-//! backend (local files, OpenBao, moto, …) by that provider's tests.
+//! backend (local files, OpenBao, moto, …) by that provider's tests — key providers through
+//! [`run_all`], secret sources through [`secret_source_conforms`]. Test support, not
+//! API-stable.
 //!
 //! ```ignore
 //! sealkit_conformance::run_all(&provider, &provider, "vault-transit://transit/conf").await;

@@ -1,8 +1,8 @@
 //! The conformance checks. Each takes the provider (key operations and administration) and a
 //! key URI that does not exist yet; each creates that key.
 
-use sealkit_core::provider::{KeyAdmin, KeyEncryption, VersionState};
-use sealkit_core::{EncryptionContext, Error, KeyUri, KeyVersion};
+use sealkit_core::provider::{KeyAdmin, KeyEncryption, SecretSource, VersionState};
+use sealkit_core::{EncryptionContext, Error, ErrorKind, KeyUri, KeyVersion};
 
 fn ctx(table: &str) -> EncryptionContext {
     EncryptionContext::from_pairs([("table", table), ("column", "email")]).expect("valid context")
@@ -197,6 +197,106 @@ pub async fn disabled_version_is_refused(
     );
 }
 
+/// The admin side names the same scheme; a second create is `AlreadyExists`; the key is
+/// listed (by the prefix of its own name) until it is deleted, and then neither listed nor
+/// found, and deleting it again is `NotFound`.
+pub async fn inventory_and_deletion(keys: &dyn KeyEncryption, admin: &dyn KeyAdmin, key: &KeyUri) {
+    assert_eq!(admin.scheme(), keys.scheme(), "one scheme for both sides");
+    admin.create_key(key).await.expect("create key");
+    let again = admin
+        .create_key(key)
+        .await
+        .expect_err("a second create must fail");
+    assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{again}");
+    let listed = admin
+        .list_keys(Some(key.path()))
+        .await
+        .expect("list keys by prefix");
+    assert!(listed.contains(key), "{key} not in {listed:?}");
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(listed, sorted, "list_keys is sorted");
+    let all = admin.list_keys(None).await.expect("list keys");
+    let scheme_prefix = format!("{}://", keys.scheme());
+    assert!(
+        all.iter().all(|k| k.as_str().starts_with(&scheme_prefix)),
+        "{all:?}"
+    );
+    admin.delete_key(key).await.expect("delete key");
+    let listed = admin
+        .list_keys(Some(key.path()))
+        .await
+        .expect("list keys after delete");
+    assert!(!listed.contains(key), "{key} still listed: {listed:?}");
+    let gone = keys
+        .key_metadata(key)
+        .await
+        .expect_err("a deleted key is not found");
+    assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
+    let twice = admin
+        .delete_key(key)
+        .await
+        .expect_err("deleting twice must fail");
+    assert_eq!(twice.kind(), ErrorKind::NotFound, "{twice}");
+}
+
+/// A secret the caller has stored (`present` holding `value`), and one it has not.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretFixture<'a> {
+    /// A name the source serves.
+    pub present: &'a str,
+    /// Its value.
+    pub value: &'a [u8],
+    /// A name the source does not have.
+    pub missing: &'a str,
+    /// Whether the store keeps versions (a version that does not exist is then `NotFound`;
+    /// otherwise asking for any version is `InvalidInput`).
+    pub versioned: bool,
+}
+
+/// What every secret source does: serves the value, says `NotFound` for a missing secret,
+/// handles versions per its kind, and never shows the value in `Debug` or errors.
+pub async fn secret_source_conforms(source: &dyn SecretSource, f: &SecretFixture<'_>) {
+    assert!(!source.name().is_empty());
+    let secret = source
+        .get_secret(f.present, None)
+        .await
+        .expect("the present secret");
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&secret.value).as_slice(),
+        f.value
+    );
+    let shown = format!("{secret:?} {source:?}");
+    let value_text = String::from_utf8_lossy(f.value);
+    assert!(
+        !shown.contains(&*value_text),
+        "the value leaks in Debug: {shown}"
+    );
+    let missing = source
+        .get_secret(f.missing, None)
+        .await
+        .expect_err("a missing secret");
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+    let version = if f.versioned { "999999" } else { "1" };
+    let unknown = source
+        .get_secret(f.present, Some(version))
+        .await
+        .expect_err("an unknown version");
+    let want = if f.versioned {
+        ErrorKind::NotFound
+    } else {
+        ErrorKind::InvalidInput
+    };
+    assert_eq!(unknown.kind(), want, "{unknown}");
+    for error in [&missing, &unknown] {
+        let text = format!("{error} {error:?}");
+        assert!(
+            !text.contains(&*value_text),
+            "the value leaks in an error: {text}"
+        );
+    }
+}
+
 /// Every check, each on a fresh key derived from `key`.
 pub async fn run_all(keys: &dyn KeyEncryption, admin: &dyn KeyAdmin, key: &KeyUri) {
     round_trip(keys, admin, &derive(key, "rt")).await;
@@ -205,4 +305,5 @@ pub async fn run_all(keys: &dyn KeyEncryption, admin: &dyn KeyAdmin, key: &KeyUr
     unknown_key_is_not_found(keys, admin, &derive(key, "missing")).await;
     rotation_and_rewrap(keys, admin, &derive(key, "rot")).await;
     disabled_version_is_refused(keys, admin, &derive(key, "dis")).await;
+    inventory_and_deletion(keys, admin, &derive(key, "inv")).await;
 }

@@ -288,3 +288,27 @@ async fn killed_moto_gives_unavailable_within_the_timeouts() {
     // Data under cached DEKs still opens while KMS is down.
     assert_eq!(keyring.open(&sealed, &c).await.unwrap(), b"kept");
 }
+
+#[tokio::test]
+async fn secrets_manager_passes_the_secret_source_suite() {
+    let Some(endpoint) = endpoint() else { return };
+    let name = unique("conformance");
+    raw_secrets_client(&endpoint)
+        .await
+        .create_secret()
+        .name(&name)
+        .secret_string("aws-conformance-value")
+        .send()
+        .await
+        .unwrap();
+    sealkit_conformance::secret_source_conforms(
+        &AwsSecrets::new(settings(&endpoint)),
+        &sealkit_conformance::SecretFixture {
+            present: &name,
+            value: b"aws-conformance-value",
+            missing: &unique("missing"),
+            versioned: true,
+        },
+    )
+    .await;
+}

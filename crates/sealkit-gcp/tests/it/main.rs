@@ -247,3 +247,20 @@ async fn a_killed_emulator_gives_unavailable() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn secret_manager_passes_the_secret_source_suite() {
+    let Some(endpoint) = endpoint() else { return };
+    let source = source(&endpoint);
+    let id = create_secret(&source, &[b"gcp-conformance-value"]).await;
+    sealkit_conformance::secret_source_conforms(
+        &source,
+        &sealkit_conformance::SecretFixture {
+            present: &id,
+            value: b"gcp-conformance-value",
+            missing: &unique("missing"),
+            versioned: true,
+        },
+    )
+    .await;
+}

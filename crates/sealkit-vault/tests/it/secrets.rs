@@ -77,3 +77,35 @@ async fn kv1_value() {
         "KV v1 has no versions"
     );
 }
+
+#[tokio::test]
+async fn kv1_and_kv2_pass_the_secret_source_suite() {
+    let (Some(config), Some(client)) = (root_config(), root_client()) else {
+        return;
+    };
+    let path = unique("conformance");
+    let value = "kv-conformance-value";
+    vaultrs::kv1::set(&client, "kv1", &path, &HashMap::from([("value", value)]))
+        .await
+        .unwrap();
+    vaultrs::kv2::set(&client, "secret", &path, &HashMap::from([("value", value)]))
+        .await
+        .unwrap();
+    let missing = unique("missing");
+    for (source, versioned) in [
+        (VaultKv::any_mount(config.clone(), KvVersion::V1), false),
+        (VaultKv::any_mount(config.clone(), KvVersion::V2), true),
+    ] {
+        let mount = if versioned { "secret" } else { "kv1" };
+        sealkit_conformance::secret_source_conforms(
+            &source,
+            &sealkit_conformance::SecretFixture {
+                present: &format!("{mount}/{path}"),
+                value: value.as_bytes(),
+                missing: &format!("{mount}/{missing}"),
+                versioned,
+            },
+        )
+        .await;
+    }
+}

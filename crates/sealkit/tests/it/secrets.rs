@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sealkit::Error;
 use sealkit::core::provider::{Secret, SecretSource};
-use sealkit::secrets::{FallbackPolicy, FileSecrets, SecretChain, SecretRef, SecretSources};
+use sealkit::secrets::{
+    EnvSecrets, FallbackPolicy, FileSecrets, SecretChain, SecretRef, SecretSources,
+};
 use secrecy::ExposeSecret;
 
 /// A source that answers from a fixed value or fails with a given kind, counting calls.
@@ -297,7 +299,7 @@ async fn configured_secrets_resolve_through_the_keyring_and_are_health_checked()
         .provider("local")
         .set("home", home.path().to_str().unwrap());
     let mut sources = SecretSources::default();
-    sources.register("env", Arc::new(sealkit::secrets::EnvSecrets));
+    sources.register("env", Arc::new(EnvSecrets));
     sources.register("file", Arc::new(FileSecrets::new(dir.path())));
     let keyring = sealkit::Keyring::builder(config.clone())
         .with_secret_sources(sources.clone())
@@ -341,4 +343,32 @@ async fn configured_secrets_resolve_through_the_keyring_and_are_health_checked()
         .build()
         .unwrap_err();
     assert!(error.to_string().contains("vault-kv9"), "{error}");
+}
+
+#[tokio::test]
+async fn env_and_file_pass_the_secret_source_suite() {
+    // A variable every test process has (setting one in-process is unsafe in edition 2024).
+    let path = std::env::var("PATH").unwrap();
+    sealkit_conformance::secret_source_conforms(
+        &EnvSecrets,
+        &sealkit_conformance::SecretFixture {
+            present: "PATH",
+            value: path.as_bytes(),
+            missing: "SEALKIT_TEST_SURELY_UNSET_SECRET",
+            versioned: false,
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("api_token"), "file-conformance-value\n").unwrap();
+    sealkit_conformance::secret_source_conforms(
+        &FileSecrets::new(dir.path()),
+        &sealkit_conformance::SecretFixture {
+            present: "api_token",
+            value: b"file-conformance-value",
+            missing: "no_such_file",
+            versioned: false,
+        },
+    )
+    .await;
 }
