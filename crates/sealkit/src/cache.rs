@@ -312,6 +312,7 @@ impl<V> SwapCache<V> {
         self.lookup(key, |slot| f(&slot.value))
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn get(&self, key: &impl KeyParts) -> Option<Arc<V>> {
         self.lookup(key, |slot| Arc::clone(&slot.value))
     }

@@ -344,7 +344,32 @@ fn create_seal_rotate_rewrap(
         ok(&run(&["decrypt", "--context", CTX], &rewrapped)),
         b"alice@example.com"
     );
+    let scheme = key.split("://").next().unwrap();
+    let listed = || -> Vec<String> {
+        let out = ok(&run(&["--json", "keys", "list", "--scheme", scheme], b"")).to_vec();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        json["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(listed().iter().any(|k| k == key), "{key} is listed");
+    let again = run(&["keys", "create", key], b"");
+    assert_eq!(again.status.code(), Some(8), "already exists");
     (sealed, rewrapped)
+}
+
+/// `keys delete` refuses without --yes, then deletes: the key is no longer listed and its
+/// envelopes no longer open.
+fn delete_key(run: &dyn Fn(&[&str], &[u8]) -> Output, key: &str, sealed: &[u8]) {
+    let refused = run(&["keys", "delete", key], b"");
+    assert_eq!(refused.status.code(), Some(7), "--yes is required");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    ok(&run(&["keys", "delete", key, "--yes"], b""));
+    delete_key_listed_no_more(run, key);
+    assert!(!run(&["decrypt", "--context", CTX], sealed).status.success());
 }
 
 /// The CLI contract with Vault Transit keys, configured only by VAULT_ADDR and VAULT_TOKEN.
@@ -363,7 +388,8 @@ fn vault_transit_keys_through_the_cli() {
     ];
     let run = |args: &[&str], stdin: &[u8]| sealkit_with(h, &env, args, stdin);
     let key = format!("vault-transit://transit/{}", unique("cli"));
-    create_seal_rotate_rewrap(&run, &key);
+    let (sealed, _) = create_seal_rotate_rewrap(&run, &key);
+    delete_key(&run, &key, &sealed);
     // Local and Vault envelopes open through one invocation style.
     ok(&run(&["keys", "create", "local://customers"], b""));
     let local = ok(&run(
@@ -430,6 +456,31 @@ fn aws_kms_keys_and_secrets_through_the_cli() {
         b"",
     );
     assert_eq!(ok(&out), b"us-east-1");
+    // Deletion is scheduled at AWS: the CLI says when.
+    let out = ok(&run(&["--json", "keys", "delete", &key, "--yes"], b"")).to_vec();
+    let deleted: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(deleted["deletion_unix"].as_u64().is_some(), "{deleted}");
+    delete_key_listed_no_more(&run, &key);
+}
+
+/// After `keys delete`, `keys list` no longer names the key.
+fn delete_key_listed_no_more(run: &dyn Fn(&[&str], &[u8]) -> Output, key: &str) {
+    let out = ok(&run(&["--json", "keys", "list"], b"")).to_vec();
+    assert!(
+        !String::from_utf8_lossy(&out).contains(&format!("\"{key}\"")),
+        "{key} is still listed"
+    );
+}
+
+/// The same key contract with local keys, and `keys list` when there are none.
+#[test]
+fn local_keys_through_the_cli_contract() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let run = |args: &[&str], stdin: &[u8]| sealkit(h, args, stdin);
+    assert_eq!(ok(&run(&["keys", "list"], b"")), b"no keys\n");
+    let (sealed, _) = create_seal_rotate_rewrap(&run, "local://contract");
+    delete_key(&run, "local://contract", &sealed);
 }
 
 /// Google Cloud Secret Manager, configured only by the usual variables plus the endpoint
