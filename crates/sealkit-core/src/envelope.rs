@@ -33,13 +33,18 @@
 use alloc::vec::Vec;
 
 use crate::key::{KeyRef, KeyUri, KeyVersion, WrappedKey};
-use crate::seal::{COMMITMENT_LEN, DEK_ID_LEN};
 use crate::{Algorithm, Error, Result};
 
 /// The two magic bytes that open every envelope.
 pub const MAGIC: [u8; 2] = *b"SK";
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
+/// Length of the key commitment in full-layout envelopes, in bytes.
+pub const COMMITMENT_LEN: usize = 32;
+/// Length of the DEK id in compact-layout envelopes, in bytes.
+pub const DEK_ID_LEN: usize = 16;
+/// Magic, format version, layout and algorithm: the fixed start of every header.
+pub(crate) const FIXED_HEADER_LEN: usize = MAGIC.len() + 3;
 
 /// How an envelope names its data key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +119,7 @@ impl<'a> Reader<'a> {
 
 impl<'a> Envelope<'a> {
     /// Smallest possible envelope (compact, AES-GCM, empty plaintext).
-    pub const MIN_LEN: usize = 5 + DEK_ID_LEN + 12 + 16;
+    pub const MIN_LEN: usize = FIXED_HEADER_LEN + DEK_ID_LEN + 12 + 16;
 
     /// Whether `bytes` starts like a v1 envelope (magic and version). Cheap; not a validation.
     pub fn looks_like(bytes: &[u8]) -> bool {
@@ -328,13 +333,25 @@ pub(crate) fn key_slot(wrapped: &WrappedKey) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// `envelope` with its header up to the nonce replaced by `prefix`: the nonce, ciphertext and
+/// tag are copied as they are (a rewrap changes the key slot only).
+pub(crate) fn with_prefix(envelope: &Envelope<'_>, prefix: &[u8]) -> Vec<u8> {
+    let body = envelope.ciphertext().len() + Algorithm::TAG_LEN;
+    let mut out = Vec::with_capacity(prefix.len() + envelope.nonce().len() + body);
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(envelope.nonce());
+    out.extend_from_slice(envelope.ciphertext());
+    out.extend_from_slice(envelope.tag());
+    out
+}
+
 /// Writes the header of a full-layout envelope up to (not including) the nonce.
 pub(crate) fn full_prefix(
     algorithm: Algorithm,
     slot: &[u8],
     commitment: &[u8; COMMITMENT_LEN],
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + slot.len() + COMMITMENT_LEN);
+    let mut out = Vec::with_capacity(FIXED_HEADER_LEN + slot.len() + COMMITMENT_LEN);
     out.extend_from_slice(&MAGIC);
     out.push(FORMAT_VERSION);
     out.push(EnvelopeLayout::Full.code());
@@ -346,7 +363,7 @@ pub(crate) fn full_prefix(
 
 /// Writes the header of a compact-layout envelope up to (not including) the nonce.
 pub(crate) fn compact_prefix(algorithm: Algorithm, dek_id: &[u8; DEK_ID_LEN]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + DEK_ID_LEN);
+    let mut out = Vec::with_capacity(FIXED_HEADER_LEN + DEK_ID_LEN);
     out.extend_from_slice(&MAGIC);
     out.push(FORMAT_VERSION);
     out.push(EnvelopeLayout::Compact.code());

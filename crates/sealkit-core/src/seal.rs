@@ -9,24 +9,20 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::envelope::{KeySlot, compact_prefix, full_prefix, key_slot};
+use crate::envelope::{
+    COMMITMENT_LEN, DEK_ID_LEN, FIXED_HEADER_LEN, KeySlot, compact_prefix, full_prefix, key_slot,
+    with_prefix,
+};
 use crate::{
     AeadBackend, Algorithm, DataKey, EncryptionContext, Envelope, Error, PreparedAead, Result,
     SecureRandom, WrappedKey,
 };
-
-/// Length of the key commitment in full-layout envelopes, in bytes.
-pub const COMMITMENT_LEN: usize = 32;
-/// Length of the DEK id in compact-layout envelopes, in bytes.
-pub const DEK_ID_LEN: usize = 16;
 
 const HKDF_SALT: &[u8] = b"sealkit/v1/envelope";
 const INFO_AEAD_KEY: &[u8] = b"sealkit/v1/aead-key";
 const INFO_COMMIT_KEY: &[u8] = b"sealkit/v1/commit-key";
 const INFO_DEK_ID: &[u8] = b"sealkit/v1/dek-id";
 const INFO_SLOT: &[u8] = b"sealkit/v1/key-slot";
-/// Magic, format version, layout and algorithm.
-const FIXED_LEN: usize = 5;
 /// Associated data up to this size is assembled on the stack.
 const STACK_AAD: usize = 256;
 
@@ -197,7 +193,7 @@ impl DekCipher {
         let full = self.full.as_ref().ok_or_else(|| {
             Error::misconfigured("full-layout sealing needs the wrapped DEK (with_wrapped_key)")
         })?;
-        self.seal_with_prefix(&full.prefix, FIXED_LEN, rng, context, plaintext)
+        self.seal_with_prefix(&full.prefix, FIXED_HEADER_LEN, rng, context, plaintext)
     }
 
     /// Seals `plaintext` as a compact-layout envelope (DEK id instead of the wrapped DEK).
@@ -294,14 +290,10 @@ impl DekCipher {
         self.check_commitment(envelope)?;
         let slot = key_slot(wrapped)?;
         let commitment = self.slot_commitment(&slot)?;
-        let prefix = full_prefix(self.algorithm, &slot, &commitment);
-        let body = envelope.ciphertext().len() + Algorithm::TAG_LEN;
-        let mut out = Vec::with_capacity(prefix.len() + envelope.nonce().len() + body);
-        out.extend_from_slice(&prefix);
-        out.extend_from_slice(envelope.nonce());
-        out.extend_from_slice(envelope.ciphertext());
-        out.extend_from_slice(envelope.tag());
-        Ok(out)
+        Ok(with_prefix(
+            envelope,
+            &full_prefix(self.algorithm, &slot, &commitment),
+        ))
     }
 }
 
