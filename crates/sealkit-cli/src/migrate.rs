@@ -5,7 +5,8 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sealkit::KeyUri;
-use sealkit_migrate::{ColumnSpec, JobSpec, Migrator};
+use sealkit_migrate::decode::VaultTransitDecoder;
+use sealkit_migrate::{ColumnSpec, JobSpec, Migrator, SourceFormat};
 use serde_json::json;
 
 use crate::commands::Ctx;
@@ -115,12 +116,24 @@ impl JobArgs {
                     .clone(),
             );
         }
-        if std::env::var_os("VAULT_ADDR").is_some()
-            || std::env::var_os("SEALKIT_VAULT_ADDR").is_some()
-        {
-            migrator = migrator.with_vault(Arc::new(sealkit::vault::VaultTransit::new(
+        // `vault-transit:` columns are decrypted by the Vault the environment names.
+        let vault_columns: Vec<_> = migrator
+            .spec()
+            .columns
+            .iter()
+            .filter_map(|c| match &c.source {
+                SourceFormat::VaultTransit(key) => Some((c.source.clone(), key.clone())),
+                _ => None,
+            })
+            .collect();
+        if !vault_columns.is_empty() {
+            let transit = Arc::new(sealkit::vault::VaultTransit::new(
                 sealkit::vault::VaultSettings::from_env()?,
-            )));
+            ));
+            for (source, key) in vault_columns {
+                let decoder = VaultTransitDecoder::new(transit.clone(), key);
+                migrator = migrator.with_decoder(&source, Arc::new(decoder));
+            }
         }
         Ok(migrator)
     }

@@ -2,10 +2,10 @@
 //! its envelope under the target.
 
 use sealkit::core::Envelope;
-use sealkit::core::legacy::{self, fernet};
-use sealkit::{DataKey, EncryptionContext, Error, KeyVersion, Keyring, Result, RewrapOutcome};
+use sealkit::{EncryptionContext, Error, KeyVersion, Keyring, Result, RewrapOutcome};
 use zeroize::Zeroizing;
 
+use crate::decode::Decoders;
 use crate::spec::{JobSpec, SourceFormat};
 
 /// What to do with a value.
@@ -20,9 +20,7 @@ pub(crate) enum Decision {
 pub(crate) struct Converter<'a> {
     pub(crate) keyring: &'a Keyring,
     pub(crate) spec: &'a JobSpec,
-    pub(crate) legacy_key: Option<&'a DataKey>,
-    #[cfg(feature = "vault")]
-    pub(crate) vault: Option<&'a sealkit::vault::VaultTransit>,
+    pub(crate) decoders: &'a Decoders,
     /// The target's primary version, for rewrap jobs.
     pub(crate) primary: &'a KeyVersion,
 }
@@ -45,10 +43,6 @@ pub(crate) fn context(
 }
 
 impl Converter<'_> {
-    fn legacy_key(&self) -> Result<&DataKey> {
-        self.legacy_key.ok_or_else(|| Error::misconfigured("this column's format needs the legacy key (ENCRYPTION_MASTER_KEY or --legacy-key-env)"))
-    }
-
     /// Whether an envelope is already where the job takes it.
     fn is_done(&self, envelope: &Envelope<'_>) -> bool {
         match envelope.key_ref() {
@@ -88,32 +82,12 @@ impl Converter<'_> {
                 _ => Ok(Decision::Keep),
             };
         }
-        let plaintext: Zeroizing<Vec<u8>> = Zeroizing::new(match source {
-            SourceFormat::Legacy(format) => legacy::open(*format, self.legacy_key()?, value, b"")?,
-            SourceFormat::Fernet => fernet::open(self.legacy_key()?, value)?,
-            SourceFormat::Plaintext => value.to_vec(),
-            SourceFormat::Envelope => {
-                return Err(Error::invalid_input(
-                    "the column is declared `envelope` but holds a value that is not one",
-                ));
-            }
-            #[cfg(feature = "vault")]
-            SourceFormat::VaultTransit(key) => {
-                let vault = self
-                    .vault
-                    .ok_or_else(|| Error::misconfigured("vault-transit columns need VAULT_ADDR"))?;
-                let text = legacy::vault::parse(value)
-                    .map(|(_, t)| t)
-                    .ok_or(Error::InvalidCiphertext)?;
-                vault.decrypt_data(key, text, None).await?.to_vec()
-            }
-            #[cfg(not(feature = "vault"))]
-            SourceFormat::VaultTransit(_) => {
-                return Err(Error::misconfigured(
-                    "vault-transit columns need sealkit-migrate's `vault` feature",
-                ));
-            }
-        });
+        if *source == SourceFormat::Envelope {
+            return Err(Error::invalid_input(
+                "the column is declared `envelope` but holds a value that is not one",
+            ));
+        }
+        let plaintext: Zeroizing<Vec<u8>> = self.decoders.get(source)?.decode(value).await?;
         Ok(Decision::Write(
             self.keyring
                 .seal_with(&self.spec.target, &plaintext, ctx)

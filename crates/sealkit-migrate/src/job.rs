@@ -9,8 +9,9 @@ use sealkit::core::legacy::{Detected, detect};
 use sealkit::{DataKey, Error, Keyring, Result};
 
 use crate::convert::{Converter, Decision, context};
-use crate::spec::JobSpec;
-use crate::store::{ChunkCounts, Counts, Store, Update};
+use crate::decode::Decoder;
+use crate::spec::{JobSpec, SourceFormat};
+use crate::store::{Chunk, ChunkCounts, Counts, JobStore, Store, Update};
 
 /// A job's state, as `sealkit migrate status` shows it.
 pub type JobStatus = Counts;
@@ -67,10 +68,8 @@ pub struct VerifyReport {
 pub struct Migrator {
     keyring: Keyring,
     spec: JobSpec,
-    store: Arc<dyn Store>,
-    legacy_key: Option<DataKey>,
-    #[cfg(feature = "vault")]
-    vault: Option<Arc<sealkit::vault::VaultTransit>>,
+    store: Arc<dyn JobStore>,
+    decoders: crate::decode::Decoders,
     max_pause: Duration,
 }
 
@@ -84,29 +83,30 @@ impl std::fmt::Debug for Migrator {
 }
 
 impl Migrator {
-    /// A migrator for `spec`.
+    /// A migrator for `spec` on `store` (the spec is bound to the store once, here).
+    /// `plaintext` columns need nothing more; other legacy formats need a decoder
+    /// ([`Migrator::with_legacy_key`], [`Migrator::with_decoder`]).
     pub fn new(keyring: Keyring, spec: JobSpec, store: Arc<dyn Store>) -> Self {
         Self {
             keyring,
+            store: store.bind(&spec),
             spec,
-            store,
-            legacy_key: None,
-            #[cfg(feature = "vault")]
-            vault: None,
+            decoders: crate::decode::Decoders::default(),
             max_pause: Duration::from_secs(300),
         }
     }
 
-    /// The legacy key that opens `aes-gcm-*` and `fernet` columns.
+    /// The legacy key: decoders for `aes-gcm-iv16`, `aes-gcm-nonce12` and `fernet` columns.
     pub fn with_legacy_key(mut self, key: DataKey) -> Self {
-        self.legacy_key = Some(key);
+        self.decoders.add_legacy_key(&key);
         self
     }
 
-    /// The Vault provider that opens `vault-transit:` columns.
-    #[cfg(feature = "vault")]
-    pub fn with_vault(mut self, vault: Arc<sealkit::vault::VaultTransit>) -> Self {
-        self.vault = Some(vault);
+    /// The decoder that opens values of `format` (e.g. a
+    /// [`VaultTransitDecoder`](crate::decode::VaultTransitDecoder) for `vault-transit:`
+    /// columns, or an application's own format).
+    pub fn with_decoder(mut self, format: &SourceFormat, decoder: Arc<dyn Decoder>) -> Self {
+        self.decoders.insert(format, decoder);
         self
     }
 
@@ -148,7 +148,7 @@ impl Migrator {
         worker: &str,
         progress: &(dyn Fn(&Counts) + Send + Sync),
     ) -> Result<RunReport> {
-        self.store.prepare(&self.spec).await?;
+        self.store.prepare().await?;
         let mut report = RunReport::default();
         let mut paused_for = Duration::ZERO;
         let mut backoff = Duration::from_millis(200);
@@ -164,24 +164,24 @@ impl Migrator {
                 }
                 Err(e) => return Err(e),
             };
-            let Some(chunk) = self.store.claim(&self.spec, worker).await? else {
+            let Some(chunk) = self.store.claim(worker).await? else {
                 break;
             };
             match self.process(chunk, &primary, &mut report).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(200);
-                    self.store.set_note(&self.spec, None).await?;
-                    let counts = self.store.counts(&self.spec.job).await?;
+                    self.store.set_note(None).await?;
+                    let counts = self.store.counts().await?;
                     Self::publish(&counts);
                     progress(&counts);
                 }
                 Err(e) if e.is_retryable() => {
-                    self.store.release(&self.spec, chunk).await?;
+                    self.store.release(chunk).await?;
                     self.pause(&e, &mut paused_for, &mut backoff, &mut report)
                         .await?;
                 }
                 Err(e) => {
-                    self.store.release(&self.spec, chunk).await?;
+                    self.store.release(chunk).await?;
                     return Err(e);
                 }
             }
@@ -199,7 +199,7 @@ impl Migrator {
     ) -> Result<()> {
         let note = format!("paused: {e}");
         tracing::warn!(job = %self.spec.job, error = %e, "re-encryption paused; it resumes when the provider answers");
-        self.store.set_note(&self.spec, Some(&note)).await?;
+        self.store.set_note(Some(&note)).await?;
         report.pauses += 1;
         if *paused_for >= self.max_pause {
             return Err(Error::unavailable(
@@ -231,21 +231,19 @@ impl Migrator {
         Converter {
             keyring: &self.keyring,
             spec: &self.spec,
-            legacy_key: self.legacy_key.as_ref(),
-            #[cfg(feature = "vault")]
-            vault: self.vault.as_deref(),
+            decoders: &self.decoders,
             primary,
         }
     }
 
     async fn process(
         &self,
-        chunk: crate::store::Chunk,
+        chunk: Chunk,
         primary: &sealkit::KeyVersion,
         report: &mut RunReport,
     ) -> Result<()> {
         let converter = self.converter(primary);
-        let rows = self.store.rows(&self.spec, chunk).await?;
+        let rows = self.store.rows(chunk).await?;
         let mut updates = Vec::new();
         let mut counts = ChunkCounts::default();
         for row in &rows {
@@ -273,10 +271,7 @@ impl Migrator {
                 }
             }
         }
-        let lost = self
-            .store
-            .commit(&self.spec, chunk, &updates, counts)
-            .await?;
+        let lost = self.store.commit(chunk, &updates, counts).await?;
         let committed = (updates.len() - lost.len()) as u64;
         let mut rows_written: Vec<i64> = updates
             .iter()
@@ -291,22 +286,15 @@ impl Migrator {
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                let Some(current) = self
-                    .store
-                    .read(&self.spec, conflict.pk, conflict.column)
-                    .await?
-                else {
+                let Some(current) = self.store.read(conflict.pk, conflict.column).await? else {
                     break;
                 };
                 let tenant = self
                     .store
-                    .rows(
-                        &self.spec,
-                        crate::store::Chunk {
-                            lo: conflict.pk,
-                            hi: conflict.pk + 1,
-                        },
-                    )
+                    .rows(Chunk {
+                        lo: conflict.pk,
+                        hi: conflict.pk + 1,
+                    })
                     .await?
                     .pop()
                     .and_then(|r| r.tenant);
@@ -322,15 +310,12 @@ impl Migrator {
                     Decision::Write(new) => {
                         if self
                             .store
-                            .swap(
-                                &self.spec,
-                                &Update {
-                                    pk: conflict.pk,
-                                    column: conflict.column,
-                                    old: current,
-                                    new,
-                                },
-                            )
+                            .swap(&Update {
+                                pk: conflict.pk,
+                                column: conflict.column,
+                                old: current,
+                                new,
+                            })
                             .await?
                         {
                             late.migrated += 1;
@@ -347,7 +332,7 @@ impl Migrator {
             }
         }
         if late.migrated + late.skipped + late.failed > 0 {
-            self.store.add_counts(&self.spec, chunk, late).await?;
+            self.store.add_counts(chunk, late).await?;
         }
         rows_written.sort_unstable();
         rows_written.dedup();
@@ -367,8 +352,8 @@ impl Migrator {
         worker: &str,
         progress: &(dyn Fn(&Counts) + Send + Sync),
     ) -> Result<RunReport> {
-        self.store.prepare(&self.spec).await?;
-        self.store.reopen(&self.spec).await?;
+        self.store.prepare().await?;
+        self.store.reopen().await?;
         self.run(worker, progress).await
     }
 
@@ -411,7 +396,7 @@ impl Migrator {
 
     /// The job's counts.
     pub async fn status(&self) -> Result<JobStatus> {
-        self.store.counts(&self.spec.job).await
+        self.store.counts().await
     }
 
     /// Counts what the table holds and estimates the provider calls.
@@ -423,7 +408,7 @@ impl Migrator {
         let mut scopes = std::collections::HashSet::new();
         let mut deks = std::collections::HashSet::new();
         loop {
-            let rows = self.store.scan(&self.spec, after, 5000).await?;
+            let rows = self.store.scan(after, 5000).await?;
             let Some(last) = rows.last() else { break };
             after = last.pk;
             for row in &rows {
@@ -487,7 +472,7 @@ impl Migrator {
         let mut report = VerifyReport::default();
         let mut after = i64::MIN;
         loop {
-            let rows = self.store.scan(&self.spec, after, 5000).await?;
+            let rows = self.store.scan(after, 5000).await?;
             let Some(last) = rows.last() else { break };
             after = last.pk;
             for row in &rows {

@@ -26,24 +26,28 @@
 //! - rows appended after the job started are chunked when the worker reaches them.
 //!
 //! Primary keys must be integers; columns hold BLOB/BYTEA (or TEXT in SQLite) values.
+//!
+//! Databases are drivers behind features, as in sqlx: `sqlite` ([`SqliteStore`]) and
+//! `postgres` ([`PgStore`]), both on by default; a PostgreSQL-only build
+//! (`--no-default-features --features postgres`) compiles no SQLite. A [`Store`] binds a
+//! [`JobSpec`] once into a [`JobStore`]: the job's ledger ([`JobLedger`]) and its table
+//! ([`JobTable`]). Legacy values are opened by a [`Decoder`] per source format.
 #![forbid(unsafe_code)]
 
 mod convert;
+pub mod decode;
 mod job;
 mod spec;
 mod store;
 
+pub use decode::Decoder;
 pub use job::{JobStatus, Migrator, Plan, RunReport, VerifyReport};
 pub use spec::{ColumnSpec, JobSpec, SourceFormat};
-pub use store::{Chunk, ChunkCounts, Counts, PgStore, Row, SqliteStore, Store, Update, Value};
-
-/// Opens the store a `--db` argument names: a `postgres://` URL or an SQLite path.
-pub async fn open_store(db: &str) -> sealkit::Result<std::sync::Arc<dyn Store>> {
-    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(PgStore::connect(db).await?))
-    } else {
-        Ok(std::sync::Arc::new(SqliteStore::open(
-            db.strip_prefix("sqlite:").unwrap_or(db),
-        )?))
-    }
-}
+#[cfg(feature = "postgres")]
+pub use store::PgStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{
+    Chunk, ChunkCounts, Counts, JobLedger, JobStore, JobTable, Row, Store, Update, Value,
+    open_store,
+};

@@ -106,6 +106,7 @@ pub struct JobSpec {
 }
 
 /// The stored form of a spec, to refuse resuming a job with a different one.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 #[derive(Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct StoredSpec {
     table: String,
@@ -147,6 +148,7 @@ impl JobSpec {
         Ok(self)
     }
 
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn stored(&self) -> String {
         let stored = StoredSpec {
             table: self.table.clone(),

@@ -3,4 +3,5 @@
 mod moves;
 mod postgres;
 mod sqlite;
+mod store_suite;
 mod support;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sealkit::vault::{VaultAuth, VaultSettings, VaultTransit};
 use sealkit::{Config, EncryptionContext, KeyUri, Keyring};
 use sealkit_conformance::peers::{unique, vault_peer};
+use sealkit_migrate::decode::VaultTransitDecoder;
 use sealkit_migrate::{ColumnSpec, JobSpec, Migrator, SqliteStore, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,9 +145,14 @@ async fn vault_transit_ciphertexts_are_migrated_to_envelopes() {
     let column: ColumnSpec = format!("token=vault-transit:transit/{legacy_name}")
         .parse()
         .unwrap();
+    let decoder = VaultTransitDecoder::new(
+        vault,
+        KeyUri::parse(&format!("vault-transit://transit/{legacy_name}")).unwrap(),
+    );
+    let source = column.source.clone();
     let spec = JobSpec::new("vault-legacy", "accounts", "id", vec![column], target).unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
-    let job = Migrator::new(keyring.clone(), spec, store).with_vault(vault);
+    let job = Migrator::new(keyring.clone(), spec, store).with_decoder(&source, Arc::new(decoder));
     let plan = job.plan().await.unwrap();
     assert_eq!(
         plan.formats["token"]["vault-transit"], 50,

@@ -150,7 +150,7 @@ async fn a_kms_outage_pauses_the_job_until_the_kms_is_back() {
     // The job reports that it is paused, and why.
     let mut paused = None;
     for _ in 0..200 {
-        if let Some(note) = store.counts(&name).await.unwrap().note {
+        if let Some(note) = migrator.status().await.unwrap().note {
             paused = Some(note);
             break;
         }

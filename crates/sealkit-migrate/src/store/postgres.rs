@@ -1,0 +1,460 @@
+//! PostgreSQL (feature `postgres`): chunks claimed with `FOR UPDATE SKIP LOCKED`, so several
+//! workers run one job at once; one compare-and-swap statement per column per chunk.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sealkit::{Error, Result};
+
+use super::{
+    Chunk, ChunkCounts, Counts, JobLedger, JobStore, JobTable, Row, Store, Update, Value, db_err,
+    first_chunk_start, now,
+};
+use crate::spec::JobSpec;
+
+/// A PostgreSQL database; several workers (processes or tasks) can run one job at once.
+#[derive(Clone)]
+pub struct PgStore {
+    db: Arc<PgDb>,
+}
+
+/// The connection all of a store's jobs share.
+struct PgDb {
+    client: tokio::sync::Mutex<tokio_postgres::Client>,
+    url: String,
+}
+
+impl PgDb {
+    /// Where the URL points, without its password.
+    fn host(&self) -> &str {
+        self.url.rsplit('@').next().unwrap_or("")
+    }
+}
+
+/// A job bound to a PostgreSQL database.
+struct PgJob {
+    db: Arc<PgDb>,
+    spec: JobSpec,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("at", &self.db.host())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PgJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgJob")
+            .field("at", &self.db.host())
+            .field("job", &self.spec.job)
+            .finish()
+    }
+}
+
+impl Store for PgStore {
+    fn bind(&self, spec: &JobSpec) -> Arc<dyn JobStore> {
+        Arc::new(PgJob {
+            db: self.db.clone(),
+            spec: spec.clone(),
+        })
+    }
+}
+
+const PG_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sealkit_jobs (job TEXT PRIMARY KEY, spec TEXT NOT NULL, max_pk BIGINT NOT NULL, note TEXT);
+CREATE TABLE IF NOT EXISTS sealkit_chunks (
+    job TEXT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL, state TEXT NOT NULL,
+    worker TEXT, lease_until BIGINT NOT NULL DEFAULT 0,
+    migrated BIGINT NOT NULL DEFAULT 0, skipped BIGINT NOT NULL DEFAULT 0,
+    conflicts BIGINT NOT NULL DEFAULT 0, failed BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (job, lo));
+";
+
+fn pg_row(r: &tokio_postgres::Row, columns: usize) -> Row {
+    let values = (0..columns)
+        .map(|i| r.get::<_, Option<Vec<u8>>>(2 + i).map(Value::Blob))
+        .collect();
+    Row {
+        pk: r.get(0),
+        tenant: r.get::<_, Option<String>>(1),
+        values,
+    }
+}
+
+impl PgStore {
+    /// Connects (without TLS: for a database on a private network or loopback; put TLS in
+    /// front with a proxy otherwise).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| db_err("connecting to PostgreSQL", e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!(error = %e, "PostgreSQL connection closed");
+            }
+        });
+        Ok(Self {
+            db: Arc::new(PgDb {
+                client: tokio::sync::Mutex::new(client),
+                url: url.to_string(),
+            }),
+        })
+    }
+}
+
+impl PgDb {
+    /// The job's rows that `sql` selects, with its two parameters bound to `args`.
+    async fn query_rows(
+        &self,
+        spec: &JobSpec,
+        sql: &str,
+        args: [i64; 2],
+        what: &str,
+    ) -> Result<Vec<Row>> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(sql, &[&args[0], &args[1]])
+            .await
+            .map_err(|e| db_err(what, e))?;
+        Ok(rows.iter().map(|r| pg_row(r, spec.columns.len())).collect())
+    }
+
+    fn select(spec: &JobSpec) -> String {
+        let mut cols = vec![spec.pk.clone()];
+        cols.push(
+            spec.tenant_column
+                .as_ref()
+                .map(|t| format!("{t}::text"))
+                .unwrap_or_else(|| "NULL::text".into()),
+        );
+        cols.extend(spec.columns.iter().map(|c| c.name.clone()));
+        cols.join(", ")
+    }
+
+    async fn add_chunks(
+        tx: &tokio_postgres::Transaction<'_>,
+        spec: &JobSpec,
+        from: i64,
+        to: i64,
+    ) -> Result<()> {
+        tx.execute(
+            "INSERT INTO sealkit_chunks (job, lo, hi, state)
+             SELECT $1, g, g + $2, 'pending' FROM generate_series($3::bigint, $4::bigint, $2::bigint) g
+             ON CONFLICT DO NOTHING",
+            &[&spec.job, &spec.chunk_rows, &from, &to],
+        )
+        .await
+        .map_err(|e| db_err("creating chunks", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobLedger for PgJob {
+    async fn prepare(&self) -> Result<()> {
+        let spec = &self.spec;
+        let mut client = self.db.client.lock().await;
+        client
+            .batch_execute(PG_SCHEMA)
+            .await
+            .map_err(|e| db_err("preparing the job tables", e))?;
+        let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
+        // One worker creates the chunks; the others wait for it and then find the job.
+        tx.execute("LOCK TABLE sealkit_jobs IN SHARE ROW EXCLUSIVE MODE", &[])
+            .await
+            .map_err(|e| db_err("lock", e))?;
+        let existing = tx
+            .query_opt("SELECT spec FROM sealkit_jobs WHERE job = $1", &[&spec.job])
+            .await
+            .map_err(|e| db_err("reading the job", e))?;
+        match existing.map(|r| r.get::<_, String>(0)) {
+            Some(s) if s == spec.stored() => {}
+            Some(_) => {
+                return Err(Error::invalid_input(format!(
+                    "job {} exists with another spec; use a new job name",
+                    spec.job
+                )));
+            }
+            None => {
+                let r = tx
+                    .query_one(
+                        &format!(
+                            "SELECT MIN({pk})::bigint, MAX({pk})::bigint FROM {t}",
+                            pk = spec.pk,
+                            t = spec.table
+                        ),
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| db_err("sizing the table", e))?;
+                let (min, max): (Option<i64>, Option<i64>) = (r.get(0), r.get(1));
+                let (min, max) = (min.unwrap_or(0), max.unwrap_or(-1));
+                tx.execute(
+                    "INSERT INTO sealkit_jobs (job, spec, max_pk) VALUES ($1, $2, $3)",
+                    &[&spec.job, &spec.stored(), &max],
+                )
+                .await
+                .map_err(|e| db_err("creating the job", e))?;
+                PgDb::add_chunks(&tx, spec, first_chunk_start(min, spec), max).await?;
+            }
+        }
+        tx.commit().await.map_err(|e| db_err("commit", e))
+    }
+
+    async fn claim(&self, worker: &str) -> Result<Option<Chunk>> {
+        let spec = &self.spec;
+        let mut client = self.db.client.lock().await;
+        let now = now();
+        let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
+        // A scalar subquery (an InitPlan, evaluated once): a subquery in FROM may be rescanned
+        // per row and claim every chunk.
+        let claim = "UPDATE sealkit_chunks SET state = 'running', worker = $3, lease_until = $4
+             WHERE job = $1 AND lo = (SELECT lo FROM sealkit_chunks WHERE job = $1 AND (state = 'pending'
+                   OR (state = 'running' AND (lease_until < $2 OR worker = $3)))
+                   ORDER BY lo LIMIT 1 FOR UPDATE SKIP LOCKED)
+             RETURNING lo, hi";
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&spec.job, &now, &worker, &(now + spec.lease_secs)];
+        let mut row = tx
+            .query_opt(claim, &args)
+            .await
+            .map_err(|e| db_err("claiming a chunk", e))?;
+        if row.is_none() {
+            let job = tx
+                .query_one(
+                    "SELECT max_pk FROM sealkit_jobs WHERE job = $1 FOR UPDATE",
+                    &[&spec.job],
+                )
+                .await
+                .map_err(|e| db_err("reading the job", e))?;
+            let known: i64 = job.get(0);
+            let max: Option<i64> = tx
+                .query_one(
+                    &format!("SELECT MAX({})::bigint FROM {}", spec.pk, spec.table),
+                    &[],
+                )
+                .await
+                .map_err(|e| db_err("sizing the table", e))?
+                .get(0);
+            if let Some(max) = max.filter(|m| *m > known) {
+                let hi: Option<i64> = tx
+                    .query_one(
+                        "SELECT MAX(hi) FROM sealkit_chunks WHERE job = $1",
+                        &[&spec.job],
+                    )
+                    .await
+                    .map_err(|e| db_err("reading chunks", e))?
+                    .get(0);
+                PgDb::add_chunks(&tx, spec, hi.unwrap_or(0).max(known + 1), max).await?;
+                tx.execute(
+                    "UPDATE sealkit_jobs SET max_pk = $2 WHERE job = $1",
+                    &[&spec.job, &max],
+                )
+                .await
+                .map_err(|e| db_err("updating the job", e))?;
+                row = tx
+                    .query_opt(claim, &args)
+                    .await
+                    .map_err(|e| db_err("claiming a chunk", e))?;
+            }
+        }
+        tx.commit().await.map_err(|e| db_err("commit", e))?;
+        Ok(row.map(|r| Chunk {
+            lo: r.get(0),
+            hi: r.get(1),
+        }))
+    }
+
+    async fn add_counts(&self, chunk: Chunk, counts: ChunkCounts) -> Result<()> {
+        let spec = &self.spec;
+        let client = self.db.client.lock().await;
+        client
+            .execute(
+                "UPDATE sealkit_chunks SET migrated = migrated + $3, skipped = skipped + $4, failed = failed + $5 WHERE job = $1 AND lo = $2",
+                &[&spec.job, &chunk.lo, &counts.migrated, &counts.skipped, &counts.failed],
+            )
+            .await
+            .map_err(|e| db_err("counting", e))?;
+        Ok(())
+    }
+
+    async fn release(&self, chunk: Chunk) -> Result<()> {
+        let spec = &self.spec;
+        let client = self.db.client.lock().await;
+        client
+            .execute("UPDATE sealkit_chunks SET state = 'pending', worker = NULL WHERE job = $1 AND lo = $2", &[&spec.job, &chunk.lo])
+            .await
+            .map_err(|e| db_err("releasing a chunk", e))?;
+        Ok(())
+    }
+
+    async fn reopen(&self) -> Result<u64> {
+        let spec = &self.spec;
+        let client = self.db.client.lock().await;
+        client
+            .execute("UPDATE sealkit_chunks SET state = 'pending', worker = NULL WHERE job = $1 AND state = 'done'", &[&spec.job])
+            .await
+            .map_err(|e| db_err("reopening chunks", e))
+    }
+
+    async fn set_note(&self, note: Option<&str>) -> Result<()> {
+        let spec = &self.spec;
+        let client = self.db.client.lock().await;
+        client
+            .execute(
+                "UPDATE sealkit_jobs SET note = $2 WHERE job = $1",
+                &[&spec.job, &note],
+            )
+            .await
+            .map_err(|e| db_err("noting", e))?;
+        Ok(())
+    }
+
+    async fn counts(&self) -> Result<Counts> {
+        let job = self.spec.job.as_str();
+        let client = self.db.client.lock().await;
+        client
+            .batch_execute(PG_SCHEMA)
+            .await
+            .map_err(|e| db_err("preparing the job tables", e))?;
+        let note: Option<String> = client
+            .query_opt("SELECT note FROM sealkit_jobs WHERE job = $1", &[&job])
+            .await
+            .map_err(|e| db_err("reading the job", e))?
+            .and_then(|r| r.get(0));
+        let r = client
+            .query_one(
+                "SELECT COUNT(*) FILTER (WHERE state = 'pending'), COUNT(*) FILTER (WHERE state = 'running'),
+                 COUNT(*) FILTER (WHERE state = 'done'), COALESCE(SUM(migrated), 0)::bigint, COALESCE(SUM(skipped), 0)::bigint,
+                 COALESCE(SUM(conflicts), 0)::bigint, COALESCE(SUM(failed), 0)::bigint FROM sealkit_chunks WHERE job = $1",
+                &[&job],
+            )
+            .await
+            .map_err(|e| db_err("reading the job's status", e))?;
+        Ok(Counts {
+            pending: r.get(0),
+            running: r.get(1),
+            done: r.get(2),
+            migrated: r.get(3),
+            skipped: r.get(4),
+            conflicts: r.get(5),
+            failed: r.get(6),
+            note,
+        })
+    }
+}
+
+#[async_trait]
+impl JobTable for PgJob {
+    async fn rows(&self, chunk: Chunk) -> Result<Vec<Row>> {
+        let spec = &self.spec;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {pk} >= $1 AND {pk} < $2 ORDER BY {pk}",
+            PgDb::select(spec),
+            spec.table,
+            pk = spec.pk
+        );
+        self.db
+            .query_rows(spec, &sql, [chunk.lo, chunk.hi], "reading a chunk")
+            .await
+    }
+
+    async fn read(&self, pk: i64, column: usize) -> Result<Option<Value>> {
+        let spec = &self.spec;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = $1",
+            spec.columns[column].name, spec.table, spec.pk
+        );
+        let client = self.db.client.lock().await;
+        let row = client
+            .query_opt(&sql, &[&pk])
+            .await
+            .map_err(|e| db_err("re-reading a value", e))?;
+        Ok(row
+            .and_then(|r| r.get::<_, Option<Vec<u8>>>(0))
+            .map(Value::Blob))
+    }
+
+    async fn swap(&self, u: &Update) -> Result<bool> {
+        let spec = &self.spec;
+        let col = &spec.columns[u.column].name;
+        let sql = format!(
+            "UPDATE {t} SET {col} = $1 WHERE {pk} = $2 AND {col} = $3",
+            t = spec.table,
+            pk = spec.pk
+        );
+        let client = self.db.client.lock().await;
+        Ok(client
+            .execute(&sql, &[&u.new, &u.pk, &u.old.bytes()])
+            .await
+            .map_err(|e| db_err("updating a value", e))?
+            == 1)
+    }
+
+    async fn scan(&self, after: i64, limit: i64) -> Result<Vec<Row>> {
+        let spec = &self.spec;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {pk} > $1 ORDER BY {pk} LIMIT $2",
+            PgDb::select(spec),
+            spec.table,
+            pk = spec.pk
+        );
+        self.db
+            .query_rows(spec, &sql, [after, limit], "scanning")
+            .await
+    }
+}
+
+#[async_trait]
+impl JobStore for PgJob {
+    async fn commit(
+        &self,
+        chunk: Chunk,
+        updates: &[Update],
+        counts: ChunkCounts,
+    ) -> Result<Vec<Update>> {
+        let spec = &self.spec;
+        let mut client = self.db.client.lock().await;
+        let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
+        // One compare-and-swap statement per column for the whole chunk.
+        let mut lost = Vec::new();
+        for (i, column) in spec.columns.iter().enumerate() {
+            let batch: Vec<&Update> = updates.iter().filter(|u| u.column == i).collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let ids: Vec<i64> = batch.iter().map(|u| u.pk).collect();
+            let new: Vec<&[u8]> = batch.iter().map(|u| u.new.as_slice()).collect();
+            let old: Vec<&[u8]> = batch.iter().map(|u| u.old.bytes()).collect();
+            let sql = format!(
+                "UPDATE {t} AS t SET {col} = u.new FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS u(id, new, old)
+                 WHERE t.{pk} = u.id AND t.{col} = u.old RETURNING t.{pk}",
+                t = spec.table,
+                col = column.name,
+                pk = spec.pk
+            );
+            let done: std::collections::HashSet<i64> = tx
+                .query(&sql, &[&ids, &new, &old])
+                .await
+                .map_err(|e| db_err("updating values", e))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            lost.extend(batch.into_iter().filter(|u| !done.contains(&u.pk)).cloned());
+        }
+        let migrated = counts.migrated - lost.len() as i64;
+        let conflicts = lost.len() as i64 + counts.conflicts;
+        tx.execute(
+            "UPDATE sealkit_chunks SET state = 'done', migrated = migrated + $3, skipped = skipped + $4,
+             conflicts = conflicts + $5, failed = failed + $6 WHERE job = $1 AND lo = $2",
+            &[&spec.job, &chunk.lo, &migrated, &counts.skipped, &conflicts, &counts.failed],
+        )
+        .await
+        .map_err(|e| db_err("finishing a chunk", e))?;
+        tx.commit().await.map_err(|e| db_err("commit", e))?;
+        Ok(lost)
+    }
+}

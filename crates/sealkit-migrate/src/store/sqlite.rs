@@ -1,0 +1,443 @@
+//! SQLite (feature `sqlite`): one connection per store, immediate transactions for claims
+//! and commits, so several workers in one or more processes take turns.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+use sealkit::{Error, Result};
+
+use super::{
+    Chunk, ChunkCounts, Counts, JobLedger, JobStore, JobTable, Row, Store, Update, Value, db_err,
+    first_chunk_start, now,
+};
+use crate::spec::JobSpec;
+
+/// An SQLite database (WAL mode, 10-second busy timeout, so the application can keep writing).
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: Arc<SqliteDb>,
+}
+
+/// The connection all of a store's jobs share.
+struct SqliteDb {
+    conn: Mutex<rusqlite::Connection>,
+    path: String,
+}
+
+/// A job bound to an SQLite database.
+struct SqliteJob {
+    db: Arc<SqliteDb>,
+    spec: JobSpec,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.db.path)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SqliteJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteJob")
+            .field("path", &self.db.path)
+            .field("job", &self.spec.job)
+            .finish()
+    }
+}
+
+impl Store for SqliteStore {
+    fn bind(&self, spec: &JobSpec) -> Arc<dyn JobStore> {
+        Arc::new(SqliteJob {
+            db: self.db.clone(),
+            spec: spec.clone(),
+        })
+    }
+}
+
+/// The columns a job reads: key, tenant (or NULL), then the job's columns.
+fn select_list(spec: &JobSpec) -> String {
+    let mut cols = vec![spec.pk.clone()];
+    cols.push(spec.tenant_column.clone().unwrap_or_else(|| "NULL".into()));
+    cols.extend(spec.columns.iter().map(|c| c.name.clone()));
+    cols.join(", ")
+}
+
+const SQLITE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sealkit_jobs (job TEXT PRIMARY KEY, spec TEXT NOT NULL, max_pk INTEGER NOT NULL, note TEXT);
+CREATE TABLE IF NOT EXISTS sealkit_chunks (
+    job TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, state TEXT NOT NULL,
+    worker TEXT, lease_until INTEGER NOT NULL DEFAULT 0,
+    migrated INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0,
+    conflicts INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job, lo));
+";
+
+fn sqlite_value(v: rusqlite::types::ValueRef<'_>) -> Option<Value> {
+    match v {
+        rusqlite::types::ValueRef::Blob(b) => Some(Value::Blob(b.to_vec())),
+        rusqlite::types::ValueRef::Text(t) => {
+            Some(Value::Text(String::from_utf8_lossy(t).into_owned()))
+        }
+        _ => None,
+    }
+}
+
+fn sqlite_row(r: &rusqlite::Row<'_>, columns: usize) -> rusqlite::Result<Row> {
+    let tenant = match r.get_ref(1)? {
+        rusqlite::types::ValueRef::Null => None,
+        v => sqlite_value(v).map(|v| String::from_utf8_lossy(v.bytes()).into_owned()),
+    };
+    let mut values = Vec::with_capacity(columns);
+    for i in 0..columns {
+        values.push(sqlite_value(r.get_ref(2 + i)?));
+    }
+    Ok(Row {
+        pk: r.get(0)?,
+        tenant,
+        values,
+    })
+}
+
+/// Binds an old value with its original type, so that the compare-and-swap compares alike.
+fn sqlite_old(v: &Value) -> rusqlite::types::Value {
+    match v {
+        Value::Blob(b) => rusqlite::types::Value::Blob(b.clone()),
+        Value::Text(t) => rusqlite::types::Value::Text(t.clone()),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &str) -> Result<Self> {
+        Ok(Self {
+            db: Arc::new(SqliteDb::open(path)?),
+        })
+    }
+}
+
+impl SqliteDb {
+    fn open(path: &str) -> Result<Self> {
+        let conn =
+            rusqlite::Connection::open(path).map_err(|e| db_err(&format!("opening {path}"), e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| db_err("busy timeout", e))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| db_err("WAL", e))?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: path.to_string(),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
+        what: &str,
+    ) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut conn).map_err(|e| db_err(what, e))
+    }
+
+    /// The job's rows that `sql` selects, with its two parameters bound to `args`.
+    fn query_rows(
+        &self,
+        spec: &JobSpec,
+        sql: &str,
+        args: [i64; 2],
+        what: &str,
+    ) -> Result<Vec<Row>> {
+        self.with(
+            |c| {
+                let mut stmt = c.prepare_cached(sql)?;
+                let rows = stmt.query_map(params![args[0], args[1]], |r| {
+                    sqlite_row(r, spec.columns.len())
+                })?;
+                rows.collect()
+            },
+            what,
+        )
+    }
+
+    fn add_chunks(
+        tx: &rusqlite::Transaction<'_>,
+        spec: &JobSpec,
+        from: i64,
+        to: i64,
+    ) -> rusqlite::Result<()> {
+        let mut lo = from;
+        while lo <= to {
+            tx.execute(
+                "INSERT OR IGNORE INTO sealkit_chunks (job, lo, hi, state) VALUES (?1, ?2, ?3, 'pending')",
+                params![spec.job, lo, lo + spec.chunk_rows],
+            )?;
+            lo += spec.chunk_rows;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobLedger for SqliteJob {
+    async fn prepare(&self) -> Result<()> {
+        let spec = &self.spec;
+        let stored = spec.stored();
+        // One immediate (write-locked) transaction: two workers starting together wait for
+        // each other instead of both creating the job.
+        let existing = self.db.with(
+            |c| {
+                c.execute_batch(SQLITE_SCHEMA)?;
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let existing = tx
+                    .query_row(
+                        "SELECT spec FROM sealkit_jobs WHERE job = ?1",
+                        [&spec.job],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .optional()?;
+                if existing.is_none() {
+                    let (min, max): (Option<i64>, Option<i64>) = tx.query_row(
+                        &format!(
+                            "SELECT MIN({pk}), MAX({pk}) FROM {t}",
+                            pk = spec.pk,
+                            t = spec.table
+                        ),
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    let (min, max) = (min.unwrap_or(0), max.unwrap_or(-1));
+                    tx.execute(
+                        "INSERT INTO sealkit_jobs (job, spec, max_pk) VALUES (?1, ?2, ?3)",
+                        params![spec.job, stored, max],
+                    )?;
+                    SqliteDb::add_chunks(&tx, spec, first_chunk_start(min, spec), max)?;
+                }
+                tx.commit()?;
+                Ok(existing)
+            },
+            "preparing the job",
+        )?;
+        match existing {
+            Some(s) if s != stored => Err(Error::invalid_input(format!(
+                "job {} exists with another spec; use a new job name",
+                spec.job
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn claim(&self, worker: &str) -> Result<Option<Chunk>> {
+        let spec = &self.spec;
+        self.db.with(
+            |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let now = now();
+                let pick = |tx: &rusqlite::Transaction<'_>| {
+                    tx.query_row(
+                        "SELECT lo, hi FROM sealkit_chunks WHERE job = ?1 AND (state = 'pending'
+                         OR (state = 'running' AND (lease_until < ?2 OR worker = ?3))) ORDER BY lo LIMIT 1",
+                        params![spec.job, now, worker],
+                        |r| Ok(Chunk { lo: r.get(0)?, hi: r.get(1)? }),
+                    )
+                    .optional()
+                };
+                let mut chunk = pick(&tx)?;
+                if chunk.is_none() {
+                    // Rows appended since the job started get chunks of their own.
+                    let known: i64 = tx.query_row("SELECT max_pk FROM sealkit_jobs WHERE job = ?1", [&spec.job], |r| r.get(0))?;
+                    let max: Option<i64> = tx.query_row(&format!("SELECT MAX({}) FROM {}", spec.pk, spec.table), [], |r| r.get(0))?;
+                    if let Some(max) = max.filter(|m| *m > known) {
+                        let hi_done: Option<i64> = tx.query_row("SELECT MAX(hi) FROM sealkit_chunks WHERE job = ?1", [&spec.job], |r| r.get(0))?;
+                        SqliteDb::add_chunks(&tx, spec, hi_done.unwrap_or(0).max(known + 1), max)?;
+                        tx.execute("UPDATE sealkit_jobs SET max_pk = ?2 WHERE job = ?1", params![spec.job, max])?;
+                        chunk = pick(&tx)?;
+                    }
+                }
+                if let Some(ch) = chunk {
+                    tx.execute(
+                        "UPDATE sealkit_chunks SET state = 'running', worker = ?3, lease_until = ?4 WHERE job = ?1 AND lo = ?2",
+                        params![spec.job, ch.lo, worker, now + spec.lease_secs],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(chunk)
+            },
+            "claiming a chunk",
+        )
+    }
+
+    async fn add_counts(&self, chunk: Chunk, counts: ChunkCounts) -> Result<()> {
+        let spec = &self.spec;
+        self.db.with(
+            |c| {
+                c.execute(
+                    "UPDATE sealkit_chunks SET migrated = migrated + ?3, skipped = skipped + ?4, failed = failed + ?5 WHERE job = ?1 AND lo = ?2",
+                    params![spec.job, chunk.lo, counts.migrated, counts.skipped, counts.failed],
+                )
+                .map(|_| ())
+            },
+            "counting",
+        )
+    }
+
+    async fn release(&self, chunk: Chunk) -> Result<()> {
+        let spec = &self.spec;
+        self.db.with(
+            |c| {
+                c.execute("UPDATE sealkit_chunks SET state = 'pending', worker = NULL WHERE job = ?1 AND lo = ?2", params![spec.job, chunk.lo])
+                    .map(|_| ())
+            },
+            "releasing a chunk",
+        )
+    }
+
+    async fn reopen(&self) -> Result<u64> {
+        let spec = &self.spec;
+        self.db.with(
+            |c| c.execute("UPDATE sealkit_chunks SET state = 'pending', worker = NULL WHERE job = ?1 AND state = 'done'", [&spec.job]).map(|n| n as u64),
+            "reopening chunks",
+        )
+    }
+
+    async fn set_note(&self, note: Option<&str>) -> Result<()> {
+        let spec = &self.spec;
+        self.db.with(
+            |c| {
+                c.execute(
+                    "UPDATE sealkit_jobs SET note = ?2 WHERE job = ?1",
+                    params![spec.job, note],
+                )
+                .map(|_| ())
+            },
+            "noting",
+        )
+    }
+
+    async fn counts(&self) -> Result<Counts> {
+        let job = self.spec.job.as_str();
+        self.db.with(
+            |c| {
+                c.execute_batch(SQLITE_SCHEMA)?;
+                let note: Option<String> = c
+                    .query_row("SELECT note FROM sealkit_jobs WHERE job = ?1", [job], |r| r.get(0))
+                    .optional()?
+                    .flatten();
+                c.query_row(
+                    "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'running'), 0), COALESCE(SUM(state = 'done'), 0),
+                     COALESCE(SUM(migrated), 0), COALESCE(SUM(skipped), 0), COALESCE(SUM(conflicts), 0), COALESCE(SUM(failed), 0)
+                     FROM sealkit_chunks WHERE job = ?1",
+                    [job],
+                    |r| {
+                        Ok(Counts {
+                            pending: r.get(0)?,
+                            running: r.get(1)?,
+                            done: r.get(2)?,
+                            migrated: r.get(3)?,
+                            skipped: r.get(4)?,
+                            conflicts: r.get(5)?,
+                            failed: r.get(6)?,
+                            note,
+                        })
+                    },
+                )
+            },
+            "reading the job's status",
+        )
+    }
+}
+
+#[async_trait]
+impl JobTable for SqliteJob {
+    async fn rows(&self, chunk: Chunk) -> Result<Vec<Row>> {
+        let spec = &self.spec;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {pk} >= ?1 AND {pk} < ?2 ORDER BY {pk}",
+            select_list(spec),
+            spec.table,
+            pk = spec.pk
+        );
+        self.db
+            .query_rows(spec, &sql, [chunk.lo, chunk.hi], "reading a chunk")
+    }
+
+    async fn read(&self, pk: i64, column: usize) -> Result<Option<Value>> {
+        let spec = &self.spec;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = ?1",
+            spec.columns[column].name, spec.table, spec.pk
+        );
+        self.db.with(
+            |c| {
+                c.query_row(&sql, [pk], |r| Ok(sqlite_value(r.get_ref(0)?)))
+                    .optional()
+                    .map(Option::flatten)
+            },
+            "re-reading a value",
+        )
+    }
+
+    async fn swap(&self, u: &Update) -> Result<bool> {
+        let spec = &self.spec;
+        let col = &spec.columns[u.column].name;
+        let sql = format!(
+            "UPDATE {t} SET {col} = ?1 WHERE {pk} = ?2 AND {col} = ?3",
+            t = spec.table,
+            pk = spec.pk
+        );
+        self.db.with(
+            |c| {
+                c.execute(&sql, params![u.new, u.pk, sqlite_old(&u.old)])
+                    .map(|n| n == 1)
+            },
+            "updating a value",
+        )
+    }
+
+    async fn scan(&self, after: i64, limit: i64) -> Result<Vec<Row>> {
+        let spec = &self.spec;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {pk} > ?1 ORDER BY {pk} LIMIT ?2",
+            select_list(spec),
+            spec.table,
+            pk = spec.pk
+        );
+        self.db.query_rows(spec, &sql, [after, limit], "scanning")
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteJob {
+    async fn commit(
+        &self,
+        chunk: Chunk,
+        updates: &[Update],
+        counts: ChunkCounts,
+    ) -> Result<Vec<Update>> {
+        let spec = &self.spec;
+        self.db.with(
+            |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let mut lost = Vec::new();
+                for u in updates {
+                    let col = &spec.columns[u.column].name;
+                    let sql = format!("UPDATE {t} SET {col} = ?1 WHERE {pk} = ?2 AND {col} = ?3", t = spec.table, pk = spec.pk);
+                    let n = tx.prepare_cached(&sql)?.execute(params![u.new, u.pk, sqlite_old(&u.old)])?;
+                    if n == 0 {
+                        lost.push(u.clone());
+                    }
+                }
+                let migrated = counts.migrated - lost.len() as i64;
+                tx.execute(
+                    "UPDATE sealkit_chunks SET state = 'done', migrated = migrated + ?3, skipped = skipped + ?4,
+                     conflicts = conflicts + ?5, failed = failed + ?6 WHERE job = ?1 AND lo = ?2",
+                    params![spec.job, chunk.lo, migrated, counts.skipped, lost.len() as i64 + counts.conflicts, counts.failed],
+                )?;
+                tx.commit()?;
+                Ok(lost)
+            },
+            "committing a chunk",
+        )
+    }
+}

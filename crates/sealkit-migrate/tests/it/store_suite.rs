@@ -1,0 +1,440 @@
+//! One store suite, run on both backends (SQLite and the PostgreSQL peer): several workers,
+//! application writes racing the job (compare-and-swap conflicts), rows appended mid-run, and
+//! a provider outage.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sealkit::vault::{VaultAuth, VaultSettings, VaultTransit};
+use sealkit::{Config, EncryptionContext, KeyUri, Keyring};
+use sealkit_conformance::peers::{peer_env, unique, vault_peer};
+use sealkit_conformance::{FaultMode, FaultProxy};
+use sealkit_migrate::{JobSpec, PgStore, SqliteStore, Store};
+
+use crate::support::*;
+
+/// A database the suite runs on: it makes tables of legacy customers and plays the
+/// application (its own connection per call).
+#[async_trait]
+trait Backend: Send + Sync {
+    /// A fresh table of `rows` legacy customers; returns its name.
+    async fn fill(&self, rows: i64) -> String;
+    /// A store with its own connection.
+    async fn store(&self) -> Arc<dyn Store>;
+    /// The application sets row `id`'s email.
+    async fn set_email(&self, table: &str, id: i64, value: Vec<u8>);
+    /// The application inserts legacy customer `id`.
+    async fn insert(&self, table: &str, id: i64);
+    /// Every row's id and email.
+    async fn emails(&self, table: &str) -> Vec<(i64, Vec<u8>)>;
+}
+
+struct Sqlite {
+    dir: tempfile::TempDir,
+}
+
+impl Sqlite {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn conn(&self) -> rusqlite::Connection {
+        let db = rusqlite::Connection::open(self.dir.path().join("app.db")).unwrap();
+        db.busy_timeout(Duration::from_secs(10)).unwrap();
+        db
+    }
+}
+
+#[async_trait]
+impl Backend for Sqlite {
+    async fn fill(&self, rows: i64) -> String {
+        let table = unique("customers").replace('-', "_");
+        let mut db = self.conn();
+        db.execute_batch(&format!(
+            "CREATE TABLE {table} (id INTEGER PRIMARY KEY, email BLOB, notes BLOB, phone BLOB)"
+        ))
+        .unwrap();
+        let tx = db.transaction().unwrap();
+        for id in 1..=rows {
+            tx.execute(
+                &format!("INSERT INTO {table} VALUES (?1, ?2, ?3, ?4)"),
+                rusqlite::params![id, legacy_email(id, 0), legacy_note(id), phone(id)],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        table
+    }
+
+    async fn store(&self) -> Arc<dyn Store> {
+        let path = self.dir.path().join("app.db");
+        Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap())
+    }
+
+    async fn set_email(&self, table: &str, id: i64, value: Vec<u8>) {
+        self.conn()
+            .execute(
+                &format!("UPDATE {table} SET email = ?1 WHERE id = ?2"),
+                rusqlite::params![value, id],
+            )
+            .unwrap();
+    }
+
+    async fn insert(&self, table: &str, id: i64) {
+        self.conn()
+            .execute(
+                &format!("INSERT INTO {table} VALUES (?1, ?2, ?3, ?4)"),
+                rusqlite::params![id, legacy_email(id, 0), legacy_note(id), phone(id)],
+            )
+            .unwrap();
+    }
+
+    async fn emails(&self, table: &str) -> Vec<(i64, Vec<u8>)> {
+        let db = self.conn();
+        let mut stmt = db
+            .prepare(&format!("SELECT id, email FROM {table} ORDER BY id"))
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+}
+
+struct Postgres {
+    url: String,
+}
+
+impl Postgres {
+    async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+}
+
+#[async_trait]
+impl Backend for Postgres {
+    async fn fill(&self, rows: i64) -> String {
+        let table = unique("customers").replace('-', "_");
+        let db = self.client().await;
+        db.batch_execute(&format!(
+            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, email BYTEA, notes BYTEA, phone BYTEA)"
+        ))
+        .await
+        .unwrap();
+        let ids: Vec<i64> = (1..=rows).collect();
+        let emails: Vec<Vec<u8>> = ids.iter().map(|id| legacy_email(*id, 0)).collect();
+        let notes: Vec<Vec<u8>> = ids.iter().map(|id| legacy_note(*id)).collect();
+        let phones: Vec<Option<Vec<u8>>> = ids.iter().map(|id| phone(*id)).collect();
+        db.execute(
+            &format!("INSERT INTO {table} SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bytea[])"),
+            &[&ids, &emails, &notes, &phones],
+        )
+        .await
+        .unwrap();
+        table
+    }
+
+    async fn store(&self) -> Arc<dyn Store> {
+        Arc::new(PgStore::connect(&self.url).await.unwrap())
+    }
+
+    async fn set_email(&self, table: &str, id: i64, value: Vec<u8>) {
+        self.client()
+            .await
+            .execute(
+                &format!("UPDATE {table} SET email = $1 WHERE id = $2"),
+                &[&value, &id],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn insert(&self, table: &str, id: i64) {
+        self.client()
+            .await
+            .execute(
+                &format!("INSERT INTO {table} VALUES ($1, $2, $3, $4)"),
+                &[&id, &legacy_email(id, 0), &legacy_note(id), &phone(id)],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn emails(&self, table: &str) -> Vec<(i64, Vec<u8>)> {
+        self.client()
+            .await
+            .query(&format!("SELECT id, email FROM {table} ORDER BY id"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+}
+
+fn phone(id: i64) -> Option<Vec<u8>> {
+    (id % 10 != 0).then(|| format!("+1-555-{id:04}").into_bytes())
+}
+
+/// Every backend this run has: SQLite always, PostgreSQL when its peer is up.
+fn backends() -> Vec<(&'static str, Box<dyn Backend>)> {
+    let mut out: Vec<(&'static str, Box<dyn Backend>)> = vec![("sqlite", Box::new(Sqlite::new()))];
+    if let Some(url) = peer_env("SEALKIT_TEST_PG_URL", "PostgreSQL") {
+        out.push(("postgres", Box::new(Postgres { url })));
+    }
+    out
+}
+
+fn spec(table: &str, target: KeyUri, chunk_rows: i64) -> JobSpec {
+    let mut spec = legacy_job(&format!("{table}-job"), target);
+    spec.table = table.to_string();
+    spec.chunk_rows = chunk_rows;
+    spec
+}
+
+fn ctx(table: &str, id: i64) -> EncryptionContext {
+    EncryptionContext::parse(&format!("table={table},column=email,id={id}")).unwrap()
+}
+
+/// Each row's email opens to what `expected` says (the original one otherwise).
+async fn check_emails(
+    keyring: &Keyring,
+    backend: &dyn Backend,
+    table: &str,
+    rows: i64,
+    expected: &HashMap<i64, String>,
+) {
+    let stored = backend.emails(table).await;
+    assert_eq!(stored.len() as i64, rows, "{table}");
+    for (id, value) in stored {
+        let want = expected.get(&id).cloned().unwrap_or_else(|| email(id, 0));
+        let got = keyring.open(&value, &ctx(table, id)).await.unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), want, "{table} row {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_finish_the_job_exactly_once_on_every_backend() {
+    for (name, backend) in backends() {
+        let rows = 6_000;
+        let table = backend.fill(rows).await;
+        let home = tempfile::tempdir().unwrap();
+        let keyring = keyring(home.path());
+        let key = target(&keyring, "suite").await;
+        let mut tasks = Vec::new();
+        for w in 0..2 {
+            let job = migrator(
+                &keyring,
+                spec(&table, key.clone(), 250),
+                backend.store().await,
+            );
+            tasks.push(tokio::spawn(async move {
+                job.run(&format!("worker-{w}"), &quiet).await.unwrap()
+            }));
+        }
+        let mut seen = HashSet::new();
+        let mut migrated = 0;
+        for t in tasks {
+            let report = t.await.unwrap();
+            migrated += report.migrated;
+            for row in report.rows {
+                assert!(
+                    seen.insert(row),
+                    "{name}: row {row} migrated by two workers"
+                );
+            }
+        }
+        assert_eq!(seen.len() as i64, rows, "{name}: every row migrated");
+        assert_eq!(migrated, (rows * 3 - rows / 10) as u64, "{name}");
+        let check = migrator(&keyring, spec(&table, key, 250), backend.store().await);
+        let verify = check.verify().await.unwrap();
+        assert_eq!(verify.problem_count, 0, "{name}: {:?}", verify.problems);
+        let status = check.status().await.unwrap();
+        assert_eq!((status.pending, status.running), (0, 0), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_writes_during_a_run_are_never_overwritten_on_every_backend() {
+    for (name, backend) in backends() {
+        let rows = 2_000;
+        let table = backend.fill(rows).await;
+        let home = tempfile::tempdir().unwrap();
+        let keyring = keyring(home.path());
+        let key = target(&keyring, "suite").await;
+        let job = migrator(
+            &keyring,
+            spec(&table, key.clone(), 100),
+            backend.store().await,
+        );
+        let backend: Arc<dyn Backend> = Arc::from(backend);
+        let writer = {
+            let (backend, table, app, key) =
+                (backend.clone(), table.clone(), keyring.clone(), key.clone());
+            tokio::spawn(async move {
+                // Half the application's writes are envelopes (hybrid instances), half legacy.
+                let mut expected = HashMap::new();
+                for round in 1..=150u32 {
+                    let id = i64::from(round * 13) % rows + 1;
+                    let value = if round % 2 == 0 {
+                        app.seal_with(&key, email(id, round).as_bytes(), &ctx(&table, id))
+                            .await
+                            .unwrap()
+                    } else {
+                        legacy_email(id, round)
+                    };
+                    backend.set_email(&table, id, value).await;
+                    expected.insert(id, email(id, round));
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                expected
+            })
+        };
+        let first = job.run("w1", &quiet).await.unwrap();
+        let expected = writer.await.unwrap();
+        // Legacy writes that landed after their chunk was done are caught by a sweep.
+        let sweep = job.sweep("w1", &quiet).await.unwrap();
+        assert_eq!(first.failed + sweep.failed, 0, "{name}");
+        let verify = job.verify().await.unwrap();
+        assert_eq!(verify.problem_count, 0, "{name}: {:?}", verify.problems);
+        check_emails(&keyring, backend.as_ref(), &table, rows, &expected).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_appended_mid_run_are_migrated_by_that_run_on_every_backend() {
+    for (name, backend) in backends() {
+        let rows = 1_000;
+        let table = backend.fill(rows).await;
+        let home = tempfile::tempdir().unwrap();
+        let keyring = keyring(home.path());
+        let key = target(&keyring, "suite").await;
+        let job = migrator(
+            &keyring,
+            spec(&table, key.clone(), 100),
+            backend.store().await,
+        );
+        let backend: Arc<dyn Backend> = Arc::from(backend);
+        // After the first chunk, the application appends 250 rows (past every chunk the job
+        // knew when it started); the run waits for them before it goes on.
+        let (appended_tx, appended_rx) = std::sync::mpsc::channel::<()>();
+        let appended_rx = std::sync::Mutex::new(appended_rx);
+        let appender = {
+            let (backend, table) = (backend.clone(), table.clone());
+            let (start_tx, start_rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                start_rx.await.unwrap();
+                for id in rows + 1..=rows + 250 {
+                    backend.insert(&table, id).await;
+                }
+                appended_tx.send(()).unwrap();
+            });
+            (task, std::sync::Mutex::new(Some(start_tx)))
+        };
+        let started = AtomicBool::new(false);
+        let progress = |_: &sealkit_migrate::Counts| {
+            if !started.swap(true, Ordering::SeqCst) {
+                if let Some(start) = appender.1.lock().unwrap().take() {
+                    start.send(()).unwrap();
+                }
+                let rx = appended_rx.lock().unwrap();
+                rx.recv_timeout(Duration::from_secs(60)).unwrap();
+            }
+        };
+        let report = job.run("w1", &progress).await.unwrap();
+        appender.0.await.unwrap();
+        let total = rows + 250;
+        assert_eq!(
+            report.migrated,
+            (total * 3 - total / 10) as u64,
+            "{name}: the run migrated the appended rows too"
+        );
+        let verify = job.verify().await.unwrap();
+        assert_eq!(verify.problem_count, 0, "{name}: {:?}", verify.problems);
+        check_emails(&keyring, backend.as_ref(), &table, total, &HashMap::new()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_outage_pauses_the_job_until_the_kms_is_back_on_every_backend() {
+    let Some((vault_addr, token)) = vault_peer() else {
+        return;
+    };
+    for (name, backend) in backends() {
+        let rows = 1_500;
+        let table = backend.fill(rows).await;
+        let proxy = FaultProxy::start(vault_addr.trim_start_matches("http://").parse().unwrap())
+            .await
+            .unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config
+            .provider("local")
+            .set("home", home.path().to_str().unwrap());
+        config.resilience.max_attempts = 2;
+        config.resilience.initial_backoff_ms = 5;
+        config.resilience.timeout_ms = 500;
+        config.resilience.open_secs = 1;
+        config.cache.max_messages = 500; // several data keys: the job needs the KMS as it goes
+        let vault = VaultTransit::new(VaultSettings::new(
+            proxy.url(),
+            VaultAuth::Token(token.clone().into()),
+        ));
+        let keyring = Keyring::builder(config)
+            .with_managed_provider(Arc::new(vault))
+            .build()
+            .unwrap();
+        let key = KeyUri::parse(&format!("vault-transit://transit/{}", unique("outage"))).unwrap();
+        keyring.create_key(&key).await.unwrap();
+        proxy.set_mode(FaultMode::Reset);
+        let job = Arc::new(
+            migrator(
+                &keyring,
+                spec(&table, key.clone(), 250),
+                backend.store().await,
+            )
+            .with_max_pause(Duration::from_secs(60)),
+        );
+        let running = {
+            let job = job.clone();
+            tokio::spawn(async move { job.run("w1", &quiet).await })
+        };
+        let mut note = None;
+        for _ in 0..200 {
+            note = job.status().await.unwrap().note;
+            if note.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let note = note.unwrap_or_else(|| panic!("{name}: the job says it is paused"));
+        assert!(
+            note.contains("paused") && note.contains("unavailable"),
+            "{name}: {note}"
+        );
+        assert!(!running.is_finished(), "{name}: a paused job waits");
+        proxy.set_mode(FaultMode::Pass);
+        let report = tokio::time::timeout(Duration::from_secs(90), running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(report.pauses >= 1, "{name}");
+        assert_eq!(report.migrated, (rows * 3 - rows / 10) as u64, "{name}");
+        assert_eq!(
+            job.status().await.unwrap().note,
+            None,
+            "{name}: note cleared"
+        );
+        assert_eq!(job.verify().await.unwrap().problem_count, 0, "{name}");
+    }
+}
