@@ -122,7 +122,7 @@ fn generate() -> Result<String, String> {
 
 /// Writes the golden vectors, or with `check` fails when the committed file differs.
 pub(crate) fn run(check: bool) -> Result<(), String> {
-    let path = crate::tasks::root().join(GOLDEN);
+    let path = crate::util::root().join(GOLDEN);
     let fresh = generate()?;
     if check {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();

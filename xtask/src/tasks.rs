@@ -1,51 +1,13 @@
-//! The tasks behind `cargo xtask`.
+//! The tasks behind `cargo xtask`: leaves, each run by `main` from the command tree.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// The workspace root (the parent of `xtask/`).
-pub(crate) fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
-}
-
-fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(root());
-    cmd
-}
-
-/// Runs `cmd`; an error names it and how it ended.
-pub(crate) fn sh(cmd: &mut Command) -> Result<(), String> {
-    let shown = format!("{cmd:?}");
-    let status = cmd
-        .status()
-        .map_err(|e| format!("could not start {shown}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{shown} failed ({status})"))
-    }
-}
-
-/// Prints `cmd`, then runs it.
-fn run(mut cmd: Command) -> Result<(), String> {
-    println!("$ {cmd:?}");
-    sh(&mut cmd)
-}
-
-fn has_cargo_subcommand(name: &str) -> bool {
-    Command::new("cargo")
-        .args([name, "--version"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
+use crate::flags::BenchArgs;
+use crate::util::{cargo, has_cargo_subcommand, root, run};
 
 /// The whole test suite.
-pub(crate) fn test(extra: &[&str]) -> Result<(), String> {
+pub(crate) fn test(extra: &[String]) -> Result<(), String> {
     // Peers up, every test, peers down (also when tests fail).
     let ci = std::env::var_os("CI").is_some();
     if let Err(e) = crate::peers::up() {
@@ -91,65 +53,110 @@ pub(crate) fn lint() -> Result<(), String> {
     tidy()
 }
 
-/// Fails when `sealkit-core`'s normal dependency tree holds an I/O or runtime crate. The core
-/// is also `#![no_std]`, so the compiler rejects `std::fs`/`std::net` in its own code; this
-/// check covers its dependencies.
-pub(crate) fn tidy() -> Result<(), String> {
-    const FORBIDDEN: &[&str] = &[
-        "tokio",
-        "hyper",
-        "reqwest",
-        "mio",
-        "socket2",
-        "async-std",
-        "std-io",
-    ];
-    let output = cargo()
-        .args([
-            "tree",
+/// A build and the crates its normal dependency tree must not hold.
+struct TreeRule {
+    /// What the rule keeps true, for messages.
+    what: &'static str,
+    /// `cargo tree` arguments selecting the build.
+    build: &'static [&'static str],
+    /// Crates that must not be in it.
+    forbidden: &'static [&'static str],
+}
+
+const TREE_RULES: &[TreeRule] = &[
+    // The core is also `#![no_std]`, so the compiler rejects `std::fs`/`std::net` in its own
+    // code; this covers its dependencies.
+    TreeRule {
+        what: "sealkit-core depends on no I/O crate",
+        build: &["-p", "sealkit-core"],
+        forbidden: &[
+            "tokio",
+            "hyper",
+            "reqwest",
+            "mio",
+            "socket2",
+            "async-std",
+            "std-io",
+        ],
+    },
+    TreeRule {
+        what: "sealkit with only the aws feature compiles no local key store",
+        build: &[
             "-p",
-            "sealkit-core",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--format",
-            "{p}",
-        ])
-        .output()
-        .map_err(|e| format!("cargo tree: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "cargo tree failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let tree = String::from_utf8_lossy(&output.stdout);
-    let bad: Vec<&str> = tree
-        .lines()
-        .filter(|line| {
-            FORBIDDEN
-                .iter()
-                .any(|f| line.split_whitespace().next() == Some(f))
-        })
-        .collect();
-    if bad.is_empty() {
+            "sealkit",
+            "--no-default-features",
+            "--features",
+            "aws",
+        ],
+        forbidden: &["sealkit-local", "argon2"],
+    },
+    TreeRule {
+        what: "a PostgreSQL-only sealkit-migrate compiles no SQLite",
+        build: &[
+            "-p",
+            "sealkit-migrate",
+            "--no-default-features",
+            "--features",
+            "postgres",
+        ],
+        forbidden: &["rusqlite", "libsqlite3-sys"],
+    },
+    TreeRule {
+        what: "an SQLite-only sealkit-migrate compiles no PostgreSQL client",
+        build: &[
+            "-p",
+            "sealkit-migrate",
+            "--no-default-features",
+            "--features",
+            "sqlite,local",
+        ],
+        forbidden: &["tokio-postgres", "postgres-protocol"],
+    },
+];
+
+/// Fails when a build's normal dependency tree holds a crate it must not ([`TREE_RULES`]).
+pub(crate) fn tidy() -> Result<(), String> {
+    for rule in TREE_RULES {
+        let output = cargo()
+            .arg("tree")
+            .args(rule.build)
+            .args(["-e", "normal", "--prefix", "none", "--format", "{p}"])
+            .output()
+            .map_err(|e| format!("cargo tree: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "cargo tree {:?} failed: {}",
+                rule.build,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let tree = String::from_utf8_lossy(&output.stdout);
+        let mut bad: Vec<&str> = tree
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|name| rule.forbidden.contains(name))
+            .collect();
+        bad.sort_unstable();
+        bad.dedup();
+        if !bad.is_empty() {
+            return Err(format!(
+                "tidy: it must hold that {}, but the tree has {}",
+                rule.what,
+                bad.join(", ")
+            ));
+        }
         println!(
-            "tidy: sealkit-core depends on no I/O crate ({} crates checked)",
+            "tidy: {} ({} crates checked)",
+            rule.what,
             tree.lines().count()
         );
-        Ok(())
-    } else {
-        Err(format!(
-            "sealkit-core must stay free of I/O, but depends on: {}",
-            bad.join(", ")
-        ))
     }
+    Ok(())
 }
 
 /// Criterion benchmarks. `providers` brings the peers up first and down after.
-pub(crate) fn bench(args: &[&str]) -> Result<(), String> {
-    if args.first() == Some(&"providers") {
+pub(crate) fn bench(args: &BenchArgs) -> Result<(), String> {
+    if args.providers {
         crate::peers::up()?;
         let mut cmd = cargo();
         cmd.args(["bench", "-p", "sealkit-benches", "--bench", "providers"])
@@ -159,7 +166,7 @@ pub(crate) fn bench(args: &[&str]) -> Result<(), String> {
         return result;
     }
     let mut cmd = cargo();
-    if args.contains(&"--peers") {
+    if args.peers {
         // Its own workspace: the peers' dependencies stay out of the main build and cargo-deny.
         cmd.args([
             "bench",
@@ -171,16 +178,11 @@ pub(crate) fn bench(args: &[&str]) -> Result<(), String> {
     } else {
         cmd.args(["bench", "-p", "sealkit-benches"]);
     }
-    let filters: Vec<&str> = args
-        .iter()
-        .copied()
-        .filter(|a| !a.starts_with("--"))
-        .collect();
     cmd.arg("--");
-    if args.contains(&"--quick") {
+    if args.quick {
         cmd.args(["--warm-up-time", "1", "--measurement-time", "2"]);
     }
-    cmd.args(filters);
+    cmd.args(&args.filters);
     run(cmd)
 }
 
