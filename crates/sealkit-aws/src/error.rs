@@ -52,3 +52,51 @@ where
     };
     mapped.with_source(error)
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_kms::error::{ErrorMetadata, SdkError};
+    use aws_sdk_kms::operation::create_alias::CreateAliasError;
+    use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError;
+    use aws_sdk_kms::types::error::{AlreadyExistsException, DisabledException};
+    use sealkit_core::Error;
+
+    fn meta(code: &str, message: &str) -> ErrorMetadata {
+        ErrorMetadata::builder().code(code).message(message).build()
+    }
+
+    #[test]
+    fn disabled_keys_name_the_key_and_keep_the_sdk_message_as_the_source() {
+        let disabled = DisabledException::builder()
+            .message("arn:aws:kms:us-east-1:1:key/k is disabled.")
+            .meta(meta(
+                "DisabledException",
+                "arn:aws:kms:us-east-1:1:key/k is disabled.",
+            ))
+            .build();
+        let error = SdkError::service_error(GenerateDataKeyError::DisabledException(disabled), ());
+        match super::map("aws-kms", error, "GenerateDataKey with aws-kms://alias/pii") {
+            Error::KeyDisabled { key, source } => {
+                assert_eq!(key, "GenerateDataKey with aws-kms://alias/pii");
+                let source = source.expect("the SDK error is kept");
+                assert!(
+                    sealkit_core::error_chain(source.as_ref()).contains("is disabled"),
+                    "{source}"
+                );
+            }
+            other => panic!("expected KeyDisabled, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn already_exists_is_its_own_kind() {
+        let exists = AlreadyExistsException::builder()
+            .message("alias/pii already exists")
+            .meta(meta("AlreadyExistsException", "alias/pii already exists"))
+            .build();
+        let error = SdkError::service_error(CreateAliasError::AlreadyExistsException(exists), ());
+        let mapped = super::map("aws-kms", error, "CreateAlias alias/pii");
+        assert!(matches!(mapped, Error::AlreadyExists { .. }), "{mapped:?}");
+        assert!(std::error::Error::source(&mapped).is_some());
+    }
+}

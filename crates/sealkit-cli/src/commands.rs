@@ -495,7 +495,8 @@ pub(crate) async fn secrets(ctx: &Ctx, command: SecretsCommand) -> anyhow::Resul
                 FallbackPolicy::OnUnavailable
             };
             let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
-            let chain = SecretSources::from_config(&ctx.config()?)?.chain("cli", &specs, policy)?;
+            let chain = SecretSources::from_providers(&ctx.config()?.providers)?
+                .chain("cli", &specs, policy)?;
             let resolved = chain.resolve().await?;
             let value = resolved.secret.value.expose_secret();
             if ctx.json {

@@ -234,7 +234,7 @@ impl DekCipher {
 
     /// Checks that `envelope` was sealed under this DEK: the commitment over its key slot
     /// (full) or its DEK id (compact), in constant time.
-    fn check_commitment(&self, envelope: &Envelope<'_>) -> Result<()> {
+    pub fn verify_commitment(&self, envelope: &Envelope<'_>) -> Result<()> {
         let committed = match envelope.slot() {
             KeySlot::Wrapped { commitment, .. } => match &self.full {
                 Some(full) if full.slot == envelope.key_slot_bytes() => {
@@ -259,7 +259,7 @@ impl DekCipher {
     /// Fails with the opaque [`Error::InvalidCiphertext`] on a wrong key (commitment mismatch),
     /// wrong context, or any altered byte.
     pub fn open(&self, envelope: &Envelope<'_>, context: &EncryptionContext) -> Result<Vec<u8>> {
-        self.check_commitment(envelope)?;
+        self.verify_commitment(envelope)?;
         let mut out = envelope.ciphertext().to_vec();
         let opened = with_aad(envelope.fixed_header(), envelope.nonce(), context, |aad| {
             self.aead
@@ -287,7 +287,7 @@ impl DekCipher {
                 "compact envelopes hold no wrapped DEK: rewrap the DEK in its store instead",
             ));
         }
-        self.check_commitment(envelope)?;
+        self.verify_commitment(envelope)?;
         let slot = key_slot(wrapped)?;
         let commitment = self.slot_commitment(&slot)?;
         Ok(with_prefix(

@@ -62,9 +62,11 @@ where
     BTreeMap::<String, String>::deserialize(de)?
         .into_iter()
         .map(|(key, period)| {
-            let key = KeyUri::parse(&key).map_err(serde::de::Error::custom)?;
-            let period = parse_period(&period).map_err(serde::de::Error::custom)?;
-            Ok((key, period))
+            let named = |e: Error| serde::de::Error::custom(format!("rotation \"{key}\": {e}"));
+            Ok((
+                KeyUri::parse(&key).map_err(named)?,
+                parse_period(&period).map_err(named)?,
+            ))
         })
         .collect()
 }
@@ -351,7 +353,16 @@ impl Config {
     /// Parses TOML; an error names the field (and line) at fault. Reads no environment.
     pub fn from_toml(text: &str) -> Result<Self> {
         let config: Self = toml::from_str(text).map_err(|e| {
-            Error::misconfigured(format!("invalid configuration: {}", e.message().trim()))
+            // Name the field: the line it is on, as written.
+            let at = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start.min(text.len())].matches('\n').count();
+                    let written = text.lines().nth(line).unwrap_or("").trim();
+                    format!(" at line {} (`{written}`)", line + 1)
+                })
+                .unwrap_or_default();
+            Error::misconfigured(format!("invalid configuration{at}: {}", e.message().trim()))
                 .with_source(e)
         })?;
         config.check_providers()?;
@@ -477,4 +488,61 @@ pub fn parse_period(text: &str) -> Result<Duration> {
         }
     };
     Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn typed_fields_are_parsed_when_loaded_and_errors_name_the_field() {
+        let config = Config::from_toml(
+            "default_key = \"local://customers\"\nalgorithm = \"xchacha20-poly1305\"\n\
+             [legacy]\nformat = \"aes-gcm-nonce12\"\n[rotation]\n\"local://customers\" = \"12h\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.default_key.unwrap().as_str(), "local://customers");
+        assert_eq!(config.algorithm, Algorithm::XChaCha20Poly1305);
+        assert_eq!(config.legacy.format, LegacyFormat::AesGcmNonce12);
+        assert_eq!(
+            config.rotation.values().next(),
+            Some(&Duration::from_secs(12 * 3600))
+        );
+        for (text, field) in [
+            ("default_key = \"customers\"", "default_key"),
+            ("algorithm = \"rot13\"", "algorithm"),
+            ("[legacy]\nformat = \"aes-cbc\"", "format"),
+            ("[rotation]\n\"local://k\" = \"soon\"", "local://k"),
+            ("mode = \"sometimes\"", "mode"),
+            ("defualt_key = \"local://k\"", "defualt_key"),
+        ] {
+            let err = refused(text);
+            assert!(err.contains(field), "{text:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn provider_tables_are_checked_against_the_registry() {
+        let err = refused("[providers.nosuch]\naddress = \"x\"");
+        assert!(err.contains("nosuch") && err.contains("feature"), "{err}");
+        #[cfg(feature = "local")]
+        {
+            let err = refused("[providers.local]\nhomedir = \"x\"");
+            assert!(err.contains("`homedir`") && err.contains("home"), "{err}");
+            let config = Config::from_toml("[providers.local]\nhome = \"/tmp/k\"").unwrap();
+            assert_eq!(config.providers["local"].get("home"), Some("/tmp/k"));
+        }
+    }
+
+    #[test]
+    fn a_pure_config_names_no_provider_and_secrets_stay_out_of_debug() {
+        let mut config = Config::default();
+        assert!(config.providers.is_empty());
+        config.provider("vault").set("token", "s3cret-token");
+        assert!(!format!("{config:?}").contains("s3cret-token"));
+    }
 }

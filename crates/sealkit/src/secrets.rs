@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sealkit_core::provider::{Secret, SecretSource};
+use sealkit_core::registry::ProviderSettings;
 
 use crate::health::HealthReport;
 use crate::{Error, ErrorKind, Result};
@@ -274,23 +275,20 @@ impl SecretSources {
         s
     }
 
-    /// [`SecretSources::builtin`] plus the secret sources of every provider `config` names
-    /// (`vault-kv1`/`vault-kv2`, `aws-secrets`, `gcp-secrets`…), built from its settings.
-    pub fn from_config(config: &crate::Config) -> Result<Self> {
+    /// [`SecretSources::builtin`] plus the secret sources of every provider in `providers`
+    /// (a configuration's [`providers`](crate::Config::providers) table:
+    /// `vault-kv1`/`vault-kv2`, `aws-secrets`, `gcp-secrets`…), built from its settings.
+    pub fn from_providers(
+        providers: &std::collections::BTreeMap<String, ProviderSettings>,
+    ) -> Result<Self> {
         let mut s = Self::builtin();
-        for (name, settings) in &config.providers {
+        for (name, settings) in providers {
             let provider = crate::providers::by_name(name)?;
             if !provider.secret_sources.is_empty() {
                 s.add_all(provider.build(settings)?.secrets);
             }
         }
         Ok(s)
-    }
-
-    /// [`SecretSources::from_config`] of [`Config::from_env`](crate::Config::from_env): the
-    /// providers detected in the environment.
-    pub fn from_env() -> Result<Self> {
-        Self::from_config(&crate::Config::from_env()?)
     }
 
     /// Registers each source under its own name.

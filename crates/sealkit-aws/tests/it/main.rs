@@ -312,3 +312,50 @@ async fn secrets_manager_passes_the_secret_source_suite() {
     )
     .await;
 }
+
+/// The AWS KMS client itself, straight at moto: to set up states Sealkit would not create.
+async fn raw_kms_client(endpoint: &str) -> aws_sdk_kms::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    aws_sdk_kms::Client::new(&config)
+}
+
+#[tokio::test]
+async fn already_exists_from_aws_maps_to_its_kind_and_keeps_the_sdk_error() {
+    let Some(endpoint) = endpoint() else { return };
+    let raw = raw_kms_client(&endpoint).await;
+    let kms = AwsKms::new(settings(&endpoint));
+
+    // AWS answers AlreadyExistsException (here: a version alias someone else created).
+    let name = unique("taken");
+    let other = raw.create_key().send().await.unwrap();
+    let other_id = other.key_metadata().unwrap().key_id().to_string();
+    raw.create_alias()
+        .alias_name(format!("alias/{name}/v1"))
+        .target_key_id(&other_id)
+        .send()
+        .await
+        .unwrap();
+    let key = KeyUri::parse(&format!("aws-kms://alias/{name}")).unwrap();
+    let err = kms.create_key(&key).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+
+    // Nothing listening: Unavailable, with the SDK's dispatch failure kept as the source.
+    let nowhere = AwsKms::new(settings("http://127.0.0.1:1"));
+    let err = nowhere
+        .generate_data_key(&key, &ctx("t"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+
+    // (A key disabled at AWS answers DisabledException; moto never does, so that mapping is
+    // unit-tested in src/error.rs.)
+}

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use sealkit_core::envelope::KeySlot;
 use sealkit_core::legacy::{self, LegacyFormat};
-use sealkit_core::{DataKey, DekCipher, EncryptionContext, Envelope, KeyRef, WrappedKey};
+use sealkit_core::{
+    Algorithm, DataKey, DekCipher, EncryptionContext, Envelope, KeyRef, WrappedKey,
+};
 
 use super::Keyring;
 use crate::audit::Operation;
@@ -25,22 +27,32 @@ impl Keyring {
 
     pub(super) fn open_cache_key(
         &self,
+        algorithm: Algorithm,
         wrapped: &[u8],
         key: &KeyRef,
         context: &EncryptionContext,
     ) -> CacheKey {
-        self.slot_cache_key(wrapped, key.uri.as_str(), key.version.as_str(), context)
+        self.slot_cache_key(
+            algorithm,
+            wrapped,
+            key.uri.as_str(),
+            key.version.as_str(),
+            context,
+        )
     }
 
-    /// The open-cache key of a wrapped DEK, its key and version, and the DEK scope.
+    /// The open-cache key: everything the cached cipher is built from — the algorithm, the
+    /// wrapped DEK, its key and version, and the DEK scope the wrap is bound to.
     pub(super) fn slot_cache_key(
         &self,
+        algorithm: Algorithm,
         wrapped: &[u8],
         uri: &str,
         version: &str,
         context: &EncryptionContext,
     ) -> CacheKey {
         let mut out = CacheKey::new();
+        out.push_field(&[algorithm.code()]);
         out.push_field(wrapped);
         out.push_field(uri.as_bytes());
         out.push_field(version.as_bytes());
@@ -67,13 +79,16 @@ impl Keyring {
         })
     }
 
-    /// The cipher for an envelope's DEK: from the cache, or unwrapped by its provider.
+    /// The cipher for an envelope's DEK: from the cache, or unwrapped by its provider. A
+    /// fresh cipher is not cached yet: the caller caches it with [`Self::cache_opener`] once
+    /// the envelope authenticates, so no crafted envelope can put a cipher in the cache that
+    /// genuine envelopes of the same DEK would then meet.
     pub(super) async fn cipher_for(
         &self,
         envelope: &Envelope<'_>,
         context: &EncryptionContext,
         now: CoarseInstant,
-    ) -> Result<Arc<OpenEntry>> {
+    ) -> Result<(Arc<OpenEntry>, Option<CacheKey>)> {
         let KeySlot::Wrapped {
             uri,
             version,
@@ -87,12 +102,12 @@ impl Keyring {
         };
         // The cache key comes from the envelope's borrowed slot: a hit validates and copies
         // nothing (the cached cipher's commitment check covers the slot bytes).
-        let cache_key = self.slot_cache_key(wrapped, uri, version, context);
+        let cache_key = self.slot_cache_key(envelope.algorithm(), wrapped, uri, version, context);
         if let Some(entry) = self.inner.open_cache.get(cache_key.as_slice()) {
             if within_age(&self.inner.cache, entry.created, now) {
                 self.inner.open_cache_hits.fetch_add(1, Ordering::Relaxed);
                 self.inner.open_hit_metric.increment(1);
-                return Ok(entry);
+                return Ok((entry, None));
             }
             self.inner.open_cache.remove(cache_key.as_slice());
         }
@@ -119,11 +134,17 @@ impl Keyring {
         let dek = dek?;
         let cipher = DekCipher::new(self.inner.backend, envelope.algorithm(), &dek)?
             .with_wrapped_key(&wrapped)?;
-        let entry = self.open_entry(Arc::new(cipher), &wrapped, now);
-        self.inner
-            .open_cache
-            .insert(cache_key.to_vec(), entry.clone());
-        Ok(entry)
+        Ok((
+            self.open_entry(Arc::new(cipher), &wrapped, now),
+            Some(cache_key),
+        ))
+    }
+
+    /// Caches a cipher [`Self::cipher_for`] unwrapped, once its envelope authenticated.
+    pub(super) fn cache_opener(&self, key: Option<CacheKey>, entry: &Arc<OpenEntry>) {
+        if let Some(key) = key {
+            self.inner.open_cache.insert(key.to_vec(), entry.clone());
+        }
     }
 
     /// Opens a ciphertext bound to `context`: an envelope under any registered provider and
@@ -165,8 +186,8 @@ impl Keyring {
         context: &EncryptionContext,
         now: CoarseInstant,
     ) -> Result<Vec<u8>> {
-        let entry = match self.cipher_for(envelope, context, now).await {
-            Ok(e) => e,
+        let (entry, uncached) = match self.cipher_for(envelope, context, now).await {
+            Ok(found) => found,
             Err(e) => {
                 self.audit(
                     Operation::Open,
@@ -183,6 +204,7 @@ impl Keyring {
         let result = entry.cipher.open(envelope, context);
         match &result {
             Ok(_) => {
+                self.cache_opener(uncached, &entry);
                 entry.decrypted.increment(1);
                 if let Some(started) = timer {
                     entry.duration.record(started.elapsed().as_secs_f64());

@@ -23,7 +23,11 @@ impl Keyring {
     ) -> Result<RewrapOutcome> {
         let now = CoarseInstant::now();
         let envelope = Envelope::parse(ciphertext)?;
-        let old = self.cipher_for(&envelope, context, now).await?;
+        let (old, uncached) = self.cipher_for(&envelope, context, now).await?;
+        // The slot must be the one this DEK committed to before anything is cached or
+        // rewrapped (the data itself is not decrypted by a rewrap).
+        old.cipher.verify_commitment(&envelope)?;
+        self.cache_opener(uncached, &old);
         let target = target.unwrap_or(&old.key.uri).clone();
         let primary = self.primary_version(&target, now).await?;
         if old.key.uri == target && old.key.version == primary {
@@ -31,6 +35,7 @@ impl Keyring {
         }
         // One rewrap per distinct (old wrapped DEK, scope, target primary): cache the result.
         let mut cache_key = self.open_cache_key(
+            envelope.algorithm(),
             envelope.wrapped_bytes().unwrap_or_default(),
             &old.key,
             context,
@@ -89,8 +94,13 @@ impl Keyring {
                     .open_cache
                     .insert(cache_key.to_vec(), entry.clone());
                 self.inner.open_cache.insert(
-                    self.open_cache_key(&rewrapped.bytes, &rewrapped.key, context)
-                        .to_vec(),
+                    self.open_cache_key(
+                        envelope.algorithm(),
+                        &rewrapped.bytes,
+                        &rewrapped.key,
+                        context,
+                    )
+                    .to_vec(),
                     entry.clone(),
                 );
                 entry

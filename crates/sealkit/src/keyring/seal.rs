@@ -211,7 +211,7 @@ impl Keyring {
         // Prime the open cache: data sealed now is often read back soon.
         let open_entry = self.open_entry(cipher.clone(), wrapped, now);
         self.inner.open_cache.insert(
-            self.open_cache_key(&wrapped.bytes, &wrapped.key, context)
+            self.open_cache_key(self.inner.algorithm, &wrapped.bytes, &wrapped.key, context)
                 .to_vec(),
             open_entry,
         );

@@ -429,3 +429,37 @@ async fn health_reports_every_component() {
             .any(|r| r.component.starts_with("audit sink"))
     );
 }
+
+/// One crafted envelope (the algorithm byte flipped) must not make the genuine envelopes of
+/// its DEK fail to open: the open cache is keyed by everything the cipher is built from and
+/// filled only after an envelope authenticates.
+#[tokio::test]
+async fn a_crafted_envelope_cannot_poison_the_open_cache() {
+    let home = tempfile::tempdir().unwrap();
+    let sealer = keyring(home.path(), "local://poison");
+    sealer.create_key(&uri("local://poison")).await.unwrap();
+    let c = ctx("customers", "email", 1);
+    let genuine = sealer.seal(b"alice@example.com", &c).await.unwrap();
+    assert_eq!(genuine[4], 1, "AES-256-GCM");
+    let mut crafted = genuine.clone();
+    crafted[4] = 2; // XChaCha20-Poly1305, same key slot
+    // A reader whose cache is cold meets the crafted envelope first, then both, interleaved.
+    let reader = keyring(home.path(), "local://poison");
+    for _ in 0..3 {
+        assert!(matches!(
+            reader.open(&crafted, &c).await,
+            Err(Error::InvalidCiphertext)
+        ));
+        assert_eq!(
+            reader.open(&genuine, &c).await.unwrap(),
+            b"alice@example.com"
+        );
+    }
+    // A rewrap of the crafted envelope is refused too, and leaves the genuine one working.
+    let fresh = keyring(home.path(), "local://poison");
+    assert!(fresh.rewrap(&crafted, &c, None).await.is_err());
+    assert_eq!(
+        fresh.open(&genuine, &c).await.unwrap(),
+        b"alice@example.com"
+    );
+}
