@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use sealkit::core::provider::VersionState;
-use sealkit::{Config, EncryptionContext, KeyUri, Keyring, RewrapOutcome};
+use sealkit::{Config, EncryptionContext, ErrorKind, KeyUri, Keyring, RewrapOutcome};
 use serde_json::json;
 
 /// Global options every command sees.
@@ -67,7 +67,7 @@ impl Io {
 
     fn write(&self, data: &[u8]) -> anyhow::Result<()> {
         match &self.output {
-            Some(path) => write_atomically(path, data),
+            Some(path) => write_output(path, data),
             None => {
                 let mut out = std::io::stdout().lock();
                 out.write_all(data)
@@ -75,6 +75,24 @@ impl Io {
                     .context("writing stdout")
             }
         }
+    }
+}
+
+/// Writes `--out`: a regular file (or a new one) through a temporary file and a rename, so a
+/// failure never leaves half a file; anything else (a device such as `/dev/null`, a FIFO, a
+/// terminal) is written in place — renaming over it would replace the device node itself.
+fn write_output(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() && !meta.is_dir() => {
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            out.write_all(data)
+                .and_then(|()| out.flush())
+                .with_context(|| format!("writing {}", path.display()))
+        }
+        _ => write_atomically(path, data),
     }
 }
 
@@ -405,35 +423,64 @@ async fn set_state(
     Ok(())
 }
 
+/// Failure kinds from the most to the least telling, for the exit code of `health`.
+const HEALTH_SEVERITY: &[ErrorKind] = &[
+    ErrorKind::Misconfigured,
+    ErrorKind::PermissionDenied,
+    ErrorKind::KeyDisabled,
+    ErrorKind::NotFound,
+    ErrorKind::InvalidCiphertext,
+    ErrorKind::Unavailable,
+    ErrorKind::Throttled,
+];
+
 pub(crate) async fn health(ctx: &Ctx) -> anyhow::Result<()> {
     let keyring = ctx.keyring()?;
     let reports = keyring.health().await;
-    let healthy = reports.iter().all(|r| r.is_healthy());
+    let failed: Vec<&sealkit::HealthReport> = reports.iter().filter(|r| !r.is_healthy()).collect();
+    let worst = HEALTH_SEVERITY
+        .iter()
+        .copied()
+        .find(|kind| failed.iter().any(|r| r.kind == Some(*kind)))
+        .or_else(|| (!failed.is_empty()).then_some(ErrorKind::Other));
     let items: Vec<_> = reports
         .iter()
-        .map(|r| json!({ "component": r.component, "healthy": r.is_healthy(), "problem": r.problem, "latency_ms": r.latency.as_secs_f64() * 1e3 }))
+        .map(|r| json!({ "component": r.component, "healthy": r.is_healthy(), "problem": r.problem, "kind": r.kind.map(|k| k.as_str()), "latency_ms": r.latency.as_secs_f64() * 1e3 }))
         .collect();
-    ctx.print(json!({ "healthy": healthy, "checks": items }), || {
-        reports
-            .iter()
-            .map(|r| match &r.problem {
-                None => format!(
-                    "ok    {:<40} {:>8.2} ms",
-                    r.component,
-                    r.latency.as_secs_f64() * 1e3
-                ),
-                Some(p) => format!("FAIL  {:<40} {p}", r.component),
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    });
-    if healthy {
-        Ok(())
-    } else {
-        anyhow::bail!(sealkit::Error::unavailable(
-            "health",
-            "at least one check failed"
-        ))
+    ctx.print(
+        json!({
+            "healthy": worst.is_none(),
+            "checks": items,
+            "kind": worst.map(|k| k.as_str()),
+            "exit_code": worst.map_or(0, crate::exit_code_of),
+        }),
+        || {
+            reports
+                .iter()
+                .map(|r| match &r.problem {
+                    None => format!(
+                        "ok    {:<40} {:>8.2} ms",
+                        r.component,
+                        r.latency.as_secs_f64() * 1e3
+                    ),
+                    Some(p) => format!("FAIL  {:<40} {p}", r.component),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    );
+    match worst {
+        None => Ok(()),
+        Some(kind) => {
+            if !ctx.json {
+                eprintln!(
+                    "sealkit: {} of {} checks failed",
+                    failed.len(),
+                    reports.len()
+                );
+            }
+            Err(crate::Reported(kind).into())
+        }
     }
 }
 

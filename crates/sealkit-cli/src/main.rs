@@ -114,8 +114,21 @@ const EXIT_CODES: &[(u8, &[ErrorKind], &str)] = &[
     ),
 ];
 
+/// A failure the command has already reported in full (with `--json`, in its one document):
+/// the process exits with the code of its kind and prints nothing more.
+#[derive(Debug)]
+pub(crate) struct Reported(pub(crate) ErrorKind);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (reported above)", self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
+
 /// The exit code for an error kind (1 for a kind the table does not list).
-fn exit_code_of(kind: ErrorKind) -> u8 {
+pub(crate) fn exit_code_of(kind: ErrorKind) -> u8 {
     EXIT_CODES
         .iter()
         .find(|(_, kinds, _)| kinds.contains(&kind))
@@ -188,6 +201,12 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Reported>().is_some() => {
+            let Some(Reported(kind)) = e.downcast_ref::<Reported>() else {
+                unreachable!()
+            };
+            ExitCode::from(exit_code_of(*kind))
+        }
         Err(e) => {
             let code = exit_code(&e);
             if json {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::{Error, ErrorKind};
+
 /// One component's health.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -12,6 +14,8 @@ pub struct HealthReport {
     pub problem: Option<String>,
     /// How long the check took.
     pub latency: Duration,
+    /// The kind of the failure, when the check failed with an error.
+    pub kind: Option<ErrorKind>,
 }
 
 impl HealthReport {
@@ -21,7 +25,19 @@ impl HealthReport {
             component: component.into(),
             problem,
             latency,
+            kind: None,
         }
+    }
+
+    /// A report on `component` from the outcome of its check.
+    pub fn from_result(
+        component: impl Into<String>,
+        result: Result<(), &Error>,
+        latency: Duration,
+    ) -> Self {
+        let mut report = Self::new(component, result.err().map(ToString::to_string), latency);
+        report.kind = result.err().map(Error::kind);
+        report
     }
 
     /// Whether the component is healthy.

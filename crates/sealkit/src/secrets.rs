@@ -182,16 +182,16 @@ impl SecretChain {
                 .source
                 .get_secret(&link.name, link.version.as_deref())
                 .await;
-            reports.push(HealthReport {
-                component: format!(
+            reports.push(HealthReport::from_result(
+                format!(
                     "secret {} via {}:{}",
                     self.label,
                     link.source.name(),
                     link.name
                 ),
-                problem: result.err().map(|e| e.to_string()),
-                latency: started.elapsed(),
-            });
+                result.as_ref().map(|_| ()),
+                started.elapsed(),
+            ));
         }
         reports
     }

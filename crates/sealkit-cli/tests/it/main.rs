@@ -535,13 +535,15 @@ fn gcp_secret_manager_through_the_cli_and_health() {
     let config = config.to_str().unwrap();
     ok(&run(&["--config", config, "keys", "create", "local://app"]));
     let out = run(&["--config", config, "--json", "health"]);
-    assert_eq!(out.status.code(), Some(6), "a configured secret is missing");
-    // The report, then the error (one JSON document per line).
-    let health: serde_json::Value = serde_json::Deserializer::from_slice(&out.stdout)
-        .into_iter()
-        .next()
-        .unwrap()
-        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a configured secret is missing: the worst failure is not found"
+    );
+    // Exactly one JSON document, failure included.
+    let health: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(health["kind"], "not_found", "{health}");
+    assert_eq!(health["exit_code"], 4);
     let check = |component: String| {
         health["checks"]
             .as_array()
@@ -785,4 +787,134 @@ fn vault_native_rotation_period_is_set_at_the_provider() {
         "under Vault's one-hour minimum"
     );
     ok(&run(&["keys", "set-rotation", &key, "off"]));
+}
+
+/// `--out` to a FIFO or a device node writes into it; it stays what it was (a rename over it
+/// would replace the node — as root, `--out /dev/null` would replace the machine's).
+#[test]
+fn out_to_a_fifo_or_a_device_writes_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    ok(&sealkit(h, &["keys", "create", "local://io"], b""));
+    let sealed = ok(&sealkit(
+        h,
+        &["encrypt", "--key", "local://io", "--context", CTX],
+        b"alice@example.com",
+    ))
+    .to_vec();
+
+    let fifo = h.join("out.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The reading end opens without waiting for a writer (O_NONBLOCK), so a regression that
+    // never opens the FIFO reads nothing instead of hanging.
+    let mut reader = {
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_NONBLOCK: i32 = 0o4000;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fifo)
+            .unwrap()
+    };
+    let fifo_arg = fifo.to_str().unwrap();
+    ok(&sealkit(
+        h,
+        &["decrypt", "--context", CTX, "--out", fifo_arg],
+        &sealed,
+    ));
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut reader, &mut got);
+    assert_eq!(got, b"alice@example.com");
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+
+    // A character device of our own (the null device's numbers), in the test's directory.
+    let null = h.join("null");
+    let made = Command::new("mknod")
+        .arg(&null)
+        .args(["c", "1", "3"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !made {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "mknod failed: CI runs as root and must test a device node"
+        );
+        eprintln!("skipped the device-node half: mknod needs root");
+        return;
+    }
+    ok(&sealkit(
+        h,
+        &["decrypt", "--context", CTX, "--out", null.to_str().unwrap()],
+        &sealed,
+    ));
+    assert!(
+        std::fs::metadata(&null)
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    // A regular file is still replaced whole.
+    let file = h.join("plain.txt");
+    std::fs::write(&file, b"old contents that are longer").unwrap();
+    ok(&sealkit(
+        h,
+        &["decrypt", "--context", CTX, "--out", file.to_str().unwrap()],
+        &sealed,
+    ));
+    assert_eq!(std::fs::read(&file).unwrap(), b"alice@example.com");
+}
+
+/// `health` contacts every configured provider, not only the default key's: a Vault that is
+/// down, or that refuses the token, fails the check with its kind as the exit code.
+#[test]
+fn health_checks_every_configured_provider() {
+    use sealkit_conformance::peers::vault_peer;
+    let Some((addr, _token)) = vault_peer() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    ok(&sealkit(h, &["keys", "create", "local://app"], b""));
+    let health = |env: &[(&str, &str)]| {
+        let out = sealkit_with(h, env, &["--json", "health"], b"");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "one JSON document: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        (out.status.code(), doc)
+    };
+    let vault_check = |doc: &serde_json::Value| {
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["component"] == "provider vault-transit")
+            .cloned()
+            .unwrap_or_else(|| panic!("no vault check in {doc}"))
+    };
+    // Nothing listens there.
+    let (code, doc) = health(&[
+        ("VAULT_ADDR", "http://127.0.0.1:1"),
+        ("VAULT_TOKEN", "whatever"),
+    ]);
+    assert_eq!(code, Some(6), "{doc}");
+    assert_eq!(vault_check(&doc)["healthy"], false);
+    assert_eq!(vault_check(&doc)["kind"], "unavailable");
+    // A token the server refuses.
+    let (code, doc) = health(&[
+        ("VAULT_ADDR", addr.as_str()),
+        ("VAULT_TOKEN", "not-a-valid-token"),
+    ]);
+    assert_eq!(code, Some(5), "{doc}");
+    assert_eq!(vault_check(&doc)["kind"], "permission_denied");
 }
