@@ -1,13 +1,11 @@
-//! Jobs over the PostgreSQL peer: several workers, and a provider outage mid-run.
+//! Jobs over the PostgreSQL peer: several workers, and jobs one after another on one table.
+//! (The provider outage mid-run is in the store suite, on both backends.)
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
-use sealkit::vault::{VaultAuth, VaultSettings, VaultTransit};
-use sealkit::{Config, KeyUri, Keyring};
-use sealkit_conformance::peers::{peer_env, unique, vault_peer};
-use sealkit_conformance::{FaultMode, FaultProxy};
+use sealkit::KeyUri;
+use sealkit_conformance::peers::{peer_env, unique};
 use sealkit_migrate::{PgStore, Store};
 
 use crate::support::*;
@@ -102,84 +100,6 @@ async fn two_workers_share_one_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_share_one_job() {
     workers_finish_the_job_exactly_once(4).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kms_outage_pauses_the_job_until_the_kms_is_back() {
-    let (Some(url), Some((vault_addr, token))) =
-        (peer_env("SEALKIT_TEST_PG_URL", "PostgreSQL"), vault_peer())
-    else {
-        return;
-    };
-    let table = fill(&url, 3000).await;
-    let proxy = FaultProxy::start(vault_addr.trim_start_matches("http://").parse().unwrap())
-        .await
-        .unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config
-        .provider("local")
-        .set("home", home.path().to_str().unwrap());
-    config.resilience.max_attempts = 2;
-    config.resilience.initial_backoff_ms = 5;
-    config.resilience.timeout_ms = 500;
-    config.resilience.open_secs = 1;
-    config.cache.max_messages = 1000; // several data keys, so the job needs the KMS as it goes
-    let vault = VaultTransit::new(VaultSettings::new(
-        proxy.url(),
-        VaultAuth::Token(token.into()),
-    ));
-    let keyring = Keyring::builder(config)
-        .with_managed_provider(Arc::new(vault))
-        .build()
-        .unwrap();
-    let key = KeyUri::parse(&format!("vault-transit://transit/{}", unique("outage"))).unwrap();
-    keyring.create_key(&key).await.unwrap();
-
-    proxy.set_mode(FaultMode::Reset);
-    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
-    let name = format!("{table}-job");
-    let migrator = Arc::new(
-        migrator(&keyring, job(&table, &name, key.clone()), store.clone())
-            .with_max_pause(Duration::from_secs(60)),
-    );
-    let running = {
-        let m = migrator.clone();
-        tokio::spawn(async move { m.run("w1", &quiet).await })
-    };
-    // The job reports that it is paused, and why.
-    let mut paused = None;
-    for _ in 0..200 {
-        if let Some(note) = migrator.status().await.unwrap().note {
-            paused = Some(note);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let note = paused.expect("the job says it is paused");
-    assert!(
-        note.contains("paused") && note.contains("unavailable"),
-        "{note}"
-    );
-    assert!(
-        !running.is_finished(),
-        "a paused job waits instead of failing"
-    );
-    // The KMS is back: the job resumes and finishes.
-    proxy.set_mode(FaultMode::Pass);
-    let report = tokio::time::timeout(Duration::from_secs(90), running)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(report.pauses >= 1);
-    assert_eq!(report.migrated, 3000 * 3 - 300);
-    assert_eq!(
-        migrator.status().await.unwrap().note,
-        None,
-        "the pause note is cleared"
-    );
-    assert_eq!(migrator.verify().await.unwrap().problem_count, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

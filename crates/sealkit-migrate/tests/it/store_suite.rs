@@ -194,6 +194,16 @@ fn backends() -> Vec<(&'static str, Box<dyn Backend>)> {
     out
 }
 
+/// A fresh table of `rows` legacy customers on `backend`, and a local keyring (in its own
+/// directory, returned to keep it alive) with the target key.
+async fn setup(backend: &dyn Backend, rows: i64) -> (String, tempfile::TempDir, Keyring, KeyUri) {
+    let table = backend.fill(rows).await;
+    let home = tempfile::tempdir().unwrap();
+    let keyring = keyring(home.path());
+    let key = target(&keyring, "suite").await;
+    (table, home, keyring, key)
+}
+
 fn spec(table: &str, target: KeyUri, chunk_rows: i64) -> JobSpec {
     let mut spec = legacy_job(&format!("{table}-job"), target);
     spec.table = table.to_string();
@@ -226,10 +236,7 @@ async fn check_emails(
 async fn two_workers_finish_the_job_exactly_once_on_every_backend() {
     for (name, backend) in backends() {
         let rows = 6_000;
-        let table = backend.fill(rows).await;
-        let home = tempfile::tempdir().unwrap();
-        let keyring = keyring(home.path());
-        let key = target(&keyring, "suite").await;
+        let (table, _home, keyring, key) = setup(backend.as_ref(), rows).await;
         let mut tasks = Vec::new();
         for w in 0..2 {
             let job = migrator(
@@ -267,10 +274,7 @@ async fn two_workers_finish_the_job_exactly_once_on_every_backend() {
 async fn application_writes_during_a_run_are_never_overwritten_on_every_backend() {
     for (name, backend) in backends() {
         let rows = 2_000;
-        let table = backend.fill(rows).await;
-        let home = tempfile::tempdir().unwrap();
-        let keyring = keyring(home.path());
-        let key = target(&keyring, "suite").await;
+        let (table, _home, keyring, key) = setup(backend.as_ref(), rows).await;
         let job = migrator(
             &keyring,
             spec(&table, key.clone(), 100),
@@ -314,10 +318,7 @@ async fn application_writes_during_a_run_are_never_overwritten_on_every_backend(
 async fn rows_appended_mid_run_are_migrated_by_that_run_on_every_backend() {
     for (name, backend) in backends() {
         let rows = 1_000;
-        let table = backend.fill(rows).await;
-        let home = tempfile::tempdir().unwrap();
-        let keyring = keyring(home.path());
-        let key = target(&keyring, "suite").await;
+        let (table, _home, keyring, key) = setup(backend.as_ref(), rows).await;
         let job = migrator(
             &keyring,
             spec(&table, key.clone(), 100),
