@@ -1,7 +1,10 @@
 //! Where AWS is and who we are, and the provider's registry entry.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use sealkit_core::Result;
@@ -37,6 +40,18 @@ const SETTINGS: &[Setting] = &[
         secret: true,
     },
     Setting {
+        name: "timeout_ms",
+        variables: &["SEALKIT_AWS_TIMEOUT_MS"],
+        help: "time one request may take, from connecting to the last byte (default 10000)",
+        secret: false,
+    },
+    Setting {
+        name: "connect_timeout_ms",
+        variables: &["SEALKIT_AWS_CONNECT_TIMEOUT_MS"],
+        help: "time to connect (default 3000)",
+        secret: false,
+    },
+    Setting {
         name: "deletion_window_days",
         variables: &["SEALKIT_AWS_DELETION_WINDOW_DAYS"],
         help: "days before a deleted key is gone, 7 to 30 (default 30)",
@@ -70,6 +85,8 @@ pub struct AwsSettings {
     endpoint: Option<String>,
     static_credentials: Option<(String, Zeroizing<String>)>,
     deletion_window_days: i32,
+    timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl Default for AwsSettings {
@@ -79,6 +96,8 @@ impl Default for AwsSettings {
             endpoint: None,
             static_credentials: None,
             deletion_window_days: 30,
+            timeout: Self::DEFAULT_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -89,6 +108,8 @@ impl std::fmt::Debug for AwsSettings {
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
             .field("deletion_window_days", &self.deletion_window_days)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .field(
                 "static_credentials",
                 &self.static_credentials.as_ref().map(|(id, _)| id),
@@ -121,7 +142,32 @@ impl AwsSettings {
         if let Some(days) = settings.parse::<i32>("deletion_window_days")? {
             out = out.with_deletion_window_days(days)?;
         }
+        if let Some(ms) = settings.parse::<u64>("timeout_ms")? {
+            out = out.with_timeout(Duration::from_millis(ms));
+        }
+        if let Some(ms) = settings.parse::<u64>("connect_timeout_ms")? {
+            out = out.with_connect_timeout(Duration::from_millis(ms));
+        }
         Ok(out)
+    }
+
+    /// How long one request may take unless [`AwsSettings::with_timeout`] says otherwise.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long connecting may take unless [`AwsSettings::with_connect_timeout`] says
+    /// otherwise.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+    /// Bounds each request, from connecting to the last byte of the answer (the SDK's own
+    /// retries are off: the facade retries, under its own policy).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Bounds connecting.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// Days a deleted key stays restorable (AWS allows 7 to 30; default 30).
@@ -167,7 +213,15 @@ impl AwsSettings {
 
     /// Loads the SDK configuration.
     pub(crate) async fn load(&self) -> SdkConfig {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(self.connect_timeout)
+                    .operation_attempt_timeout(self.timeout)
+                    .operation_timeout(self.timeout)
+                    .build(),
+            )
+            .retry_config(RetryConfig::disabled());
         if let Some(region) = &self.region {
             loader = loader.region(Region::new(region.clone()));
         }

@@ -8,12 +8,15 @@
 //! ```
 //!
 //! Also: [`peers::peer_env`] for tests that need a running peer, and [`FaultProxy`], a loopback
-//! TCP proxy that delays, resets or refuses connections to simulate a slow or failing service.
+//! TCP proxy that delays, resets or refuses connections to simulate a slow or failing service,
+//! and [`SilentService`], which accepts connections and never answers.
 #![forbid(unsafe_code)]
 
 pub mod peers;
 mod proxy;
+mod silent;
 mod suite;
 
 pub use proxy::{FaultMode, FaultProxy};
+pub use silent::{SilentService, ends_against_a_silent_service};
 pub use suite::*;

@@ -356,3 +356,39 @@ async fn already_exists_from_aws_maps_to_its_kind_and_keeps_the_sdk_error() {
     // (A key disabled at AWS answers DisabledException; moto never does, so that mapping is
     // unit-tested in src/error.rs.)
 }
+
+/// Against a server that accepts and never answers, KMS and Secrets Manager calls end by
+/// their own timeout, and a fallback chain moves on to its next source.
+#[tokio::test]
+async fn every_call_ends_against_a_silent_service() {
+    use sealkit::secrets::{EnvSecrets, FallbackPolicy, SecretChain, SecretRef};
+    use sealkit_conformance::{SilentService, ends_against_a_silent_service};
+    let silent = SilentService::start().await.unwrap();
+    let settings = settings(&silent.url())
+        .with_timeout(Duration::from_millis(300))
+        .with_connect_timeout(Duration::from_millis(300));
+    let bound = Duration::from_secs(30);
+    let kms = AwsKms::new(settings.clone());
+    let key = KeyUri::parse("aws-kms://alias/silent").unwrap();
+    ends_against_a_silent_service(
+        "GenerateDataKey",
+        bound,
+        kms.generate_data_key(&key, &ctx("t")),
+    )
+    .await;
+    let secrets = Arc::new(AwsSecrets::new(settings));
+    ends_against_a_silent_service("GetSecretValue", bound, secrets.get_secret("db", None)).await;
+    let chain = SecretChain::new(
+        "path",
+        vec![
+            SecretRef::new(secrets, "db", None),
+            SecretRef::new(Arc::new(EnvSecrets), "PATH", None),
+        ],
+        FallbackPolicy::OnUnavailable,
+    );
+    let resolved = tokio::time::timeout(bound, chain.resolve())
+        .await
+        .expect("the chain moves on")
+        .unwrap();
+    assert_eq!(resolved.source, "env");
+}

@@ -918,3 +918,36 @@ fn health_checks_every_configured_provider() {
     assert_eq!(code, Some(5), "{doc}");
     assert_eq!(vault_check(&doc)["kind"], "permission_denied");
 }
+
+/// `secrets get` with a first source whose service accepts connections and never answers:
+/// the call ends by its timeout and the chain's next source serves.
+#[test]
+fn a_silent_secret_source_falls_back_instead_of_hanging() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let silent = runtime
+        .block_on(sealkit_conformance::SilentService::start())
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let url = silent.url();
+    let env = [
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", url.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("SEALKIT_AWS_TIMEOUT_MS", "300"),
+        ("APP_DB_PASSWORD", "from-env"),
+    ];
+    let out = sealkit_with(
+        home.path(),
+        &env,
+        &[
+            "secrets",
+            "get",
+            "aws-secrets:app/db#password",
+            "env:APP_DB_PASSWORD",
+        ],
+        b"",
+    );
+    assert_eq!(ok(&out), b"from-env");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("served by env"));
+}

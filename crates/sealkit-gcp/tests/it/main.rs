@@ -264,3 +264,23 @@ async fn secret_manager_passes_the_secret_source_suite() {
     )
     .await;
 }
+
+/// Against a server that accepts and never answers, a Secret Manager read ends by its own
+/// timeout.
+#[tokio::test]
+async fn a_read_ends_against_a_silent_service() {
+    use sealkit_conformance::{SilentService, ends_against_a_silent_service};
+    let silent = SilentService::start().await.unwrap();
+    let source = GcpSecrets::new(
+        GcpSettings::default()
+            .with_project(PROJECT)
+            .with_secrets_endpoint(silent.url())
+            .with_timeout(Duration::from_millis(300)),
+    );
+    ends_against_a_silent_service(
+        "AccessSecretVersion",
+        Duration::from_secs(30),
+        source.get_secret("db-password", None),
+    )
+    .await;
+}

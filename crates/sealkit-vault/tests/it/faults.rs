@@ -241,3 +241,28 @@ async fn slow_and_resetting_connections_are_retried_then_reported() {
             .is_ok()
     );
 }
+
+/// Against a server that accepts and never answers, Transit and KV calls end by the client's
+/// own timeout.
+#[tokio::test]
+async fn every_call_ends_against_a_silent_service() {
+    use sealkit_conformance::{SilentService, ends_against_a_silent_service};
+    use sealkit_core::provider::{KeyEncryption, SecretSource};
+    use sealkit_vault::{KvVersion, VaultKv};
+    let silent = SilentService::start().await.unwrap();
+    let settings = VaultSettings::new(silent.url(), VaultAuth::Token("t".to_string().into()))
+        .with_timeout(Duration::from_millis(300));
+    let bound = Duration::from_secs(30);
+    let transit = VaultTransit::new(settings.clone());
+    let key = KeyUri::parse("vault-transit://transit/silent").unwrap();
+    ends_against_a_silent_service(
+        "Transit datakey",
+        bound,
+        transit.generate_data_key(&key, &ctx(1)),
+    )
+    .await;
+    for version in [KvVersion::V1, KvVersion::V2] {
+        let kv = VaultKv::any_mount(settings.clone(), version);
+        ends_against_a_silent_service("KV read", bound, kv.get_secret("secret/app#pw", None)).await;
+    }
+}
