@@ -428,6 +428,18 @@ impl KeyEncryption for AwsKms {
             }
         }
     }
+
+    /// Forgets the version aliases and version states read so far.
+    fn refresh(&self) {
+        self.versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 impl AwsKms {

@@ -148,6 +148,10 @@ pub trait KeyEncryption: Send + Sync + Debug {
 
     /// Describes a master key.
     async fn key_metadata(&self, key: &KeyUri) -> Result<KeyMetadata>;
+
+    /// Forgets what the provider caches about keys (loaded key files, version states), so
+    /// that the next call sees changes made elsewhere at once. The default caches nothing.
+    fn refresh(&self) {}
 }
 
 /// Administration of master keys.

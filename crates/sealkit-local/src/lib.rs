@@ -19,7 +19,7 @@ mod settings;
 pub mod store;
 
 pub use settings::{LocalSettings, PROVIDER};
-pub use store::{LocalKeyStore, SCHEME};
+pub use store::{LocalKeyStore, RECHECK_INTERVAL, SCHEME};
 
 pub(crate) use error::io_error;
 

@@ -5,8 +5,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -97,10 +98,41 @@ impl From<State> for VersionState {
     }
 }
 
+/// How often a loaded key's file is checked for changes made by another process (one `stat`):
+/// a rotation, a disabled or destroyed version or a deleted key is seen within this bound.
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a key loaded from its file is trusted to be complete: a version it lacks is looked
+/// for in the file again (an envelope under a version created by another process) at most
+/// this often, so envelopes naming versions that do not exist cost no file read each.
+const NEGATIVE_TTL: Duration = Duration::from_secs(1);
+
+/// What identifies one state of a key file: its modification time and length.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+impl FileStamp {
+    fn of(meta: &fs::Metadata) -> Self {
+        Self {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+        }
+    }
+}
+
 /// A key loaded into memory: AEADs prepared per enabled version.
 struct LoadedKey {
     primary: u64,
     versions: BTreeMap<u64, LoadedVersion>,
+    /// The file as it was read.
+    stamp: FileStamp,
+    /// When it was read.
+    loaded_at: Instant,
+    /// When the file was last found unchanged.
+    checked_at: Mutex<Instant>,
 }
 
 struct LoadedVersion {
@@ -126,6 +158,8 @@ pub struct LocalKeyStore {
     passphrase: Option<SecretString>,
     keys: RwLock<HashMap<String, Arc<LoadedKey>>>,
     write_lock: Mutex<()>,
+    /// Key files read so far.
+    file_reads: AtomicU64,
     #[cfg(feature = "test-util")]
     crash_point: Mutex<Option<CrashPoint>>,
 }
@@ -154,6 +188,7 @@ impl LocalKeyStore {
             passphrase,
             keys: RwLock::new(HashMap::new()),
             write_lock: Mutex::new(()),
+            file_reads: AtomicU64::new(0),
             #[cfg(feature = "test-util")]
             crash_point: Mutex::new(None),
         })
@@ -186,6 +221,11 @@ impl LocalKeyStore {
     /// The directory holding the key files.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Key files read so far (each read may run argon2id for a sealed store).
+    pub fn file_reads(&self) -> u64 {
+        self.file_reads.load(Ordering::Relaxed)
     }
 
     /// Makes the next key-file write stop at `point` and fail, as a crash would (feature
@@ -331,6 +371,10 @@ impl LocalKeyStore {
     }
 
     fn load(&self, name: &str) -> Result<Arc<LoadedKey>> {
+        self.file_reads.fetch_add(1, Ordering::Relaxed);
+        let stamp = fs::metadata(self.path_of(name))
+            .map(|m| FileStamp::of(&m))
+            .ok();
         let file = self.read_file(name)?;
         let sealer = self.material_key(&file.protection)?;
         let mut versions = BTreeMap::new();
@@ -351,9 +395,16 @@ impl LocalKeyStore {
                 },
             );
         }
+        let now = Instant::now();
         let loaded = Arc::new(LoadedKey {
             primary: file.primary,
             versions,
+            stamp: stamp.unwrap_or(FileStamp {
+                modified: None,
+                len: 0,
+            }),
+            loaded_at: now,
+            checked_at: Mutex::new(now),
         });
         self.keys
             .write()
@@ -362,16 +413,46 @@ impl LocalKeyStore {
         Ok(loaded)
     }
 
+    /// The key as loaded, re-read when its file changed (checked at most every
+    /// [`RECHECK_INTERVAL`], with one `stat`) or is gone.
     fn loaded(&self, name: &str) -> Result<Arc<LoadedKey>> {
-        if let Some(k) = self
+        let cached = self
             .keys
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-        {
-            return Ok(k.clone());
+            .cloned();
+        let Some(key) = cached else {
+            return self.load(name);
+        };
+        let mut checked = key.checked_at.lock().unwrap_or_else(|e| e.into_inner());
+        if checked.elapsed() < RECHECK_INTERVAL {
+            return Ok(key.clone());
         }
-        self.load(name)
+        match fs::metadata(self.path_of(name)) {
+            Ok(meta) if FileStamp::of(&meta) == key.stamp => {
+                *checked = Instant::now();
+                Ok(key.clone())
+            }
+            Ok(_) => {
+                drop(checked);
+                self.load(name)
+            }
+            Err(_) => {
+                drop(checked);
+                self.forget(name);
+                self.load(name)
+            }
+        }
+    }
+
+    /// Whether the key file may hold more than `loaded` (an envelope names a version it lacks or
+    /// holds disabled): its stamp changed, or — for a change within the file system's timestamp
+    /// granularity — it was read over [`NEGATIVE_TTL`] ago. Envelopes naming versions that do
+    /// not exist thus cost a `stat`, not a file read (and argon2id) each.
+    fn changed_since(&self, name: &str, loaded: &LoadedKey) -> bool {
+        let stamp = fs::metadata(self.path_of(name)).map(|m| FileStamp::of(&m));
+        stamp.map_or(true, |s| s != loaded.stamp) || loaded.loaded_at.elapsed() >= NEGATIVE_TTL
     }
 
     /// Writes a key file atomically: temporary file (0600), fsync, rename, fsync directory.
@@ -618,10 +699,12 @@ impl KeyEncryption for LocalKeyStore {
         let name = self.name_of(&wrapped.key.uri)?;
         let version = parse_version(&wrapped.key.version, &wrapped.key)?;
         let mut loaded = self.loaded(name)?;
-        if !loaded.versions.contains_key(&version)
-            || loaded.versions[&version].state != State::Enabled
-        {
-            // The key may have been rotated or re-enabled by another process: reload once.
+        let usable = loaded
+            .versions
+            .get(&version)
+            .is_some_and(|v| v.state == State::Enabled);
+        if !usable && self.changed_since(name, &loaded) {
+            // Rotated or re-enabled by another process: read the key again.
             loaded = self.load(name)?;
         }
         let aead = self.version_aead(&loaded, name, version)?;
@@ -646,6 +729,11 @@ impl KeyEncryption for LocalKeyStore {
         let name = self.name_of(key)?;
         let loaded = self.load(name)?;
         Ok(Self::metadata(key, &loaded))
+    }
+
+    /// Forgets every key loaded into memory: the next use reads its file again.
+    fn refresh(&self) {
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

@@ -348,6 +348,11 @@ impl KeyEncryption for VaultTransit {
             infos,
         ))
     }
+
+    /// Forgets what was read about keys (whether each is derived).
+    fn refresh(&self) {
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 #[async_trait]

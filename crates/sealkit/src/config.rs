@@ -144,9 +144,11 @@ impl FromStr for Mode {
 
 /// Bounds of the data-key caches.
 ///
-/// Defaults: a sealing DEK serves at most 5 minutes, 1,000,000 messages and 1 GiB, and at most
+/// Defaults: a sealing DEK serves at most one minute, 1,000,000 messages and 1 GiB, and at most
 /// 1,000 DEKs (sealing) and 10,000 DEKs (opening) are held. At 100,000 sealed fields under one
-/// scope that is one KMS call, where an uncached keyring would make 100,000.
+/// scope that is one KMS call, where an uncached keyring would make 100,000. The age limit is
+/// also the freshness bound: a key rotated or disabled by another process applies to this
+/// keyring within it (see [`crate::Keyring::refresh`] to apply it at once).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
@@ -165,7 +167,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
-            max_age_secs: 300,
+            max_age_secs: 60,
             max_messages: 1_000_000,
             max_bytes: 1 << 30,
             max_entries: 1_000,

@@ -242,3 +242,65 @@ async fn local_store_passes_the_conformance_suite() {
     let store = LocalKeyStore::open(home.path(), None).unwrap();
     sealkit_conformance::run_all(&store, &store, &uri("local://conformance")).await;
 }
+
+#[tokio::test]
+async fn envelopes_naming_missing_versions_cost_no_file_read_each() {
+    let home = tempfile::tempdir().unwrap();
+    let store = LocalKeyStore::open(home.path(), None).unwrap();
+    let key = uri("local://negative");
+    store.create_key(&key).await.unwrap();
+    let g = store.generate_data_key(&key, &ctx("t")).await.unwrap();
+    let reads = store.file_reads();
+    let missing = WrappedKey::new(
+        sealkit_core::KeyRef::new(key.clone(), KeyVersion::number(99)),
+        g.wrapped.bytes.clone(),
+    );
+    for _ in 0..40 {
+        assert!(matches!(
+            store.unwrap(&missing, &ctx("t")).await,
+            Err(Error::NotFound { .. })
+        ));
+    }
+    assert!(
+        store.file_reads() - reads <= 1,
+        "{} key-file reads for 40 envelopes naming a missing version",
+        store.file_reads() - reads
+    );
+}
+
+#[test]
+fn concurrent_creates_of_one_key_have_one_winner() {
+    let home = tempfile::tempdir().unwrap();
+    let key = uri("local://race");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Eight stores (each with its own memory and lock file handle, as eight processes have).
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (home, key, runtime) = (home.path(), key.clone(), &runtime);
+                scope.spawn(move || {
+                    let store = LocalKeyStore::open(home, None).unwrap();
+                    let created = runtime.block_on(store.create_key(&key));
+                    (store, created)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners = outcomes.iter().filter(|(_, r)| r.is_ok()).count();
+    assert_eq!(winners, 1, "exactly one create succeeds");
+    for (_, outcome) in &outcomes {
+        if let Err(e) = outcome {
+            assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
+        }
+    }
+    // Every store uses the one key on disk: a DEK wrapped by any opens in all.
+    runtime.block_on(async {
+        for (store, _) in &outcomes {
+            let g = store.generate_data_key(&key, &ctx("t")).await.unwrap();
+            for (other, _) in &outcomes {
+                assert!(other.unwrap(&g.wrapped, &ctx("t")).await.is_ok());
+            }
+        }
+    });
+}

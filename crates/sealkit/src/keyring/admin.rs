@@ -178,4 +178,21 @@ impl Keyring {
         }
         result
     }
+
+    /// Forgets every cached data key and key state (sealing and opening DEKs, primary
+    /// versions, and what each provider caches), so that a key change made elsewhere —
+    /// another process rotating or disabling a version — applies at once instead of within
+    /// the freshness bound (docs/configuration.md).
+    pub fn refresh(&self) {
+        self.retire_sealers(self.inner.seal_cache.retain(|_| false));
+        self.inner.open_cache.retain(|_| false);
+        self.inner
+            .primaries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        for provider in self.inner.providers.values() {
+            provider.refresh();
+        }
+    }
 }

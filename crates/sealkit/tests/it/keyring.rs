@@ -463,3 +463,62 @@ async fn a_crafted_envelope_cannot_poison_the_open_cache() {
         b"alice@example.com"
     );
 }
+
+/// A key changed by another process applies here within the freshness bound: one keyring
+/// seals while another (its own key store in memory, as a second process has) rotates and
+/// then disables the old version.
+#[tokio::test]
+async fn key_changes_made_elsewhere_apply_within_the_freshness_bound() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cfg = config(home.path(), "local://fresh");
+    cfg.cache.max_age_secs = 1;
+    let sealer = Keyring::builder(cfg).build().unwrap();
+    let other = keyring(home.path(), "local://fresh");
+    let key = uri("local://fresh");
+    other.create_key(&key).await.unwrap();
+    let c = ctx("customers", "email", 1);
+    let old = sealer.seal(b"before", &c).await.unwrap();
+    let version_of = |sealed: &[u8]| {
+        sealkit::core::Envelope::parse(sealed)
+            .unwrap()
+            .key_ref()
+            .unwrap()
+            .unwrap()
+            .version
+    };
+    assert_eq!(version_of(&old), KeyVersion::number(1));
+    // A liveness bound well above the documented one (max_age 1 s, key-file check 2 s).
+    let bound = std::time::Duration::from_secs(30);
+
+    other.rotate_key(&key).await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let sealed = sealer.seal(b"after", &c).await.unwrap();
+        if version_of(&sealed) == KeyVersion::number(2) {
+            break;
+        }
+        assert!(started.elapsed() < bound, "still sealing under v1");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    other
+        .set_version_state(&key, &KeyVersion::number(1), VersionState::Disabled)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        match sealer.open(&old, &c).await {
+            Err(Error::KeyDisabled { .. }) => break,
+            Ok(_) => assert!(started.elapsed() < bound, "v1 still opens"),
+            Err(e) => panic!("{e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // refresh() applies a change at once.
+    other
+        .set_version_state(&key, &KeyVersion::number(1), VersionState::Enabled)
+        .await
+        .unwrap();
+    sealer.refresh();
+    assert_eq!(sealer.open(&old, &c).await.unwrap(), b"before");
+}
