@@ -14,3 +14,7 @@ pub const KMS_CALLS_TOTAL: &str = "sealkit_kms_calls_total";
 pub const DEK_CACHE_HITS_TOTAL: &str = "sealkit_dek_cache_hits_total";
 /// Data-key cache misses, by `cache`.
 pub const DEK_CACHE_MISSES_TOTAL: &str = "sealkit_dek_cache_misses_total";
+/// Counter: legacy (pre-envelope) ciphertexts opened in `hybrid` or `legacy` mode, by
+/// outcome. Watch it fall to zero before switching to `kms` mode: a legacy value carries no
+/// context, so while legacy reads happen a value copied between rows still opens.
+pub const LEGACY_OPENS_TOTAL: &str = "sealkit_legacy_opens_total";

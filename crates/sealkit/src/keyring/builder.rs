@@ -231,6 +231,7 @@ impl KeyringBuilder {
                 open_cache_hits: AtomicU64::new(0),
                 retired_seal_hits: AtomicU64::new(0),
                 cache_misses: AtomicU64::new(0),
+                legacy_opens: AtomicU64::new(0),
                 secrets,
             }),
         })

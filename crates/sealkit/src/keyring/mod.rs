@@ -41,6 +41,8 @@ pub struct KeyringStats {
     pub cache_hits: u64,
     /// Seals and opens that needed a provider call.
     pub cache_misses: u64,
+    /// Legacy (pre-envelope) ciphertexts opened (`hybrid` and `legacy` modes).
+    pub legacy_opens: u64,
 }
 
 /// What [`Keyring::rewrap`] did.
@@ -98,6 +100,8 @@ struct Inner {
     /// from their budgets, so a hit costs no shared counter).
     retired_seal_hits: AtomicU64,
     cache_misses: AtomicU64,
+    /// Legacy ciphertexts opened.
+    legacy_opens: AtomicU64,
     /// The configured secrets, by name.
     secrets: BTreeMap<String, SecretChain>,
 }
@@ -160,6 +164,7 @@ impl Keyring {
                 + self.inner.retired_seal_hits.load(Ordering::Relaxed)
                 + self.inner.seal_cache.sum(SealEntry::hits),
             cache_misses: self.inner.cache_misses.load(Ordering::Relaxed),
+            legacy_opens: self.inner.legacy_opens.load(Ordering::Relaxed),
         }
     }
 

@@ -230,11 +230,19 @@ impl Keyring {
         let result = self
             .legacy()
             .and_then(|(format, key)| legacy::open(format, key, ciphertext, b""));
-        if let Err(e) = &result {
-            self.count_error(Operation::Open, "legacy", e);
-        }
+        let outcome = match &result {
+            Ok(_) => {
+                self.inner.legacy_opens.fetch_add(1, Ordering::Relaxed);
+                "success"
+            }
+            Err(e) => {
+                self.count_error(Operation::OpenLegacy, "legacy", e);
+                "failure"
+            }
+        };
+        metrics::counter!(m::LEGACY_OPENS_TOTAL, "outcome" => outcome).increment(1);
         self.audit(
-            Operation::Open,
+            Operation::OpenLegacy,
             None,
             None,
             Some(context),

@@ -522,3 +522,40 @@ async fn key_changes_made_elsewhere_apply_within_the_freshness_bound() {
     sealer.refresh();
     assert_eq!(sealer.open(&old, &c).await.unwrap(), b"before");
 }
+
+/// Legacy reads are counted and audited apart from envelope opens, so operators can watch
+/// them fall to zero before leaving hybrid mode.
+#[tokio::test]
+async fn legacy_opens_are_counted_and_audited_distinctly() {
+    let home = tempfile::tempdir().unwrap();
+    let legacy_key = DataKey::from_bytes([0x24; 32]);
+    let audit_path = home.path().join("audit.jsonl");
+    let mut cfg = config(home.path(), "local://customers");
+    cfg.mode = Mode::Hybrid;
+    cfg.audit.path = Some(audit_path.clone());
+    let keyring = Keyring::builder(cfg)
+        .with_legacy_key(legacy_key.clone())
+        .build()
+        .unwrap();
+    keyring.create_key(&uri("local://customers")).await.unwrap();
+    let c = ctx("customers", "email", 1);
+    let old = legacy::seal(
+        LegacyFormat::AesGcmIv16,
+        &legacy_key,
+        &OsRandom,
+        b"old",
+        b"",
+    )
+    .unwrap();
+    let new = keyring.seal(b"new", &c).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(keyring.open(&old, &c).await.unwrap(), b"old");
+    }
+    assert_eq!(keyring.open(&new, &c).await.unwrap(), b"new");
+    assert_eq!(keyring.stats().legacy_opens, 2);
+    keyring.flush_audit().unwrap();
+    let log = std::fs::read_to_string(&audit_path).unwrap();
+    let count = |op: &str| log.matches(&format!("\"operation\":\"{op}\"")).count();
+    assert_eq!(count("open_legacy"), 2, "{log}");
+    assert_eq!(count("open"), 1, "{log}");
+}
