@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
         let dek = DataKey::from_bytes([0; 32]);
         for algorithm in [Algorithm::Aes256Gcm, Algorithm::XChaCha20Poly1305] {
             let cipher = DekCipher::new(default_backend(), algorithm, &dek).expect("cipher");
-            assert!(cipher.open(&envelope, &ctx).is_err(), "a random envelope opened");
+            assert!(
+                cipher.open(&envelope, &ctx).is_err(),
+                "a random envelope opened"
+            );
         }
     }
     let key = DataKey::from_bytes([0; 32]);

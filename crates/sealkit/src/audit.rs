@@ -320,20 +320,28 @@ pub struct AuditVerification {
 pub fn verify_audit_log(path: &Path) -> Result<AuditVerification> {
     let file = File::open(path)
         .map_err(|e| Error::not_found("audit", format!("audit log {} ({e})", path.display())))?;
+    verify_audit_records(BufReader::new(file), &path.display().to_string())
+}
+
+/// Verifies hash-chained audit records read from `reader` (`label` names them in errors).
+/// Any input gives a verdict, never a panic.
+pub fn verify_audit_records(reader: impl BufRead, label: &str) -> Result<AuditVerification> {
     let mut prev = GENESIS.to_string();
     let mut count = 0u64;
-    for (index, line) in BufReader::new(file).lines().enumerate() {
+    for (index, line) in reader.lines().enumerate() {
         let line_no = index + 1;
-        let line = line.map_err(|e| Error::unavailable("audit", e.to_string()))?;
+        let broken = |why: &str| {
+            Error::invalid_input(format!(
+                "audit log {label} is broken at line {line_no}: {why}"
+            ))
+        };
+        let line = line.map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => broken("not UTF-8 text"),
+            _ => Error::unavailable("audit", e.to_string()),
+        })?;
         if line.trim().is_empty() {
             continue;
         }
-        let broken = |why: &str| {
-            Error::invalid_input(format!(
-                "audit log {} is broken at line {line_no}: {why}",
-                path.display()
-            ))
-        };
         let record: Record =
             serde_json::from_str(&line).map_err(|_| broken("not a valid record"))?;
         if record.seq != count {
