@@ -359,3 +359,18 @@ mod tests {
         assert!(!ct_eq(&x, &y));
     }
 }
+
+#[cfg(test)]
+mod wiping_tests {
+    use sha2::digest::block_api::CoreProxy;
+
+    /// The states that derive the AEAD and commitment keys wipe themselves when dropped (the
+    /// `zeroize` features of `sha2` and `hmac`): SHA-256 and the two SHA-256 cores an HMAC
+    /// (and so HKDF) holds, keyed by the inner and outer pads.
+    #[test]
+    fn key_derivation_states_are_wiped_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<sha2::Sha256>();
+        wiped_on_drop::<<sha2::Sha256 as CoreProxy>::Core>();
+    }
+}

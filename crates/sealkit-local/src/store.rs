@@ -21,7 +21,7 @@ use sealkit_core::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::{io_error, os_random};
 
@@ -78,6 +78,15 @@ struct VersionFile {
     /// destroyed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     material: Option<String>,
+}
+
+/// The material text is key material (or sealed key material): wiped when dropped.
+impl Drop for VersionFile {
+    fn drop(&mut self) {
+        if let Some(material) = &mut self.material {
+            material.zeroize();
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
@@ -264,7 +273,7 @@ impl LocalKeyStore {
     fn read_file(&self, name: &str) -> Result<KeyFile> {
         let path = self.path_of(name);
         let text = match fs::read(&path) {
-            Ok(t) => t,
+            Ok(t) => Zeroizing::new(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::not_found(
                     "local",

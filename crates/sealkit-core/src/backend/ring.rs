@@ -87,10 +87,11 @@ impl RingXChaCha {
         if nonce.len() != 24 {
             return Err(Error::invalid_input("bad nonce length"));
         }
-        let key = chacha20::Key::from(*self.0);
+        let mut key = chacha20::Key::from(*self.0);
         let mut input = [0u8; 16];
         input.copy_from_slice(&nonce[..16]);
         let mut subkey = chacha20::hchacha::<chacha20::R20>(&key, &input.into());
+        key.as_mut_slice().zeroize();
         let prepared = less_safe_key(&CHACHA20_POLY1305, subkey.as_slice());
         subkey.as_mut_slice().zeroize();
         let mut tail = [0u8; 12];
