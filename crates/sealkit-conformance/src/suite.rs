@@ -297,6 +297,51 @@ pub async fn secret_source_conforms(source: &dyn SecretSource, f: &SecretFixture
     }
 }
 
+/// Destroying an old version succeeds on a live key: DEKs wrapped under it no longer unwrap,
+/// the primary's still do, and the version is no longer enabled.
+pub async fn destroyed_version_is_gone(
+    keys: &dyn KeyEncryption,
+    admin: &dyn KeyAdmin,
+    key: &KeyUri,
+) {
+    admin.create_key(key).await.expect("create key");
+    let old = keys
+        .generate_data_key(key, &ctx("t"))
+        .await
+        .expect("generate under v1");
+    let v2 = admin.rotate_key(key).await.expect("rotate");
+    let fresh = keys
+        .generate_data_key(key, &ctx("t"))
+        .await
+        .expect("generate under v2");
+    assert_eq!(fresh.wrapped.key.version, v2);
+    admin
+        .set_version_state(key, &old.wrapped.key.version, VersionState::Destroyed)
+        .await
+        .expect("destroy v1");
+    let err = keys
+        .unwrap(&old.wrapped, &ctx("t"))
+        .await
+        .expect_err("a DEK under a destroyed version must not unwrap");
+    assert!(
+        matches!(err.kind(), ErrorKind::KeyDisabled | ErrorKind::NotFound),
+        "{err}"
+    );
+    assert_eq!(
+        keys.unwrap(&fresh.wrapped, &ctx("t"))
+            .await
+            .expect("v2 still unwraps")
+            .expose(),
+        fresh.plaintext.expose()
+    );
+    let versions = admin.list_versions(key).await.expect("list versions");
+    let v1 = versions
+        .iter()
+        .find(|v| v.version == old.wrapped.key.version)
+        .expect("v1 is listed");
+    assert_ne!(v1.state, VersionState::Enabled);
+}
+
 /// Every check, each on a fresh key derived from `key`.
 pub async fn run_all(keys: &dyn KeyEncryption, admin: &dyn KeyAdmin, key: &KeyUri) {
     round_trip(keys, admin, &derive(key, "rt")).await;
@@ -306,4 +351,5 @@ pub async fn run_all(keys: &dyn KeyEncryption, admin: &dyn KeyAdmin, key: &KeyUr
     rotation_and_rewrap(keys, admin, &derive(key, "rot")).await;
     disabled_version_is_refused(keys, admin, &derive(key, "dis")).await;
     inventory_and_deletion(keys, admin, &derive(key, "inv")).await;
+    destroyed_version_is_gone(keys, admin, &derive(key, "destroy")).await;
 }

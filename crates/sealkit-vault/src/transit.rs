@@ -483,6 +483,17 @@ impl KeyAdmin for VaultTransit {
             .await
             .map_err(|e| map(e, &format!("configuring {key}")))?;
         if state == VersionState::Destroyed {
+            // Transit trims only below `min_encryption_version`, which is unset (0) on a
+            // fresh key: pin it to the primary first (new data uses the primary anyway).
+            let primary = meta
+                .primary
+                .as_number()
+                .ok_or_else(|| version_not_found("vault", &key_ref))?;
+            let mut pin = UpdateKeyConfigurationRequest::builder();
+            pin.min_encryption_version(primary);
+            vaultrs::transit::key::update(self.client().await?, mount, name, Some(&mut pin))
+                .await
+                .map_err(|e| map(e, &format!("configuring {key}")))?;
             vaultrs::transit::key::trim(self.client().await?, mount, name, floor)
                 .await
                 .map_err(|e| map(e, &format!("trimming {key}")))?;
