@@ -73,6 +73,22 @@ CREATE TABLE IF NOT EXISTS sealkit_chunks (
     PRIMARY KEY (job, lo));
 ";
 
+/// The advisory lock that serialises creating the job tables: `CREATE TABLE IF NOT EXISTS`
+/// run by several sessions at once can collide in the catalog (a duplicate `pg_type` key).
+const SCHEMA_LOCK: i64 = 0x5EA1_C17;
+
+/// Creates the job tables if they are missing, one session at a time.
+async fn create_schema(client: &mut tokio_postgres::Client) -> Result<()> {
+    let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await
+        .map_err(|e| db_err("waiting for the job-tables lock", e))?;
+    tx.batch_execute(PG_SCHEMA)
+        .await
+        .map_err(|e| db_err("preparing the job tables", e))?;
+    tx.commit().await.map_err(|e| db_err("commit", e))
+}
+
 fn pg_row(r: &tokio_postgres::Row, columns: usize) -> Row {
     let values = (0..columns)
         .map(|i| r.get::<_, Option<Vec<u8>>>(2 + i).map(Value::Blob))
@@ -157,10 +173,7 @@ impl JobLedger for PgJob {
     async fn prepare(&self) -> Result<()> {
         let spec = &self.spec;
         let mut client = self.db.client.lock().await;
-        client
-            .batch_execute(PG_SCHEMA)
-            .await
-            .map_err(|e| db_err("preparing the job tables", e))?;
+        create_schema(&mut client).await?;
         let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
         // One worker creates the chunks; the others wait for it and then find the job.
         tx.execute("LOCK TABLE sealkit_jobs IN SHARE ROW EXCLUSIVE MODE", &[])
@@ -315,11 +328,8 @@ impl JobLedger for PgJob {
 
     async fn counts(&self) -> Result<Counts> {
         let job = self.spec.job.as_str();
-        let client = self.db.client.lock().await;
-        client
-            .batch_execute(PG_SCHEMA)
-            .await
-            .map_err(|e| db_err("preparing the job tables", e))?;
+        let mut client = self.db.client.lock().await;
+        create_schema(&mut client).await?;
         let note: Option<String> = client
             .query_opt("SELECT note FROM sealkit_jobs WHERE job = $1", &[&job])
             .await

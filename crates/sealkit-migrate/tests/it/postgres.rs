@@ -143,3 +143,43 @@ async fn legacy_then_rotation_jobs_on_one_table() {
     );
     assert_eq!(second.verify().await.unwrap().problem_count, 0);
 }
+
+/// Four workers started together on a database that has no job tables yet (a fresh schema)
+/// all succeed: creating the tables is serialised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_starting_together_on_a_fresh_database_all_succeed() {
+    let Some(url) = peer_env("SEALKIT_TEST_PG_URL", "PostgreSQL") else {
+        return;
+    };
+    let schema = unique("fresh").replace('-', "_");
+    client(&url)
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    // Every session of this test works in the fresh schema.
+    let scoped = format!("{url}?options=-csearch_path%3D{schema}");
+    let table = fill(&scoped, 2_000).await;
+    let home = tempfile::tempdir().unwrap();
+    let keyring = keyring(home.path());
+    let key = target(&keyring, "fresh").await;
+    let name = format!("{table}-job");
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        let store: Arc<dyn Store> = Arc::new(PgStore::connect(&scoped).await.unwrap());
+        stores.push(store);
+    }
+    let tasks: Vec<_> = stores
+        .into_iter()
+        .enumerate()
+        .map(|(w, store)| {
+            let migrator = migrator(&keyring, job(&table, &name, key.clone()), store);
+            tokio::spawn(async move { migrator.run(&format!("worker-{w}"), &quiet).await })
+        })
+        .collect();
+    let mut migrated = 0;
+    for task in tasks {
+        migrated += task.await.unwrap().expect("every worker succeeds").migrated;
+    }
+    assert_eq!(migrated, 2_000 * 3 - 200);
+}
