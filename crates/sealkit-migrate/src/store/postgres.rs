@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS sealkit_chunks (
 
 /// The advisory lock that serialises creating the job tables: `CREATE TABLE IF NOT EXISTS`
 /// run by several sessions at once can collide in the catalog (a duplicate `pg_type` key).
-const SCHEMA_LOCK: i64 = 0x5EA1_C17;
+const SCHEMA_LOCK: i64 = 0x05EA_1C17;
 
 /// Creates the job tables if they are missing, one session at a time.
 async fn create_schema(client: &mut tokio_postgres::Client) -> Result<()> {
