@@ -253,15 +253,19 @@ impl JobLedger for PgJob {
                 .map_err(|e| db_err("sizing the table", e))?
                 .get(0);
             if let Some(max) = max.filter(|m| *m > known) {
-                let hi: Option<i64> = tx
+                // New rows start after the last key the job knew. A chunk still to do may
+                // already cover the first of them; a finished one may not (rows appended
+                // after it was done must get a chunk of their own).
+                let first_new = known + 1;
+                let pending_hi: Option<i64> = tx
                     .query_one(
-                        "SELECT MAX(hi) FROM sealkit_chunks WHERE job = $1",
-                        &[&spec.job],
+                        "SELECT MAX(hi) FROM sealkit_chunks WHERE job = $1 AND state <> 'done' AND lo <= $2 AND hi > $2",
+                        &[&spec.job, &first_new],
                     )
                     .await
                     .map_err(|e| db_err("reading chunks", e))?
                     .get(0);
-                PgDb::add_chunks(&tx, spec, hi.unwrap_or(0).max(known + 1), max).await?;
+                PgDb::add_chunks(&tx, spec, pending_hi.unwrap_or(first_new), max).await?;
                 tx.execute(
                     "UPDATE sealkit_jobs SET max_pk = $2 WHERE job = $1",
                     &[&spec.job, &max],

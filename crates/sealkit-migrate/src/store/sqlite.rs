@@ -249,8 +249,15 @@ impl JobLedger for SqliteJob {
                     let known: i64 = tx.query_row("SELECT max_pk FROM sealkit_jobs WHERE job = ?1", [&spec.job], |r| r.get(0))?;
                     let max: Option<i64> = tx.query_row(&format!("SELECT MAX({}) FROM {}", spec.pk, spec.table), [], |r| r.get(0))?;
                     if let Some(max) = max.filter(|m| *m > known) {
-                        let hi_done: Option<i64> = tx.query_row("SELECT MAX(hi) FROM sealkit_chunks WHERE job = ?1", [&spec.job], |r| r.get(0))?;
-                        SqliteDb::add_chunks(&tx, spec, hi_done.unwrap_or(0).max(known + 1), max)?;
+                        // New rows start after the last key the job knew. A chunk still to do may
+                        // already cover the first of them; a finished one may not (rows
+                        // appended after it was done must get a chunk of their own).
+                        let pending_hi: Option<i64> = tx.query_row(
+                            "SELECT MAX(hi) FROM sealkit_chunks WHERE job = ?1 AND state != 'done' AND lo <= ?2 AND hi > ?2",
+                            params![spec.job, known + 1],
+                            |r| r.get(0),
+                        )?;
+                        SqliteDb::add_chunks(&tx, spec, pending_hi.unwrap_or(known + 1), max)?;
                         tx.execute("UPDATE sealkit_jobs SET max_pk = ?2 WHERE job = ?1", params![spec.job, max])?;
                         chunk = pick(&tx)?;
                     }

@@ -439,3 +439,36 @@ async fn a_kms_outage_pauses_the_job_until_the_kms_is_back_on_every_backend() {
         assert_eq!(job.verify().await.unwrap().problem_count, 0, "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_appended_after_a_finished_run_are_migrated_by_a_plain_rerun_on_every_backend() {
+    for (name, backend) in backends() {
+        let rows = 950; // the last chunk, 900..1000, has room for more keys
+        let (table, _home, keyring, key) = setup(backend.as_ref(), rows).await;
+        let job = migrator(
+            &keyring,
+            spec(&table, key.clone(), 100),
+            backend.store().await,
+        );
+        job.run("w1", &quiet).await.unwrap();
+        for id in rows + 1..=rows + 120 {
+            backend.insert(&table, id).await;
+        }
+        let again = job.run("w1", &quiet).await.unwrap();
+        assert_eq!(
+            again.migrated,
+            120 * 3 - 12,
+            "{name}: a plain re-run covers every row added since"
+        );
+        let verify = job.verify().await.unwrap();
+        assert_eq!(verify.problem_count, 0, "{name}: {:?}", verify.problems);
+        check_emails(
+            &keyring,
+            backend.as_ref(),
+            &table,
+            rows + 120,
+            &HashMap::new(),
+        )
+        .await;
+    }
+}
