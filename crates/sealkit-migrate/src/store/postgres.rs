@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use sealkit::{Error, Result};
 
 use super::{
-    Chunk, ChunkCounts, Counts, JobLedger, JobStore, JobTable, Row, Store, Update, Value, db_err,
+    Chunk, ChunkCounts, Counts, JobLedger, JobStore, JobTable, Row, Store, Update, Value,
     first_chunk_start, now,
 };
 use crate::spec::JobSpec;
@@ -72,6 +72,42 @@ CREATE TABLE IF NOT EXISTS sealkit_chunks (
     conflicts BIGINT NOT NULL DEFAULT 0, failed BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (job, lo));
 ";
+
+/// Classifies a PostgreSQL error: a lost or refused connection, a server shutting down,
+/// too many connections, a serialization failure or a deadlock are outages to wait out; a
+/// missing table or column, a type mismatch, a permission error and the like are for a
+/// person to fix, and stop the job at once.
+fn db_err(what: &str, e: tokio_postgres::Error) -> Error {
+    use tokio_postgres::error::SqlState;
+    let Some(state) = e.code() else {
+        // No SQLSTATE: the connection itself failed (I/O, closed, TLS).
+        return super::db_err(what, e);
+    };
+    let outage = state.code().starts_with("08") // connection exceptions
+        || state.code().starts_with("57") // operator intervention (shutdown, cancel)
+        || state.code().starts_with("53") // insufficient resources
+        || *state == SqlState::T_R_SERIALIZATION_FAILURE
+        || *state == SqlState::T_R_DEADLOCK_DETECTED;
+    // The server's own words (`column "emial" does not exist`), which the error's Display
+    // leaves out.
+    let message = e
+        .as_db_error()
+        .map(|db| db.message().to_string())
+        .unwrap_or_else(|| e.to_string());
+    if outage {
+        super::db_err(what, message)
+    } else if *state == SqlState::INSUFFICIENT_PRIVILEGE {
+        Error::permission_denied(
+            "database",
+            format!("{what}: {message}; grant the job's role access"),
+        )
+    } else {
+        Error::misconfigured(format!(
+            "{what}: {message} (SQLSTATE {}); fix the database or the job's table and columns",
+            state.code()
+        ))
+    }
+}
 
 /// The advisory lock that serialises creating the job tables: `CREATE TABLE IF NOT EXISTS`
 /// run by several sessions at once can collide in the catalog (a duplicate `pg_type` key).

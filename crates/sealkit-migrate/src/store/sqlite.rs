@@ -57,6 +57,27 @@ impl Store for SqliteStore {
     }
 }
 
+/// Classifies an SQLite error: a busy or locked database is an outage to wait out; anything
+/// else (no such table or column, a read-only or corrupt file, a constraint) is for a person
+/// to fix, and stops the job at once.
+fn sqlite_err(what: &str, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode;
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(failure, _) => Some(failure.code),
+        _ => None,
+    };
+    match code {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => db_err(what, e),
+        Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => Error::permission_denied(
+            "database",
+            format!("{what}: {e}; the job needs write access to the database file"),
+        ),
+        _ => Error::misconfigured(format!(
+            "{what}: {e}; fix the database or the job's table and columns"
+        )),
+    }
+}
+
 /// The columns a job reads: key, tenant (or NULL), then the job's columns.
 fn select_list(spec: &JobSpec) -> String {
     let mut cols = vec![spec.pk.clone()];
@@ -120,12 +141,23 @@ impl SqliteStore {
 
 impl SqliteDb {
     fn open(path: &str) -> Result<Self> {
-        let conn =
-            rusqlite::Connection::open(path).map_err(|e| db_err(&format!("opening {path}"), e))?;
+        // An existing database only: a mistyped path must not create an empty one.
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(|e| {
+            if std::path::Path::new(path).exists() {
+                sqlite_err(&format!("opening {path}"), e)
+            } else {
+                Error::misconfigured(format!(
+                    "no SQLite database at {path}; check the --db path (a migration never creates the database it migrates)"
+                ))
+            }
+        })?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(|e| db_err("busy timeout", e))?;
+            .map_err(|e| sqlite_err("busy timeout", e))?;
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| db_err("WAL", e))?;
+            .map_err(|e| sqlite_err("WAL", e))?;
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_string(),
@@ -138,7 +170,7 @@ impl SqliteDb {
         what: &str,
     ) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut conn).map_err(|e| db_err(what, e))
+        f(&mut conn).map_err(|e| sqlite_err(what, e))
     }
 
     /// The job's rows that `sql` selects, with its two parameters bound to `args`.

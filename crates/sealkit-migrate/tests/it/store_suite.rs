@@ -472,3 +472,40 @@ async fn rows_appended_after_a_finished_run_are_migrated_by_a_plain_rerun_on_eve
         .await;
     }
 }
+
+/// A mistake in the job (a column the table lacks) stops the run at once with an error that
+/// says what to fix; it is not an outage to wait out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_column_stops_the_job_at_once_on_every_backend() {
+    for (name, backend) in backends() {
+        let (table, _home, keyring, key) = setup(backend.as_ref(), 100).await;
+        let mut wrong = spec(&table, key.clone(), 50);
+        wrong.columns[0] = "emial=aes-gcm-iv16".parse().unwrap();
+        let job = migrator(&keyring, wrong, backend.store().await)
+            .with_max_pause(Duration::from_secs(120));
+        let err = tokio::time::timeout(Duration::from_secs(60), job.run("w1", &quiet))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the job waited instead of stopping"))
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            sealkit::ErrorKind::Misconfigured,
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains("emial"), "{name}: {err}");
+        assert_eq!(job.status().await.unwrap().note, None, "{name}: not paused");
+    }
+}
+
+/// A mistyped SQLite path is an error, and creates no empty database.
+#[tokio::test]
+async fn a_mistyped_sqlite_path_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.dbb");
+    let err = sealkit_migrate::open_store(path.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), sealkit::ErrorKind::Misconfigured, "{err}");
+    assert!(err.to_string().contains("--db"), "{err}");
+    assert!(!path.exists(), "no empty database was created");
+}
