@@ -60,28 +60,64 @@ impl Converter<'_> {
         if Envelope::looks_like(value)
             && let Ok(envelope) = Envelope::parse(value)
         {
-            if self.is_done(&envelope) {
-                return Ok(Decision::Keep);
+            let as_envelope = self.convert_envelope(&envelope, value, ctx).await;
+            match (&as_envelope, source) {
+                // A legacy column's value may start like an envelope by chance (a random IV
+                // beginning with the magic bytes): when it does not open as one, try it as
+                // what the column declares.
+                (
+                    Err(e),
+                    SourceFormat::Legacy(_) | SourceFormat::Fernet | SourceFormat::VaultTransit(_),
+                ) if !e.is_retryable() => {
+                    if let Ok(decision) = self.convert_legacy(source, value, ctx).await {
+                        return Ok(decision);
+                    }
+                }
+                _ => {}
             }
-            if self.spec.reseal {
-                // Fresh DEK: open, then seal again under the target.
-                let plaintext = Zeroizing::new(self.keyring.open(value, ctx).await?);
-                return Ok(Decision::Write(
-                    self.keyring
-                        .seal_with(&self.spec.target, &plaintext, ctx)
-                        .await?,
-                ));
-            }
-            // An envelope under another key or version: rewrap (data untouched).
-            return match self
-                .keyring
-                .rewrap(value, ctx, Some(&self.spec.target))
-                .await?
-            {
-                RewrapOutcome::Rewrapped(new) => Ok(Decision::Write(new)),
-                _ => Ok(Decision::Keep),
-            };
+            return as_envelope;
         }
+        self.convert_legacy(source, value, ctx).await
+    }
+
+    /// An envelope: kept when already under the target, else rewrapped (or resealed).
+    async fn convert_envelope(
+        &self,
+        envelope: &Envelope<'_>,
+        value: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<Decision> {
+        if self.is_done(envelope) {
+            return Ok(Decision::Keep);
+        }
+        if self.spec.reseal {
+            // Fresh DEK: open, then seal again under the target.
+            let plaintext = Zeroizing::new(self.keyring.open(value, ctx).await?);
+            return Ok(Decision::Write(
+                self.keyring
+                    .seal_with(&self.spec.target, &plaintext, ctx)
+                    .await?,
+            ));
+        }
+        // An envelope under another key or version: rewrap (data untouched).
+        match self
+            .keyring
+            .rewrap(value, ctx, Some(&self.spec.target))
+            .await?
+        {
+            RewrapOutcome::Rewrapped(new) => Ok(Decision::Write(new)),
+            _ => Ok(Decision::Keep),
+        }
+    }
+
+    /// A value of the column's declared (legacy) format: decoded, then sealed under the
+    /// target.
+    async fn convert_legacy(
+        &self,
+        source: &SourceFormat,
+        value: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<Decision> {
         if *source == SourceFormat::Envelope {
             return Err(Error::invalid_input(
                 "the column is declared `envelope` but holds a value that is not one",

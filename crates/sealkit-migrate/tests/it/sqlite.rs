@@ -376,3 +376,60 @@ async fn reseal_gives_every_value_a_fresh_data_key() {
     let expected: HashMap<i64, String> = (1..=600).map(|id| (id, email(id, 0))).collect();
     check_all(&keyring, &path, &expected).await;
 }
+
+/// A generator whose first bytes are an envelope header: legacy values sealed with it start
+/// like a (compact) envelope, as one random IV in 2^24 does.
+#[derive(Debug)]
+struct EnvelopeLookingIv;
+
+impl sealkit::core::SecureRandom for EnvelopeLookingIv {
+    fn fill(&self, dest: &mut [u8]) -> sealkit::Result<()> {
+        let header = [
+            sealkit::core::MAGIC[0],
+            sealkit::core::MAGIC[1],
+            sealkit::core::FORMAT_VERSION,
+            sealkit::core::EnvelopeLayout::Compact.code(),
+            sealkit::Algorithm::Aes256Gcm.code(),
+        ];
+        for (i, byte) in dest.iter_mut().enumerate() {
+            *byte = header.get(i).copied().unwrap_or(i as u8);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn legacy_values_that_look_like_envelopes_still_migrate() {
+    let Fixture {
+        dir: _dir,
+        path,
+        keyring,
+        key,
+        store,
+    } = Fixture::new(20).await;
+    let crafted = sealkit::core::legacy::seal(
+        sealkit::core::legacy::LegacyFormat::AesGcmIv16,
+        &legacy_key(),
+        &EnvelopeLookingIv,
+        email(7, 0).as_bytes(),
+        b"",
+    )
+    .unwrap();
+    assert!(
+        Envelope::parse(&crafted).is_ok(),
+        "the legacy value parses as an envelope"
+    );
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE customers SET email = ?1 WHERE id = 7",
+            params![crafted],
+        )
+        .unwrap();
+    let job = migrator(&keyring, legacy_job("look-alike", key.clone()), store);
+    let report = job.run("w1", &quiet).await.unwrap();
+    assert_eq!(report.failed, 0);
+    assert_eq!(job.verify().await.unwrap().problem_count, 0);
+    let expected: HashMap<i64, String> = (1..=20).map(|id| (id, email(id, 0))).collect();
+    check_all(&keyring, &path, &expected).await;
+}
