@@ -144,6 +144,10 @@ fn counts_json(c: &sealkit_migrate::Counts) -> serde_json::Value {
         "chunks": { "pending": c.pending, "running": c.running, "done": c.done },
         "values": { "migrated": c.migrated, "skipped": c.skipped, "conflicts": c.conflicts, "failed": c.failed },
         "note": c.note,
+        "held": c.held.iter().map(|h| json!({
+            "lo": h.chunk.lo, "hi": h.chunk.hi, "worker": h.worker,
+            "held_secs": h.held_secs, "lease_left_secs": h.lease_left_secs,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -187,6 +191,20 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
                         .map(|n| format!("\n{n}"))
                         .unwrap_or_default()
                 );
+                for h in &c.held {
+                    println!(
+                        "held: keys {}..{} by {} for {} s (lease {} s)",
+                        h.chunk.lo,
+                        h.chunk.hi,
+                        h.worker,
+                        h.held_secs,
+                        if h.lease_left_secs >= 0 {
+                            format!("ends in {}", h.lease_left_secs)
+                        } else {
+                            format!("expired {} s ago", -h.lease_left_secs)
+                        }
+                    );
+                }
             }
         }
         MigrateCommand::Verify(args) => {

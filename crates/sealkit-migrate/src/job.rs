@@ -165,7 +165,22 @@ impl Migrator {
                 Err(e) => return Err(e),
             };
             let Some(chunk) = self.store.claim(worker).await? else {
-                break;
+                // Done only when every chunk is: chunks other workers still hold are waited
+                // for, and taken over once their lease expires (their worker died).
+                let counts = self.store.counts().await?;
+                if counts.pending == 0 && counts.running == 0 {
+                    break;
+                }
+                let wait = counts
+                    .held
+                    .iter()
+                    .map(|h| h.lease_left_secs)
+                    .min()
+                    .unwrap_or(1)
+                    .clamp(0, 1);
+                tokio::time::sleep(Duration::from_millis(200) + Duration::from_secs(wait as u64))
+                    .await;
+                continue;
             };
             match self.process(chunk, &primary, &mut report).await {
                 Ok(()) => {

@@ -48,6 +48,6 @@ pub use store::PgStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    Chunk, ChunkCounts, Counts, JobLedger, JobStore, JobTable, Row, Store, Update, Value,
-    open_store,
+    Chunk, ChunkCounts, Counts, HeldChunk, JobLedger, JobStore, JobTable, Row, Store, Update,
+    Value, open_store,
 };

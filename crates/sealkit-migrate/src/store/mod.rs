@@ -96,6 +96,42 @@ pub struct Counts {
     pub failed: i64,
     /// Why the job is paused, if it is.
     pub note: Option<String>,
+    /// The chunks claimed and not finished, with who holds them.
+    pub held: Vec<HeldChunk>,
+}
+
+/// A chunk a worker holds (claimed, not finished).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeldChunk {
+    /// The chunk.
+    pub chunk: Chunk,
+    /// The worker holding it.
+    pub worker: String,
+    /// Seconds since it was claimed (or its lease last renewed).
+    pub held_secs: i64,
+    /// Seconds until its lease expires and another worker may take it over (negative once
+    /// expired).
+    pub lease_left_secs: i64,
+}
+
+impl HeldChunk {
+    /// A held chunk from its ledger row.
+    pub(crate) fn from_lease(
+        lo: i64,
+        hi: i64,
+        worker: Option<String>,
+        lease_until: i64,
+        lease_secs: i64,
+    ) -> Self {
+        let now = now();
+        Self {
+            chunk: Chunk { lo, hi },
+            worker: worker.unwrap_or_default(),
+            held_secs: now - (lease_until - lease_secs),
+            lease_left_secs: lease_until - now,
+        }
+    }
 }
 
 /// Per-chunk outcome, recorded with the chunk.

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use sealkit::{Error, Result};
 
 use super::{
-    Chunk, ChunkCounts, Counts, JobLedger, JobStore, JobTable, Row, Store, Update, Value,
-    first_chunk_start, now,
+    Chunk, ChunkCounts, Counts, HeldChunk, JobLedger, JobStore, JobTable, Row, Store, Update,
+    Value, first_chunk_start, now,
 };
 use crate::spec::JobSpec;
 
@@ -384,6 +384,16 @@ impl JobLedger for PgJob {
             )
             .await
             .map_err(|e| db_err("reading the job's status", e))?;
+        let held = client
+            .query(
+                "SELECT lo, hi, worker, lease_until FROM sealkit_chunks WHERE job = $1 AND state = 'running' ORDER BY lo",
+                &[&job],
+            )
+            .await
+            .map_err(|e| db_err("reading held chunks", e))?
+            .iter()
+            .map(|r| HeldChunk::from_lease(r.get(0), r.get(1), r.get(2), r.get(3), self.spec.lease_secs))
+            .collect();
         Ok(Counts {
             pending: r.get(0),
             running: r.get(1),
@@ -393,6 +403,7 @@ impl JobLedger for PgJob {
             conflicts: r.get(5),
             failed: r.get(6),
             note,
+            held,
         })
     }
 }

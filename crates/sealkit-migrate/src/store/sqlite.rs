@@ -8,8 +8,8 @@ use rusqlite::{OptionalExtension, params};
 use sealkit::{Error, Result};
 
 use super::{
-    Chunk, ChunkCounts, Counts, JobLedger, JobStore, JobTable, Row, Store, Update, Value, db_err,
-    first_chunk_start, now,
+    Chunk, ChunkCounts, Counts, HeldChunk, JobLedger, JobStore, JobTable, Row, Store, Update,
+    Value, db_err, first_chunk_start, now,
 };
 use crate::spec::JobSpec;
 
@@ -378,9 +378,27 @@ impl JobLedger for SqliteJob {
                             conflicts: r.get(5)?,
                             failed: r.get(6)?,
                             note,
+                            held: Vec::new(),
                         })
                     },
                 )
+                .and_then(|mut counts| {
+                    let mut stmt = c.prepare_cached(
+                        "SELECT lo, hi, worker, lease_until FROM sealkit_chunks WHERE job = ?1 AND state = 'running' ORDER BY lo",
+                    )?;
+                    counts.held = stmt
+                        .query_map([job], |r| {
+                            Ok(HeldChunk::from_lease(
+                                r.get(0)?,
+                                r.get(1)?,
+                                r.get(2)?,
+                                r.get(3)?,
+                                self.spec.lease_secs,
+                            ))
+                        })?
+                        .collect::<rusqlite::Result<_>>()?;
+                    Ok(counts)
+                })
             },
             "reading the job's status",
         )

@@ -509,3 +509,36 @@ async fn a_mistyped_sqlite_path_creates_nothing() {
     assert!(err.to_string().contains("--db"), "{err}");
     assert!(!path.exists(), "no empty database was created");
 }
+
+/// A worker that dies holding a chunk: the others wait for it instead of reporting the job
+/// done, status shows the held chunk, and once its lease expires they take it over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_chunk_is_waited_for_and_taken_over_on_every_backend() {
+    for (name, backend) in backends() {
+        let rows = 400;
+        let (table, _home, keyring, key) = setup(backend.as_ref(), rows).await;
+        let mut job_spec = spec(&table, key.clone(), 100);
+        job_spec.lease_secs = 3;
+        // The dead worker claimed the first chunk and never came back.
+        let ledger = backend.store().await.bind(&job_spec);
+        ledger.prepare().await.unwrap();
+        let held = ledger.claim("dead").await.unwrap().expect("a chunk");
+        let status = ledger.counts().await.unwrap();
+        assert_eq!(status.held.len(), 1, "{name}");
+        assert_eq!(status.held[0].worker, "dead", "{name}");
+        assert_eq!(status.held[0].chunk, held, "{name}");
+        let job = migrator(&keyring, job_spec, backend.store().await);
+        let report = tokio::time::timeout(Duration::from_secs(60), job.run("w1", &quiet))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            report.migrated,
+            (rows * 3 - rows / 10) as u64,
+            "{name}: the run took over the dead worker's chunk"
+        );
+        let status = job.status().await.unwrap();
+        assert_eq!((status.pending, status.running), (0, 0), "{name}");
+        assert!(status.held.is_empty(), "{name}");
+    }
+}
