@@ -46,6 +46,10 @@ pub(crate) struct JobArgs {
     /// a key compromise).
     #[arg(long)]
     reseal: bool,
+    /// Seal `plaintext` columns' values even when they look like ciphertexts (Fernet tokens,
+    /// `vault:v…`), which are otherwise refused.
+    #[arg(long)]
+    force_plaintext: bool,
     /// The environment variable holding the legacy key (base64 of 32 bytes).
     #[arg(long, default_value = "ENCRYPTION_MASTER_KEY")]
     legacy_key_env: String,
@@ -102,6 +106,7 @@ impl JobArgs {
         spec.chunk_rows = self.chunk_rows.max(1);
         spec.kms_calls_per_sec = self.kms_rate;
         spec.reseal = self.reseal;
+        spec.force_plaintext = self.force_plaintext;
         Ok(spec)
     }
 

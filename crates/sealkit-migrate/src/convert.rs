@@ -2,6 +2,7 @@
 //! its envelope under the target.
 
 use sealkit::core::Envelope;
+use sealkit::core::legacy;
 use sealkit::{EncryptionContext, Error, KeyVersion, Keyring, Result, RewrapOutcome};
 use zeroize::Zeroizing;
 
@@ -122,6 +123,15 @@ impl Converter<'_> {
             return Err(Error::invalid_input(
                 "the column is declared `envelope` but holds a value that is not one",
             ));
+        }
+        if *source == SourceFormat::Plaintext
+            && !self.spec.force_plaintext
+            && let Some(found) = legacy::detect(value)
+        {
+            return Err(Error::invalid_input(format!(
+                "the column is declared `plaintext` but holds what looks like a {found:?} ciphertext; \
+                 declare its format (e.g. fernet, vault-transit:MOUNT/NAME), or force with --force-plaintext"
+            )));
         }
         let plaintext: Zeroizing<Vec<u8>> = self.decoders.get(source)?.decode(value).await?;
         Ok(Decision::Write(

@@ -103,6 +103,9 @@ pub struct JobSpec {
     /// Open and seal envelopes again under fresh DEKs instead of rewrapping their DEKs (after
     /// a key compromise, when the old DEKs must be assumed exposed).
     pub reseal: bool,
+    /// Seal `plaintext` columns' values even when they look like ciphertexts (Fernet tokens,
+    /// `vault:v…`): without it such values are refused, not sealed as if they were data.
+    pub force_plaintext: bool,
 }
 
 /// The stored form of a spec, to refuse resuming a job with a different one.
@@ -139,6 +142,7 @@ impl JobSpec {
             kms_calls_per_sec: None,
             lease_secs: 60,
             reseal: false,
+            force_plaintext: false,
         })
     }
 

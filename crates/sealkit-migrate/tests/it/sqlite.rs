@@ -433,3 +433,40 @@ async fn legacy_values_that_look_like_envelopes_still_migrate() {
     let expected: HashMap<i64, String> = (1..=20).map(|id| (id, email(id, 0))).collect();
     check_all(&keyring, &path, &expected).await;
 }
+
+/// A `plaintext` column holding a ciphertext (a Fernet token here) is refused, not sealed as
+/// if it were data — unless forced.
+#[tokio::test]
+async fn ciphertexts_in_a_plaintext_column_are_refused_unless_forced() {
+    let Fixture {
+        dir: _dir,
+        path,
+        keyring,
+        key,
+        store,
+    } = Fixture::new(20).await;
+    let token = legacy_note(3);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute(
+        "UPDATE customers SET phone = ?1 WHERE id = 3",
+        params![token],
+    )
+    .unwrap();
+    let phone = |db: &rusqlite::Connection| -> Vec<u8> {
+        db.query_row("SELECT phone FROM customers WHERE id = 3", [], |r| r.get(0))
+            .unwrap()
+    };
+    let job = migrator(&keyring, legacy_job("plain", key.clone()), store.clone());
+    let report = job.run("w1", &quiet).await.unwrap();
+    assert_eq!(report.failed, 1, "the token is refused");
+    assert_eq!(phone(&db), token, "and left as it was");
+    assert_eq!(job.verify().await.unwrap().problem_count, 1);
+
+    let mut forced = legacy_job("plain", key.clone());
+    forced.force_plaintext = true;
+    let job = migrator(&keyring, forced, store);
+    job.sweep("w1", &quiet).await.unwrap();
+    let sealed = phone(&db);
+    let ctx = sealkit::EncryptionContext::parse("table=customers,column=phone,id=3").unwrap();
+    assert_eq!(keyring.open(&sealed, &ctx).await.unwrap(), token);
+}
