@@ -149,6 +149,7 @@ impl Migrator {
         progress: &(dyn Fn(&Counts) + Send + Sync),
     ) -> Result<RunReport> {
         self.store.prepare().await?;
+        self.probe_decoders().await?;
         let mut report = RunReport::default();
         let mut paused_for = Duration::ZERO;
         let mut backoff = Duration::from_millis(200);
@@ -203,6 +204,44 @@ impl Migrator {
             self.rate_limit(started, calls_at_start).await;
         }
         Ok(report)
+    }
+
+    /// Values of legacy-declared columns must decode before a run starts: in a sample of the
+    /// table, at least one value of each such column that is not already an envelope must
+    /// open. A wrong or missing legacy key refuses the run at once, with nothing changed,
+    /// instead of failing every value one by one.
+    async fn probe_decoders(&self) -> Result<()> {
+        const SAMPLE_ROWS: i64 = 200;
+        let rows = self.store.scan(i64::MIN, SAMPLE_ROWS).await?;
+        for (i, column) in self.spec.columns.iter().enumerate() {
+            if !matches!(
+                column.source,
+                SourceFormat::Legacy(_) | SourceFormat::Fernet
+            ) {
+                continue;
+            }
+            let mut tried = 0u64;
+            let mut opened = false;
+            for value in rows.iter().filter_map(|row| row.values[i].as_ref()) {
+                let bytes = value.bytes();
+                if Envelope::looks_like(bytes) && Envelope::parse(bytes).is_ok() {
+                    continue;
+                }
+                let decoder = self.decoders.get(&column.source)?;
+                tried += 1;
+                if decoder.decode(bytes).await.is_ok() {
+                    opened = true;
+                    break;
+                }
+            }
+            if tried > 0 && !opened {
+                return Err(Error::misconfigured(format!(
+                    "the legacy key opens none of the {tried} sampled {} values of column {}; check the legacy key (ENCRYPTION_MASTER_KEY or --legacy-key-env): nothing was changed",
+                    column.source, column.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn pause(

@@ -80,8 +80,16 @@ CREATE TABLE IF NOT EXISTS sealkit_chunks (
 fn db_err(what: &str, e: tokio_postgres::Error) -> Error {
     use tokio_postgres::error::SqlState;
     let Some(state) = e.code() else {
-        // No SQLSTATE: the connection itself failed (I/O, closed, TLS).
-        return super::db_err(what, e);
+        // No SQLSTATE: either the connection failed (closed, I/O, TLS, timeout) — an outage —
+        // or the client could not encode or decode a value, which waiting will not fix.
+        let connection = e.is_closed()
+            || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
+            || e.to_string().contains("timed out");
+        return if connection {
+            super::db_err(what, e)
+        } else {
+            Error::misconfigured(format!("{what}: {e}")).with_source(e)
+        };
     };
     let outage = state.code().starts_with("08") // connection exceptions
         || state.code().starts_with("57") // operator intervention (shutdown, cancel)
@@ -220,7 +228,16 @@ impl JobLedger for PgJob {
             .await
             .map_err(|e| db_err("reading the job", e))?;
         match existing.map(|r| r.get::<_, String>(0)) {
-            Some(s) if s == spec.stored() => {}
+            Some(s) if s == spec.stored() => {
+                // A new run retries the chunks whose values failed last time (a wrong legacy
+                // key, say); their failures are counted afresh.
+                tx.execute(
+                    "UPDATE sealkit_chunks SET state = 'pending', worker = NULL, failed = 0 WHERE job = $1 AND state = 'failed'",
+                    &[&spec.job],
+                )
+                .await
+                .map_err(|e| db_err("retrying failed chunks", e))?;
+            }
             Some(_) => {
                 return Err(Error::invalid_input(format!(
                     "job {} exists with another spec; use a new job name",
@@ -295,7 +312,7 @@ impl JobLedger for PgJob {
                 let first_new = known + 1;
                 let pending_hi: Option<i64> = tx
                     .query_one(
-                        "SELECT MAX(hi) FROM sealkit_chunks WHERE job = $1 AND state <> 'done' AND lo <= $2 AND hi > $2",
+                        "SELECT MAX(hi) FROM sealkit_chunks WHERE job = $1 AND state IN ('pending', 'running') AND lo <= $2 AND hi > $2",
                         &[&spec.job, &first_new],
                     )
                     .await
@@ -348,7 +365,7 @@ impl JobLedger for PgJob {
         let spec = &self.spec;
         let client = self.db.client.lock().await;
         client
-            .execute("UPDATE sealkit_chunks SET state = 'pending', worker = NULL WHERE job = $1 AND state = 'done'", &[&spec.job])
+            .execute("UPDATE sealkit_chunks SET state = 'pending', worker = NULL, failed = 0 WHERE job = $1 AND state IN ('done', 'failed')", &[&spec.job])
             .await
             .map_err(|e| db_err("reopening chunks", e))
     }
@@ -378,7 +395,7 @@ impl JobLedger for PgJob {
         let r = client
             .query_one(
                 "SELECT COUNT(*) FILTER (WHERE state = 'pending'), COUNT(*) FILTER (WHERE state = 'running'),
-                 COUNT(*) FILTER (WHERE state = 'done'), COALESCE(SUM(migrated), 0)::bigint, COALESCE(SUM(skipped), 0)::bigint,
+                 COUNT(*) FILTER (WHERE state IN ('done', 'failed')), COALESCE(SUM(migrated), 0)::bigint, COALESCE(SUM(skipped), 0)::bigint,
                  COALESCE(SUM(conflicts), 0)::bigint, COALESCE(SUM(failed), 0)::bigint FROM sealkit_chunks WHERE job = $1",
                 &[&job],
             )
@@ -509,7 +526,7 @@ impl JobStore for PgJob {
         let migrated = counts.migrated - lost.len() as i64;
         let conflicts = lost.len() as i64 + counts.conflicts;
         tx.execute(
-            "UPDATE sealkit_chunks SET state = 'done', migrated = migrated + $3, skipped = skipped + $4,
+            "UPDATE sealkit_chunks SET state = CASE WHEN $6::bigint > 0 THEN 'failed' ELSE 'done' END, migrated = migrated + $3, skipped = skipped + $4,
              conflicts = conflicts + $5, failed = failed + $6 WHERE job = $1 AND lo = $2",
             &[&spec.job, &chunk.lo, &migrated, &counts.skipped, &conflicts, &counts.failed],
         )

@@ -246,6 +246,14 @@ impl JobLedger for SqliteJob {
                     )?;
                     SqliteDb::add_chunks(&tx, spec, first_chunk_start(min, spec), max)?;
                 }
+                if existing.as_deref() == Some(stored.as_str()) {
+                    // A new run retries the chunks whose values failed last time (a wrong
+                    // legacy key, say); their failures are counted afresh.
+                    tx.execute(
+                        "UPDATE sealkit_chunks SET state = 'pending', worker = NULL, failed = 0 WHERE job = ?1 AND state = 'failed'",
+                        [&spec.job],
+                    )?;
+                }
                 tx.commit()?;
                 Ok(existing)
             },
@@ -285,7 +293,7 @@ impl JobLedger for SqliteJob {
                         // already cover the first of them; a finished one may not (rows
                         // appended after it was done must get a chunk of their own).
                         let pending_hi: Option<i64> = tx.query_row(
-                            "SELECT MAX(hi) FROM sealkit_chunks WHERE job = ?1 AND state != 'done' AND lo <= ?2 AND hi > ?2",
+                            "SELECT MAX(hi) FROM sealkit_chunks WHERE job = ?1 AND state IN ('pending', 'running') AND lo <= ?2 AND hi > ?2",
                             params![spec.job, known + 1],
                             |r| r.get(0),
                         )?;
@@ -335,7 +343,7 @@ impl JobLedger for SqliteJob {
     async fn reopen(&self) -> Result<u64> {
         let spec = &self.spec;
         self.db.with(
-            |c| c.execute("UPDATE sealkit_chunks SET state = 'pending', worker = NULL WHERE job = ?1 AND state = 'done'", [&spec.job]).map(|n| n as u64),
+            |c| c.execute("UPDATE sealkit_chunks SET state = 'pending', worker = NULL, failed = 0 WHERE job = ?1 AND state IN ('done', 'failed')", [&spec.job]).map(|n| n as u64),
             "reopening chunks",
         )
     }
@@ -364,7 +372,7 @@ impl JobLedger for SqliteJob {
                     .optional()?
                     .flatten();
                 c.query_row(
-                    "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'running'), 0), COALESCE(SUM(state = 'done'), 0),
+                    "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'running'), 0), COALESCE(SUM(state IN ('done', 'failed')), 0),
                      COALESCE(SUM(migrated), 0), COALESCE(SUM(skipped), 0), COALESCE(SUM(conflicts), 0), COALESCE(SUM(failed), 0)
                      FROM sealkit_chunks WHERE job = ?1",
                     [job],
@@ -487,7 +495,7 @@ impl JobStore for SqliteJob {
                 }
                 let migrated = counts.migrated - lost.len() as i64;
                 tx.execute(
-                    "UPDATE sealkit_chunks SET state = 'done', migrated = migrated + ?3, skipped = skipped + ?4,
+                    "UPDATE sealkit_chunks SET state = CASE WHEN ?6 > 0 THEN 'failed' ELSE 'done' END, migrated = migrated + ?3, skipped = skipped + ?4,
                      conflicts = conflicts + ?5, failed = failed + ?6 WHERE job = ?1 AND lo = ?2",
                     params![spec.job, chunk.lo, migrated, counts.skipped, lost.len() as i64 + counts.conflicts, counts.failed],
                 )?;

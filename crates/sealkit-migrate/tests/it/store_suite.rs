@@ -542,3 +542,67 @@ async fn a_dead_workers_chunk_is_waited_for_and_taken_over_on_every_backend() {
         assert!(status.held.is_empty(), "{name}");
     }
 }
+
+/// A wrong or missing legacy key refuses the run at once, with nothing changed; values that
+/// failed are retried by the next plain run, and failures are not counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_key_problems_are_refused_and_failed_values_retried_on_every_backend() {
+    for (name, backend) in backends() {
+        let rows = 300;
+        let (table, _home, keyring, key) = setup(backend.as_ref(), rows).await;
+        let store = backend.store().await;
+        // A wrong key: refused before any chunk is done.
+        let wrong = sealkit_migrate::Migrator::new(
+            keyring.clone(),
+            spec(&table, key.clone(), 100),
+            store.clone(),
+        )
+        .with_legacy_key(sealkit::DataKey::from_bytes([0x99; 32]));
+        let err = wrong.run("w1", &quiet).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            sealkit::ErrorKind::Misconfigured,
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains("email"), "{name}: {err}");
+        assert_eq!(
+            wrong.status().await.unwrap().done,
+            0,
+            "{name}: nothing was done"
+        );
+        // No key at all: refused too.
+        let missing = sealkit_migrate::Migrator::new(
+            keyring.clone(),
+            spec(&table, key.clone(), 100),
+            store.clone(),
+        );
+        let err = missing.run("w1", &quiet).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            sealkit::ErrorKind::Misconfigured,
+            "{name}: {err}"
+        );
+
+        // Three values that do not open with the right key: counted as failed, left as
+        // they are.
+        for id in [5, 150, 280] {
+            backend
+                .set_email(&table, id, b"not a ciphertext at all, just bytes".to_vec())
+                .await;
+        }
+        let job = migrator(&keyring, spec(&table, key.clone(), 100), store.clone());
+        let first = job.run("w1", &quiet).await.unwrap();
+        assert_eq!(first.failed, 3, "{name}");
+        assert_eq!(job.status().await.unwrap().failed, 3, "{name}");
+        // The application rewrites them properly; a plain run (no --sweep) retries them,
+        // and the failure count starts afresh instead of piling up.
+        for id in [5, 150, 280] {
+            backend.set_email(&table, id, legacy_email(id, 0)).await;
+        }
+        let second = job.run("w1", &quiet).await.unwrap();
+        assert_eq!(second.migrated, 3, "{name}");
+        assert_eq!(second.failed, 0, "{name}");
+        assert_eq!(job.status().await.unwrap().failed, 0, "{name}");
+        assert_eq!(job.verify().await.unwrap().problem_count, 0, "{name}");
+    }
+}
