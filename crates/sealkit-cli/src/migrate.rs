@@ -144,6 +144,26 @@ impl JobArgs {
     }
 }
 
+/// Adds a failure's message, kind and exit code to a `--json` result, so that a failing
+/// command still prints exactly one JSON document.
+fn add_failure(doc: &mut serde_json::Value, failure: Option<&sealkit::Error>) {
+    if let Some(error) = failure {
+        doc["error"] = json!(error.to_string());
+        doc["kind"] = json!(error.kind().as_str());
+        doc["exit_code"] = json!(crate::exit_code_of(error.kind()));
+    }
+}
+
+/// The error to return once the result (and, with `--json`, the failure) is printed: with
+/// `--json` nothing more is printed; otherwise the message goes to stderr as usual.
+fn reported(ctx: &Ctx, error: sealkit::Error) -> anyhow::Error {
+    if ctx.json {
+        crate::Reported(error.kind()).into()
+    } else {
+        error.into()
+    }
+}
+
 fn counts_json(c: &sealkit_migrate::Counts) -> serde_json::Value {
     json!({
         "chunks": { "pending": c.pending, "running": c.running, "done": c.done },
@@ -214,11 +234,16 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
         }
         MigrateCommand::Verify(args) => {
             let report = args.migrator(ctx).await?.verify().await?;
+            let failure = (report.problem_count > 0).then(|| {
+                sealkit::Error::invalid_input(format!(
+                    "{} values are not under the target key yet; run the job (with --sweep) again",
+                    report.problem_count
+                ))
+            });
             if ctx.json {
-                println!(
-                    "{}",
-                    json!({ "values": report.values, "ok": report.ok, "problems": report.problem_count, "first_problems": report.problems })
-                );
+                let mut doc = json!({ "values": report.values, "ok": report.ok, "problems": report.problem_count, "first_problems": report.problems });
+                add_failure(&mut doc, failure.as_ref());
+                println!("{doc}");
             } else {
                 println!(
                     "{} of {} values open under {}",
@@ -228,11 +253,8 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
                     println!("  id {pk} {column}: {problem}");
                 }
             }
-            if report.problem_count > 0 {
-                anyhow::bail!(sealkit::Error::invalid_input(format!(
-                    "{} values are not under the target key yet; run the job (with --sweep) again",
-                    report.problem_count
-                )));
+            if let Some(error) = failure {
+                return Err(reported(ctx, error));
             }
         }
         MigrateCommand::Retire(args) => {
@@ -304,21 +326,23 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
             }
             bar.finish_and_clear();
             let status = job.migrator(ctx).await?.status().await?;
+            let failure = (failed > 0).then(|| {
+                sealkit::Error::invalid_input(format!(
+                    "{failed} values could not be converted (see the log); they were left as they were"
+                ))
+            });
             if ctx.json {
-                println!(
-                    "{}",
-                    json!({ "migrated_by_this_run": migrated, "failed": failed, "status": counts_json(&status) })
-                );
+                let mut doc = json!({ "migrated_by_this_run": migrated, "failed": failed, "status": counts_json(&status) });
+                add_failure(&mut doc, failure.as_ref());
+                println!("{doc}");
             } else {
                 println!(
                     "job {} done: {migrated} values migrated by this run, {failed} could not be converted",
                     job.job
                 );
             }
-            if failed > 0 {
-                anyhow::bail!(sealkit::Error::invalid_input(format!(
-                    "{failed} values could not be converted (see the log); they were left as they were"
-                )));
+            if let Some(error) = failure {
+                return Err(reported(ctx, error));
             }
         }
     }

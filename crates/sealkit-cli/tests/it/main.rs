@@ -951,3 +951,78 @@ fn a_silent_secret_source_falls_back_instead_of_hanging() {
     assert_eq!(ok(&out), b"from-env");
     assert!(String::from_utf8_lossy(&out.stderr).contains("served by env"));
 }
+
+/// With `--json`, `migrate verify` and `migrate run` print exactly one JSON document, failure
+/// included, and exit with the failure kind's code.
+#[test]
+fn migrate_json_output_is_one_document_on_failure() {
+    use sealkit::core::legacy::{self, LegacyFormat};
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let db_path = h.join("app.db");
+    let legacy_key = sealkit::DataKey::from_bytes([0x5A; 32]);
+    {
+        let db = rusqlite::Connection::open(&db_path).unwrap();
+        db.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, email BLOB)")
+            .unwrap();
+        for id in 1..=20i64 {
+            let value = if id == 7 {
+                b"not a legacy ciphertext".to_vec()
+            } else {
+                legacy::seal(
+                    LegacyFormat::AesGcmIv16,
+                    &legacy_key,
+                    &sealkit::random::OsRandom,
+                    b"x",
+                    b"",
+                )
+                .unwrap()
+            };
+            db.execute(
+                "INSERT INTO customers VALUES (?1, ?2)",
+                rusqlite::params![id, value],
+            )
+            .unwrap();
+        }
+    }
+    ok(&sealkit(h, &["keys", "create", "local://customers"], b""));
+    let encoded = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(legacy_key.expose())
+    };
+    let db = db_path.to_str().unwrap();
+    let run = |cmd: &str| {
+        sealkit_with(
+            h,
+            &[("ENCRYPTION_MASTER_KEY", encoded.as_str())],
+            &[
+                "--json",
+                "migrate",
+                cmd,
+                "--db",
+                db,
+                "--job",
+                "j",
+                "--table",
+                "customers",
+                "--column",
+                "email=aes-gcm-iv16",
+                "--to",
+                "local://customers",
+            ],
+            b"",
+        )
+    };
+    for cmd in ["verify", "run"] {
+        let out = run(cmd);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{cmd}: one JSON document: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        assert_eq!(out.status.code(), Some(7), "{cmd}: {doc}");
+        assert_eq!(doc["kind"], "invalid_input", "{cmd}: {doc}");
+        assert_eq!(doc["exit_code"], 7, "{cmd}: {doc}");
+    }
+}
