@@ -54,7 +54,14 @@ impl Io {
         let mut data = Vec::new();
         match &self.input {
             Some(path) => {
-                data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+                data = std::fs::read(path).map_err(|e| {
+                    let error = if e.kind() == std::io::ErrorKind::NotFound {
+                        sealkit::Error::not_found("file", format!("input file {}", path.display()))
+                    } else {
+                        sealkit::Error::invalid_input(format!("cannot read {}", path.display()))
+                    };
+                    error.with_source(e)
+                })?
             }
             None => {
                 std::io::stdin()

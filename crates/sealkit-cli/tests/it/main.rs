@@ -1026,3 +1026,80 @@ fn migrate_json_output_is_one_document_on_failure() {
         assert_eq!(doc["exit_code"], 7, "{cmd}: {doc}");
     }
 }
+
+/// Each failure the README's exit-code table documents gives its code, whatever the command.
+#[test]
+fn every_documented_exit_code_is_what_its_failure_gives() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let code = |args: &[&str], stdin: &[u8]| sealkit(h, args, stdin).status.code();
+    ok(&sealkit(h, &["keys", "create", "local://codes"], b""));
+    let sealed = ok(&sealkit(
+        h,
+        &["encrypt", "--key", "local://codes", "--context", CTX],
+        b"x",
+    ))
+    .to_vec();
+    // 2: usage.
+    assert_eq!(code(&["decrypt", "--no-such-flag"], b""), Some(2));
+    // 3: does not open — a context of another table (rewrap checks the DEK scope, as it
+    // decrypts no data), or an altered envelope, in decrypt and rewrap alike.
+    let other = "table=orders,column=email,id=42";
+    assert_eq!(code(&["decrypt", "--context", other], &sealed), Some(3));
+    assert_eq!(code(&["rewrap", "--context", other], &sealed), Some(3));
+    let truncated = &sealed[..sealed.len() - 1];
+    assert_eq!(code(&["decrypt", "--context", CTX], truncated), Some(3));
+    // (rewrap reads only the key slot and its commitment: an altered commitment does not
+    // open. The layout ends commitment 32, nonce 12, ciphertext 1, tag 16.)
+    let mut altered_slot = sealed.clone();
+    let commitment_start = sealed.len() - 16 - 1 - 12 - 32;
+    altered_slot[commitment_start] ^= 1;
+    assert_eq!(code(&["decrypt", "--context", CTX], &altered_slot), Some(3));
+    assert_eq!(code(&["rewrap", "--context", CTX], &altered_slot), Some(3));
+    // 7: not an envelope at all, in decrypt and rewrap alike (kms mode).
+    assert_eq!(code(&["decrypt", "--context", CTX], b"plain text"), Some(7));
+    assert_eq!(code(&["rewrap", "--context", CTX], b"plain text"), Some(7));
+    // 4: not found — a key, or the --in file.
+    assert_eq!(code(&["keys", "list", "local://nope"], b""), Some(4));
+    let missing = h.join("missing.bin");
+    assert_eq!(
+        code(
+            &[
+                "decrypt",
+                "--context",
+                CTX,
+                "--in",
+                missing.to_str().unwrap()
+            ],
+            b""
+        ),
+        Some(4)
+    );
+    // 5: a disabled version.
+    ok(&sealkit(h, &["keys", "rotate", "local://codes"], b""));
+    ok(&sealkit(h, &["keys", "disable", "local://codes#v1"], b""));
+    assert_eq!(code(&["decrypt", "--context", CTX], &sealed), Some(5));
+    // 6: a provider that is down.
+    let down = sealkit_with(
+        h,
+        &[("VAULT_ADDR", "http://127.0.0.1:1"), ("VAULT_TOKEN", "t")],
+        &["keys", "list", "vault-transit://transit/k"],
+        b"",
+    );
+    assert_eq!(down.status.code(), Some(6));
+    // 7: invalid input or misconfiguration.
+    assert_eq!(
+        code(
+            &["encrypt", "--key", "local://codes", "--context", "no-pairs"],
+            b"x"
+        ),
+        Some(7)
+    );
+    // 8: already exists.
+    assert_eq!(code(&["keys", "create", "local://codes"], b""), Some(8));
+    // 9: not supported by the provider.
+    assert_eq!(
+        code(&["keys", "set-rotation", "local://codes", "90d"], b""),
+        Some(9)
+    );
+}

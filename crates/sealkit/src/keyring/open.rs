@@ -262,7 +262,7 @@ impl Keyring {
 }
 
 /// The error for input that is not an envelope at all, in `kms` mode.
-fn not_an_envelope() -> Error {
+pub(super) fn not_an_envelope() -> Error {
     Error::invalid_input(
         "the ciphertext is not a Sealkit envelope; if it is legacy data, open it in mode \"hybrid\" (with the legacy key)",
     )

@@ -22,6 +22,10 @@ impl Keyring {
         target: Option<&KeyUri>,
     ) -> Result<RewrapOutcome> {
         let now = CoarseInstant::now();
+        if !Envelope::looks_like(ciphertext) {
+            // Not an envelope at all (as `open` says): invalid input, not a damaged envelope.
+            return Err(super::open::not_an_envelope());
+        }
         let envelope = Envelope::parse(ciphertext)?;
         let (old, uncached) = self.cipher_for(&envelope, context, now).await?;
         // The slot must be the one this DEK committed to before anything is cached or
