@@ -38,6 +38,28 @@ impl Ctx {
     }
 }
 
+/// `secs` since the Unix epoch as ISO-8601 UTC (`2026-11-28T23:22:58Z`).
+pub(crate) fn iso8601(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rest = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 /// `--in`/`--out` for commands that transform bytes.
 #[derive(Args, Debug)]
 pub(crate) struct Io {
@@ -340,7 +362,7 @@ pub(crate) async fn keys(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> 
             let versions: Vec<_> = meta
                 .versions
                 .iter()
-                .map(|v| json!({ "version": v.version.as_str(), "state": v.state.as_str(), "created_unix": v.created_unix, "primary": v.version == meta.primary }))
+                .map(|v| json!({ "version": v.version.as_str(), "state": v.state.as_str(), "created_unix": v.created_unix, "created": v.created_unix.map(iso8601), "primary": v.version == meta.primary }))
                 .collect();
             ctx.print(
                 json!({ "key": key, "primary": meta.primary.as_str(), "versions": versions }),
@@ -352,11 +374,14 @@ pub(crate) async fn keys(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> 
                         } else {
                             ""
                         };
+                        let created = v
+                            .created_unix
+                            .map(iso8601)
+                            .unwrap_or_else(|| "(unknown)".into());
                         out.push_str(&format!(
-                            "  v{:<6} {:<10} created {}{mark}\n",
+                            "  v{:<6} {:<10} created {created}{mark}\n",
                             v.version,
                             v.state.as_str(),
-                            v.created_unix.unwrap_or(0)
                         ));
                     }
                     out.trim_end().to_string()
@@ -524,9 +549,11 @@ pub(crate) fn audit(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<()> {
 /// `secrets` subcommands.
 #[derive(Subcommand, Debug)]
 pub(crate) enum SecretsCommand {
-    /// Print a secret, trying each SOURCE:NAME in order (env:VAR, file:PATH,
-    /// vault-kv2:MOUNT/PATH#FIELD[@VERSION], vault-kv1:MOUNT/PATH#FIELD). The source that served
-    /// it goes to stderr (or the JSON output); the value to stdout.
+    /// Print a secret, trying each SOURCE:NAME in order: env:VAR, file:PATH,
+    /// vault-kv2:MOUNT/PATH#FIELD[@VERSION], vault-kv1:MOUNT/PATH#FIELD,
+    /// aws-secrets:ID[#FIELD][@VERSION-ID-OR-STAGE], gcp-secrets:ID-OR-RESOURCE[@VERSION] (each
+    /// cloud source once its provider is configured). The source that served it goes to stderr
+    /// (or the JSON output); the value to stdout.
     Get {
         /// The chain, first choice first.
         #[arg(required = true)]

@@ -72,6 +72,10 @@ enum Command {
     Quickstart(quickstart::QuickstartArgs),
 }
 
+/// The default log filter: warnings, without the HTTP clients' own error lines (Sealkit
+/// reports every failure itself, with what to do; `SEALKIT_LOG` overrides this).
+const DEFAULT_LOG_FILTER: &str = "warn,vaultrs=off,rustify=off";
+
 /// The variables the CLI itself reads (besides the library's, in
 /// [`sealkit::config::ENV_VARIABLES`] and the providers' descriptors).
 const CLI_ENV_VARIABLES: &[&str] = &["SEALKIT_LOG", "SEALKIT_METRICS_LISTEN"];
@@ -163,9 +167,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env(CLI_ENV_VARIABLES[0])
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
+        // No colour or escape codes unless a person is watching.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -314,6 +320,35 @@ mod tests {
                 "docs/configuration.md mentions {name}, which nothing reads"
             );
             rest = &tail[end..];
+        }
+    }
+
+    #[test]
+    fn iso8601_dates() {
+        assert_eq!(commands::iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(commands::iso8601(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(commands::iso8601(1_795_907_778), "2026-11-28T23:16:18Z");
+    }
+
+    #[test]
+    fn secrets_get_help_lists_every_source() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("secrets")
+            .and_then(|s| s.find_subcommand_mut("get"))
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let sources = sealkit::providers::builtin()
+            .iter()
+            .flat_map(|p| p.secret_sources.iter().copied())
+            .chain(["env", "file"]);
+        for source in sources {
+            assert!(
+                help.contains(&format!("{source}:")),
+                "{source} missing from:\n{help}"
+            );
         }
     }
 

@@ -390,6 +390,41 @@ fn vault_transit_keys_through_the_cli() {
     let key = format!("vault-transit://transit/{}", unique("cli"));
     let (sealed, _) = create_seal_rotate_rewrap(&run, &key);
     delete_key(&run, &key, &sealed);
+    // A create that succeeds prints no error lines (the Vault client logs the 404 of the
+    // existence check as an error; the default log level leaves it out).
+    let quiet = run(
+        &[
+            "keys",
+            "create",
+            &format!("vault-transit://transit/{}", unique("quiet")),
+        ],
+        b"",
+    );
+    ok(&quiet);
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("ERROR"),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    // Asked for, the log lines come, without escape codes when stderr is not a terminal.
+    let mut verbose_env = env.to_vec();
+    verbose_env.push(("SEALKIT_LOG", "debug"));
+    let verbose = sealkit_with(
+        h,
+        &verbose_env,
+        &[
+            "keys",
+            "create",
+            &format!("vault-transit://transit/{}", unique("plain")),
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    assert!(
+        stderr.contains("ERROR") || stderr.contains("DEBUG"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "escape codes in {stderr}");
     // Local and Vault envelopes open through one invocation style.
     ok(&run(&["keys", "create", "local://customers"], b""));
     let local = ok(&run(
