@@ -172,7 +172,7 @@ pub trait JobLedger: Send + Sync + std::fmt::Debug {
     async fn reopen(&self) -> Result<u64>;
     /// Sets or clears the job's note (why it is paused).
     async fn set_note(&self, note: Option<&str>) -> Result<()>;
-    /// The job's counts.
+    /// The job's counts; [`Error::NotFound`] for a job the database has no record of.
     async fn counts(&self) -> Result<Counts>;
 }
 
@@ -234,6 +234,15 @@ pub(crate) fn now() -> i64 {
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn db_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::unavailable("database", format!("{what}: {e}"))
+}
+
+/// The error for a job the database has no record of.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn unknown_job(job: &str) -> Error {
+    Error::not_found(
+        "database",
+        format!("migration job {job:?} (check the name, or start it with `sealkit migrate run`)"),
+    )
 }
 
 /// The chunk size a job's first chunk starts at: `min` rounded down to a chunk boundary.

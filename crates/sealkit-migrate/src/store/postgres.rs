@@ -391,7 +391,8 @@ impl JobLedger for PgJob {
             .query_opt("SELECT note FROM sealkit_jobs WHERE job = $1", &[&job])
             .await
             .map_err(|e| db_err("reading the job", e))?
-            .and_then(|r| r.get(0));
+            .ok_or_else(|| super::unknown_job(job))?
+            .get(0);
         let r = client
             .query_one(
                 "SELECT COUNT(*) FILTER (WHERE state = 'pending'), COUNT(*) FILTER (WHERE state = 'running'),

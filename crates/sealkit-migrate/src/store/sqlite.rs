@@ -364,13 +364,15 @@ impl JobLedger for SqliteJob {
 
     async fn counts(&self) -> Result<Counts> {
         let job = self.spec.job.as_str();
-        self.db.with(
+        let counts = self.db.with(
             |c| {
                 c.execute_batch(SQLITE_SCHEMA)?;
-                let note: Option<String> = c
+                let Some(note): Option<Option<String>> = c
                     .query_row("SELECT note FROM sealkit_jobs WHERE job = ?1", [job], |r| r.get(0))
                     .optional()?
-                    .flatten();
+                else {
+                    return Ok(None);
+                };
                 c.query_row(
                     "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'running'), 0), COALESCE(SUM(state IN ('done', 'failed')), 0),
                      COALESCE(SUM(migrated), 0), COALESCE(SUM(skipped), 0), COALESCE(SUM(conflicts), 0), COALESCE(SUM(failed), 0)
@@ -405,11 +407,12 @@ impl JobLedger for SqliteJob {
                             ))
                         })?
                         .collect::<rusqlite::Result<_>>()?;
-                    Ok(counts)
+                    Ok(Some(counts))
                 })
             },
             "reading the job's status",
-        )
+        )?;
+        counts.ok_or_else(|| super::unknown_job(job))
     }
 }
 

@@ -411,7 +411,10 @@ async fn a_kms_outage_pauses_the_job_until_the_kms_is_back_on_every_backend() {
         };
         let mut note = None;
         for _ in 0..200 {
-            note = job.status().await.unwrap().note;
+            // (Until the run has recorded the job, status says it does not exist.)
+            if let Ok(status) = job.status().await {
+                note = status.note;
+            }
             if note.is_some() {
                 break;
             }
@@ -604,5 +607,17 @@ async fn legacy_key_problems_are_refused_and_failed_values_retried_on_every_back
         assert_eq!(second.failed, 0, "{name}");
         assert_eq!(job.status().await.unwrap().failed, 0, "{name}");
         assert_eq!(job.verify().await.unwrap().problem_count, 0, "{name}");
+    }
+}
+
+/// `status` of a job the database has never seen is an error, not zeros.
+#[tokio::test]
+async fn the_status_of_an_unknown_job_is_not_found_on_every_backend() {
+    for (name, backend) in backends() {
+        let (table, _home, keyring, key) = setup(backend.as_ref(), 10).await;
+        let job = migrator(&keyring, spec(&table, key, 100), backend.store().await);
+        let err = job.status().await.unwrap_err();
+        assert_eq!(err.kind(), sealkit::ErrorKind::NotFound, "{name}: {err}");
+        assert!(err.to_string().contains("migrate run"), "{name}: {err}");
     }
 }
