@@ -18,22 +18,9 @@ fn settings(endpoint: &str) -> AwsSettings {
         .with_static_credentials("testing", "testing")
 }
 
-/// The AWS SDK's own configuration for moto: for clients that set up what Sealkit would not
-/// (seeded secrets, keys disabled behind its back, taken aliases).
-async fn raw_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .load()
-        .await
-}
-
 /// The AWS SDK's own Secrets Manager client, straight at moto: to seed secrets.
 async fn raw_secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
-    aws_sdk_secretsmanager::Client::new(&raw_sdk_config(endpoint).await)
+    aws_sdk_secretsmanager::Client::new(&aws_config_for(endpoint).await)
 }
 
 fn endpoint() -> Option<String> {
@@ -86,6 +73,8 @@ async fn unmanaged_key_ids_work_for_key_operations() {
     );
 }
 
+/// The AWS SDK's own configuration for moto: for clients that set up what Sealkit would not
+/// (seeded secrets, keys disabled behind its back, taken aliases).
 async fn aws_config_for(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -320,7 +309,7 @@ async fn secrets_manager_passes_the_secret_source_suite() {
 
 /// The AWS KMS client itself, straight at moto: to set up states Sealkit would not create.
 async fn raw_kms_client(endpoint: &str) -> aws_sdk_kms::Client {
-    aws_sdk_kms::Client::new(&raw_sdk_config(endpoint).await)
+    aws_sdk_kms::Client::new(&aws_config_for(endpoint).await)
 }
 
 #[tokio::test]
