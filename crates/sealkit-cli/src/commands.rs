@@ -25,8 +25,10 @@ impl Ctx {
         })
     }
 
-    pub(crate) fn keyring(&self) -> anyhow::Result<Keyring> {
-        Ok(Keyring::builder(self.config()?).build()?)
+    /// The keyring of [`Ctx::config`], its audit key fetched from a secret source if so
+    /// configured.
+    pub(crate) async fn keyring(&self) -> anyhow::Result<Keyring> {
+        Ok(Keyring::builder(self.config()?).build_async().await?)
     }
 
     fn print(&self, value: serde_json::Value, human: impl FnOnce() -> String) {
@@ -160,7 +162,7 @@ pub(crate) struct EncryptArgs {
 }
 
 pub(crate) async fn encrypt(ctx: &Ctx, args: EncryptArgs) -> anyhow::Result<()> {
-    let keyring = ctx.keyring()?;
+    let keyring = ctx.keyring().await?;
     let context = parse_context(&args.context)?;
     let plaintext = args.io.read()?;
     let sealed = match &args.key {
@@ -190,7 +192,7 @@ pub(crate) struct DecryptArgs {
 }
 
 pub(crate) async fn decrypt(ctx: &Ctx, args: DecryptArgs) -> anyhow::Result<()> {
-    let keyring = ctx.keyring()?;
+    let keyring = ctx.keyring().await?;
     let context = parse_context(&args.context)?;
     let sealed = args.io.read()?;
     let plaintext = keyring.open(&sealed, &context).await?;
@@ -212,7 +214,7 @@ pub(crate) struct RewrapArgs {
 }
 
 pub(crate) async fn rewrap(ctx: &Ctx, args: RewrapArgs) -> anyhow::Result<()> {
-    let keyring = ctx.keyring()?;
+    let keyring = ctx.keyring().await?;
     let context = parse_context(&args.context)?;
     let target = args.key.as_deref().map(KeyUri::parse).transpose()?;
     let sealed = args.io.read()?;
@@ -323,7 +325,7 @@ fn versioned(key: &str) -> anyhow::Result<(KeyUri, sealkit::KeyVersion)> {
 }
 
 pub(crate) async fn keys(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> {
-    let keyring = ctx.keyring()?;
+    let keyring = ctx.keyring().await?;
     match command {
         KeysCommand::Create { key } => {
             let meta = keyring.create_key(&KeyUri::parse(&key)?).await?;
@@ -467,7 +469,7 @@ const HEALTH_SEVERITY: &[ErrorKind] = &[
 ];
 
 pub(crate) async fn health(ctx: &Ctx) -> anyhow::Result<()> {
-    let keyring = ctx.keyring()?;
+    let keyring = ctx.keyring().await?;
     let reports = keyring.health().await;
     let failed: Vec<&sealkit::HealthReport> = reports.iter().filter(|r| !r.is_healthy()).collect();
     let worst = HEALTH_SEVERITY
@@ -519,28 +521,119 @@ pub(crate) async fn health(ctx: &Ctx) -> anyhow::Result<()> {
 /// `audit` subcommands.
 #[derive(Subcommand, Debug)]
 pub(crate) enum AuditCommand {
-    /// Verify a hash-chained audit log (default: the configured one).
+    /// Verify a MAC-chained audit log (default: the configured one) under the audit key
+    /// (SEALKIT_AUDIT_KEY or audit.key_secret), against its checkpoint and, if given, a head
+    /// recorded elsewhere.
     Verify {
         /// The log file.
         path: Option<PathBuf>,
+        /// The checkpoint file (default: audit.checkpoint, or the log's path + `.checkpoint`).
+        #[arg(long, conflicts_with = "no_checkpoint")]
+        checkpoint: Option<PathBuf>,
+        /// Check the chain alone (records cut from the end then go unnoticed).
+        #[arg(long)]
+        no_checkpoint: bool,
+        /// A head MAC recorded earlier (from this command's output) that must still be in the
+        /// log.
+        #[arg(long, value_name = "HEX")]
+        expect_head: Option<String>,
     },
+    /// Print a fresh random audit key (base64 of 32 bytes) to store in a secret manager or
+    /// SEALKIT_AUDIT_KEY.
+    NewKey,
 }
 
-pub(crate) fn audit(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<()> {
+pub(crate) async fn audit(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<()> {
+    use sealkit::audit::{AuditKey, VerifyOptions, default_checkpoint_path, verify_audit_log};
     match command {
-        AuditCommand::Verify { path } => {
+        AuditCommand::Verify {
+            path,
+            checkpoint,
+            no_checkpoint,
+            expect_head,
+        } => {
+            let mut config = ctx.config()?;
             let path = match path {
                 Some(p) => p,
-                None => ctx.config()?.audit.path.ok_or_else(|| {
+                None => config.audit.path.clone().ok_or_else(|| {
                     sealkit::Error::misconfigured(
                         "no audit log configured: pass its path or set SEALKIT_AUDIT_LOG",
                     )
                 })?,
             };
-            let report = sealkit::audit::verify_audit_log(&path)?;
-            ctx.print(json!({ "path": path, "records": report.records, "head": report.head, "valid": true }), || {
-                format!("{}: {} records, chain intact; head {}", path.display(), report.records, report.head)
-            });
+            let checkpoint = match (no_checkpoint, checkpoint) {
+                (true, _) => None,
+                (false, Some(c)) => Some(c),
+                (false, None) => Some(
+                    config
+                        .audit
+                        .checkpoint
+                        .clone()
+                        .unwrap_or_else(|| default_checkpoint_path(&path)),
+                ),
+            };
+            if config.audit.path.is_none() {
+                // The key settings apply to a log named on the command line too.
+                config.audit.path = Some(path.clone());
+                config = config.with_env()?;
+            }
+            let sources = sealkit::secrets::SecretSources::from_providers(&config.providers)?;
+            config.fetch_audit_key(&sources).await?;
+            let key = config.audit.key.clone().ok_or_else(|| {
+                sealkit::Error::misconfigured(format!(
+                    "no audit key to verify {} with: export {} (base64 of 32 bytes) or name a secret with audit.key_secret",
+                    path.display(),
+                    config.audit.key_env
+                ))
+            })?;
+            let mut options = VerifyOptions::default();
+            options.checkpoint = checkpoint.as_deref();
+            options.expect_head = expect_head.as_deref();
+            let report = verify_audit_log(&path, &key, &options)?;
+            let partial = report.partial_tail_bytes;
+            ctx.print(
+                json!({
+                    "path": path, "records": report.records, "head": report.head, "valid": true,
+                    "checkpoint_records": report.checkpoint_records,
+                    "recovered_lines": report.recovered_lines,
+                    "partial_tail_bytes": partial,
+                    "records_after_expected_head": report.records_after_expected_head,
+                }),
+                || {
+                    let mut text = format!(
+                        "{}: {} records, chain intact; head {}",
+                        path.display(),
+                        report.records,
+                        report.head
+                    );
+                    if let Some(n) = report.checkpoint_records {
+                        text.push_str(&format!("\ncheckpoint: vouches for {n} records, matched"));
+                    }
+                    if let Some(n) = report.records_after_expected_head {
+                        text.push_str(&format!("\nexpected head found; {n} records after it"));
+                    }
+                    if report.recovered_lines > 0 {
+                        text.push_str(&format!(
+                            "\n{} line(s) cut short by a crash, each documented by a recovery record",
+                            report.recovered_lines
+                        ));
+                    }
+                    text
+                },
+            );
+            if let Some(bytes) = partial {
+                eprintln!(
+                    "warning: the last line ({bytes} bytes) was cut short (a crash mid-write?); the next writer records it"
+                );
+            }
+            Ok(())
+        }
+        AuditCommand::NewKey => {
+            let key = AuditKey::generate()?;
+            ctx.print(
+                json!({ "key": key.to_base64().as_str(), "id": key.id() }),
+                || key.to_base64().to_string(),
+            );
             Ok(())
         }
     }

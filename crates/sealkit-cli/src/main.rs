@@ -197,7 +197,7 @@ fn main() -> ExitCode {
             Command::Rewrap(a) => commands::rewrap(&ctx, a).await,
             Command::Keys(k) => commands::keys(&ctx, k).await,
             Command::Health => commands::health(&ctx).await,
-            Command::Audit(a) => commands::audit(&ctx, a),
+            Command::Audit(a) => commands::audit(&ctx, a).await,
             Command::Secrets(s) => commands::secrets(&ctx, s).await,
             Command::Migrate(m) => migrate::run(&ctx, m).await,
             Command::Quickstart(a) => quickstart::run(&ctx, a).await,

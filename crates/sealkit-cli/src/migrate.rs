@@ -111,7 +111,7 @@ impl JobArgs {
     }
 
     async fn migrator(&self, ctx: &Ctx) -> anyhow::Result<Migrator> {
-        let keyring = ctx.keyring()?;
+        let keyring = ctx.keyring().await?;
         let store = sealkit_migrate::open_store(&self.db).await?;
         let mut migrator = Migrator::new(keyring, self.spec()?, store);
         if std::env::var_os(&self.legacy_key_env).is_some() {

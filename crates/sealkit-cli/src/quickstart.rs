@@ -5,7 +5,7 @@
 //! under `local://customers` with a re-encryption job (each bound to table, column, row id),
 //! reads everything back, rotates the master key and rewraps every data key with a second job
 //! without touching the data ciphertexts, verifies every row from a cold keyring, verifies the
-//! audit chain and prints a report.
+//! audit chain and its checkpoint and prints a report.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rusqlite::{Connection, params};
+use sealkit::audit::AuditKey;
 use sealkit::{Config, EncryptionContext, KeyUri, Keyring, KeyringStats};
 use serde_json::json;
 
@@ -88,6 +89,25 @@ struct Phase {
     elapsed: Duration,
 }
 
+/// The quickstart's audit key, kept in `audit.key` (mode 0600) beside the log so that a re-run
+/// in the same directory continues the chain. A deployment keeps it in a secret manager.
+fn audit_key(dir: &Path) -> anyhow::Result<AuditKey> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("audit.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Ok(AuditKey::from_base64(&path.display().to_string(), &text)?);
+    }
+    let key = AuditKey::generate()?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(key.to_base64().as_bytes())?;
+    Ok(key)
+}
+
 fn keyring_for(dir: &Path, audit_data_operations: bool) -> anyhow::Result<Keyring> {
     let mut config = Config::default();
     config.default_key = Some(KeyUri::parse(KEY)?);
@@ -97,7 +117,9 @@ fn keyring_for(dir: &Path, audit_data_operations: bool) -> anyhow::Result<Keyrin
     config.audit.path = Some(dir.join("audit.jsonl"));
     config.audit.data_operations = Some(audit_data_operations);
     config.actor = "sealkit-quickstart".into();
-    Ok(Keyring::builder(config).build()?)
+    Ok(Keyring::builder(config)
+        .with_audit_key(audit_key(dir)?)
+        .build()?)
 }
 
 /// The application's starting point: every PII field sealed by hand-rolled AES-256-GCM
@@ -322,7 +344,11 @@ pub(crate) async fn run(ctx: &Ctx, args: QuickstartArgs) -> anyhow::Result<()> {
     drop(keyring);
 
     let started = Instant::now();
-    let audit = sealkit::audit::verify_audit_log(&dir.join("audit.jsonl"))?;
+    let log = dir.join("audit.jsonl");
+    let mut checked = sealkit::audit::VerifyOptions::default();
+    let checkpoint = sealkit::audit::default_checkpoint_path(&log);
+    checked.checkpoint = Some(&checkpoint);
+    let audit = sealkit::audit::verify_audit_log(&log, &audit_key(&dir)?, &checked)?;
     timed("audit verify", started);
 
     let fields = rows * COLUMNS.len() as u64;
@@ -406,5 +432,5 @@ fn report(
     println!(
         "Legacy AES-GCM data migrated to local://customers; key rotated to v{version} with data ciphertexts unchanged; every row verified from a cold keyring"
     );
-    println!("Audit log: {audit_records} records, hash chain intact");
+    println!("Audit log: {audit_records} records, MAC chain and checkpoint intact");
 }

@@ -28,6 +28,10 @@ pub const ENV_VARIABLES: &[(&str, &str)] = &[
     ("SEALKIT_ACTOR", "`actor`, for audit records"),
     ("SEALKIT_AUDIT_LOG", "`audit.path`"),
     (
+        "SEALKIT_AUDIT_KEY",
+        "the audit key (base64 of 32 bytes); `audit.key_env` names another variable",
+    ),
+    (
         "SEALKIT_LEGACY_KEY_ENV",
         "`legacy.key_env`: the variable holding the legacy key",
     ),
@@ -266,13 +270,73 @@ pub fn legacy_key_from_env(name: &str) -> Result<LegacyKey> {
 }
 
 /// Where audit events go.
-#[derive(Clone, Debug, Deserialize, Default)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
-    /// A JSON-lines file with hash-chained records; none means tracing only.
+    /// A JSON-lines file with MAC-chained records; none means tracing only.
     pub path: Option<PathBuf>,
     /// Also record one event per seal and open (key operations are always recorded).
     pub data_operations: Option<bool>,
+    /// Where the file's checkpoints go (default: `path` with `.checkpoint` appended).
+    pub checkpoint: Option<PathBuf>,
+    /// Environment variable holding the audit key, base64 of 32 bytes (read by
+    /// [`Config::from_env`] when `path` is set).
+    pub key_env: String,
+    /// A `[secrets.NAME]` entry that holds the audit key instead, fetched by
+    /// [`KeyringBuilder::build_async`](crate::KeyringBuilder::build_async).
+    pub key_secret: Option<String>,
+    /// Longest wait, in milliseconds, before a data operation's record is written (default 100).
+    pub flush_interval_ms: u64,
+    /// When the file is synced: `on-flush` (default), `key-operations` or `always`.
+    pub fsync: crate::audit::FsyncPolicy,
+    /// The audit key itself: never in a file; set by [`Config::from_env`] from `key_env`, by
+    /// `build_async` from `key_secret`, or by the application. Its `Debug` shows only its id.
+    #[serde(skip)]
+    pub key: Option<crate::audit::AuditKey>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            data_operations: None,
+            checkpoint: None,
+            key_env: "SEALKIT_AUDIT_KEY".into(),
+            key_secret: None,
+            flush_interval_ms: 100,
+            fsync: crate::audit::FsyncPolicy::OnFlush,
+            key: None,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The `[secrets.NAME]` entry to fetch the audit key from: set when a file is configured,
+    /// no key is in hand and `key_secret` names one.
+    pub fn key_to_fetch(&self) -> Option<&str> {
+        match (&self.path, &self.key) {
+            (Some(_), None) => self.key_secret.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Where checkpoints of the configured file go.
+    pub fn checkpoint_path(&self) -> Option<PathBuf> {
+        self.checkpoint.clone().or_else(|| {
+            self.path
+                .as_deref()
+                .map(crate::audit::default_checkpoint_path)
+        })
+    }
+
+    /// The file sink's options.
+    pub fn file_options(&self) -> crate::audit::AuditFileOptions {
+        let mut options = crate::audit::AuditFileOptions::default();
+        options.checkpoint = self.checkpoint_path();
+        options.flush_interval = Duration::from_millis(self.flush_interval_ms);
+        options.fsync = self.fsync;
+        options
+    }
 }
 
 /// One logical secret (a database password, a legacy key) and where it lives.
@@ -431,6 +495,16 @@ impl Config {
                     .fill_from(&from_env);
             }
         }
+        if self.audit.path.is_some()
+            && self.audit.key.is_none()
+            && let Some(text) = var(&self.audit.key_env)
+        {
+            let text = zeroize::Zeroizing::new(text);
+            self.audit.key = Some(crate::audit::AuditKey::from_base64(
+                &self.audit.key_env,
+                &text,
+            )?);
+        }
         if self.mode != Mode::Kms && self.legacy.key.is_none() {
             // Missing is reported by the keyring builder, which needs the key in these modes.
             if std::env::var_os(&self.legacy.key_env).is_some() {
@@ -439,6 +513,33 @@ impl Config {
         }
         self.check_providers()?;
         Ok(self)
+    }
+
+    /// Fetches the audit key from the `[secrets.NAME]` entry `audit.key_secret` names (through
+    /// `sources`), unless a key is already set or no audit file is configured.
+    pub async fn fetch_audit_key(&mut self, sources: &crate::secrets::SecretSources) -> Result<()> {
+        let Some(name) = self.audit.key_to_fetch().map(str::to_string) else {
+            return Ok(());
+        };
+        let secret = self.secrets.get(&name).ok_or_else(|| {
+            Error::misconfigured(format!(
+                "audit.key_secret names [secrets.{name}], which is not configured"
+            ))
+        })?;
+        let specs: Vec<&str> = secret.sources.iter().map(String::as_str).collect();
+        let resolved = sources
+            .chain(&name, &specs, secret.fallback)?
+            .resolve()
+            .await?;
+        let value = secrecy::ExposeSecret::expose_secret(&resolved.secret.value);
+        let text = std::str::from_utf8(value).map_err(|_| {
+            Error::misconfigured(format!(
+                "the audit key in secret {name} is not text; it must hold base64 of 32 bytes"
+            ))
+        })?;
+        let source = format!("secret {name} (from {})", resolved.source);
+        self.audit.key = Some(crate::audit::AuditKey::from_base64(&source, text)?);
+        Ok(())
     }
 
     /// The settings table of provider `name`, created empty if absent (so that

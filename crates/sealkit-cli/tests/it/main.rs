@@ -12,12 +12,13 @@ fn sealkit(home: &Path, args: &[&str], stdin: &[u8]) -> Output {
 fn sealkit_with(home: &Path, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sealkit"))
         .args(args)
-        .envs(env.iter().copied())
         .env("SEALKIT_HOME", home.join(".sealkit"))
         .env("SEALKIT_AUDIT_LOG", home.join("audit.jsonl"))
+        .env("SEALKIT_AUDIT_KEY", TEST_AUDIT_KEY)
         .env_remove("SEALKIT_CONFIG")
         .env_remove("SEALKIT_DEFAULT_KEY")
         .env_remove("SEALKIT_MODE")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -26,6 +27,9 @@ fn sealkit_with(home: &Path, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) 
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
 }
+
+/// The audit key of the tests' logs (base64 of 32 bytes).
+const TEST_AUDIT_KEY: &str = "c2VhbGtpdCB0ZXN0IGF1ZGl0IGtleSwgMzIgYnl0ZXM=";
 
 fn ok(out: &Output) -> &[u8] {
     assert!(
@@ -150,6 +154,66 @@ fn encrypt_decrypt_rotate_rewrap_and_exit_codes() {
     let audit: serde_json::Value =
         serde_json::from_slice(ok(&sealkit(h, &["--json", "audit", "verify"], b""))).unwrap();
     assert!(audit["records"].as_u64().unwrap() >= 8, "{audit}");
+    assert_eq!(audit["checkpoint_records"], audit["records"]);
+}
+
+/// Eight CLI processes appending to one audit log at once leave one chain that verifies; the
+/// head printed before more records were added is still found after.
+#[test]
+fn eight_processes_share_one_audit_chain() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    ok(&sealkit(h, &["keys", "create", "local://k"], b""));
+    let before: serde_json::Value =
+        serde_json::from_slice(ok(&sealkit(h, &["--json", "audit", "verify"], b""))).unwrap();
+    let head = before["head"].as_str().unwrap().to_string();
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let home = h.to_path_buf();
+            std::thread::spawn(move || {
+                let context = format!("table=t,column=c,id={i}");
+                for _ in 0..3 {
+                    ok(&sealkit(
+                        &home,
+                        &["encrypt", "--key", "local://k", "--context", &context],
+                        b"x",
+                    ));
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let after: serde_json::Value = serde_json::from_slice(ok(&sealkit(
+        h,
+        &["--json", "audit", "verify", "--expect-head", &head],
+        b"",
+    )))
+    .unwrap();
+    // Each encrypt records at least its seal.
+    assert!(
+        after["records_after_expected_head"].as_u64().unwrap() >= 24,
+        "{after}"
+    );
+    // Without the key there is no verdict; with another key, a clear failure.
+    let out = sealkit_with(
+        h,
+        &[(
+            "SEALKIT_AUDIT_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )],
+        &["audit", "verify"],
+        b"",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("audit key"), "{err}");
 }
 
 #[test]

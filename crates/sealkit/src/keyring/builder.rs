@@ -12,7 +12,7 @@ use sealkit_core::registry::{ProviderParts, ProviderSettings};
 use sealkit_core::{AeadBackend, DataKey, default_backend};
 
 use super::{Inner, Keyring};
-use crate::audit::{AuditSink, JsonlAuditSink};
+use crate::audit::{AuditKey, AuditSink, JsonlAuditSink};
 use crate::cache::{BoundedCache, SwapCache};
 use crate::config::{Config, Mode};
 use crate::metrics_names as m;
@@ -92,6 +92,27 @@ impl KeyringBuilder {
         self.admins.extend(parts.admin);
         self.secret_sources.extend(parts.secrets);
         self
+    }
+
+    /// The key that chains the configured audit file (instead of `audit.key_env` or
+    /// `audit.key_secret`).
+    pub fn with_audit_key(mut self, key: AuditKey) -> Self {
+        self.config.audit.key = Some(key);
+        self
+    }
+
+    /// Builds the keyring, first fetching the audit key from the `[secrets.NAME]` entry that
+    /// `audit.key_secret` names, when no key is set ([`Config::fetch_audit_key`]).
+    pub async fn build_async(mut self) -> Result<Keyring> {
+        if self.config.audit.key_to_fetch().is_some() {
+            let mut sources = match &self.named_secret_sources {
+                Some(sources) => sources.clone(),
+                None => SecretSources::from_providers(&self.config.providers)?,
+            };
+            sources.add_all(self.secret_sources.iter().cloned());
+            self.config.fetch_audit_key(&sources).await?;
+        }
+        self.build()
     }
 
     /// Adds an audit sink (besides `tracing` and the configured file).
@@ -180,7 +201,18 @@ impl KeyringBuilder {
         };
         let mut sinks = self.sinks;
         if let Some(path) = &config.audit.path {
-            sinks.push(Arc::new(JsonlAuditSink::open(path)?));
+            let key = config.audit.key.as_ref().ok_or_else(|| {
+                Error::misconfigured(format!(
+                    "audit.path is set ({}) but there is no audit key to chain its records: export {} (base64 of 32 bytes; `sealkit audit new-key` makes one), name a secret with audit.key_secret, or pass KeyringBuilder::with_audit_key",
+                    path.display(),
+                    config.audit.key_env
+                ))
+            })?;
+            sinks.push(Arc::new(JsonlAuditSink::open(
+                path,
+                key,
+                config.audit.file_options(),
+            )?));
         }
         let secrets = if config.secrets.is_empty() {
             BTreeMap::new()

@@ -403,8 +403,10 @@ async fn rotation_then_rewrap_changes_only_the_key_slot() {
 #[tokio::test]
 async fn health_reports_every_component() {
     let home = tempfile::tempdir().unwrap();
-    let mut cfg = config(home.path(), "local://k");
-    cfg.audit.path = Some(home.path().join("audit.jsonl"));
+    let cfg = with_audit_log(
+        config(home.path(), "local://k"),
+        &home.path().join("audit.jsonl"),
+    );
     let keyring = Keyring::builder(cfg).build().unwrap();
     let reports = keyring.health().await;
     // The default key does not exist yet: the provider check says so.
@@ -530,9 +532,8 @@ async fn legacy_opens_are_counted_and_audited_distinctly() {
     let home = tempfile::tempdir().unwrap();
     let legacy_key = DataKey::from_bytes([0x24; 32]);
     let audit_path = home.path().join("audit.jsonl");
-    let mut cfg = config(home.path(), "local://customers");
+    let mut cfg = with_audit_log(config(home.path(), "local://customers"), &audit_path);
     cfg.mode = Mode::Hybrid;
-    cfg.audit.path = Some(audit_path.clone());
     let keyring = Keyring::builder(cfg)
         .with_legacy_key(legacy_key.clone())
         .build()

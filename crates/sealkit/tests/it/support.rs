@@ -20,6 +20,18 @@ pub(crate) fn uri(s: &str) -> KeyUri {
     KeyUri::parse(s).unwrap()
 }
 
+/// The audit key of the tests' logs.
+pub(crate) fn audit_key() -> sealkit::audit::AuditKey {
+    sealkit::audit::AuditKey::from_bytes([0xA7; 32])
+}
+
+/// `cfg` with an audit file at `path` under [`audit_key`].
+pub(crate) fn with_audit_log(mut cfg: Config, path: &Path) -> Config {
+    cfg.audit.path = Some(path.to_path_buf());
+    cfg.audit.key = Some(audit_key());
+    cfg
+}
+
 pub(crate) fn config(home: &Path, default_key: &str) -> Config {
     let mut config = Config::default();
     config.default_key = Some(KeyUri::parse(default_key).unwrap());
