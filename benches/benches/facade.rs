@@ -2,11 +2,17 @@
 //! `seal` in the same run, and KMS calls per 100,000 sealed fields with default caching.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use sealkit::audit::{
+    AuditEvent, AuditFileOptions, AuditKey, AuditSink, JsonlAuditSink, Operation,
+};
 use sealkit::random::OsRandom;
 use sealkit::{Config, EncryptionContext, KeyUri, Keyring};
 use sealkit_benches::time_in_task;
 use sealkit_core::{Algorithm, DataKey, DekCipher, KeyRef, WrappedKey, default_backend};
 use std::hint::black_box;
+
+/// Operations per timed burst in the audited benchmarks (about 3 MB of queued events).
+const AUDIT_BURST: u64 = 20_000;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -66,7 +72,103 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
+    // The same keyring with a MAC-chained audit file recording every seal and open (the
+    // default when a file is configured): the caller's cost of auditing.
+    let audit_home = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.default_key = Some(KeyUri::parse("local://bench").unwrap());
+    config
+        .provider("local")
+        .set("home", home.path().to_str().unwrap());
+    config.audit.path = Some(audit_home.path().join("audit.jsonl"));
+    let audited = Keyring::builder(config)
+        .with_audit_key(AuditKey::from_bytes([0xA5; 32]))
+        .build()
+        .unwrap();
+    let audited_ref = &audited;
+    // The caller's cost: bursts of AUDIT_BURST operations, timed, with the writer thread
+    // draining the queue between them, untimed (an application whose average rate the writer
+    // sustains: see `audit_record_written`).
+    let in_bursts = |iters: u64, op: &dyn Fn(u64) -> std::time::Duration| {
+        let (mut total, mut left) = (std::time::Duration::ZERO, iters);
+        while left > 0 {
+            let n = left.min(AUDIT_BURST);
+            total += op(n);
+            audited_ref.flush_audit().unwrap();
+            left -= n;
+        }
+        total
+    };
+    group.bench_function("facade_seal_audited", |b| {
+        b.iter_custom(|iters| {
+            in_bursts(iters, &|n| {
+                time_in_task(&rt, n, move || async move {
+                    audited_ref.seal(field_ref, ctx_ref).await.unwrap()
+                })
+            })
+        })
+    });
+    group.bench_function("facade_open_audited", |b| {
+        b.iter_custom(|iters| {
+            in_bursts(iters, &|n| {
+                time_in_task(&rt, n, move || async move {
+                    audited_ref.open(sealed_ref, ctx_ref).await.unwrap()
+                })
+            })
+        })
+    });
+    // Sustained: sealing without pause, as fast as one core can, so that the writer's
+    // throughput bounds the rate.
+    group.bench_function("facade_seal_audited_sustained", |b| {
+        b.iter_custom(|iters| {
+            time_in_task(&rt, iters, move || async move {
+                audited_ref.seal(field_ref, ctx_ref).await.unwrap()
+            })
+        })
+    });
+    // Everything a record costs, the writer thread's MAC and append included: records
+    // queued, then flushed (one fsync per batch of iterations).
+    let sink = JsonlAuditSink::open(
+        audit_home.path().join("sink.jsonl"),
+        &AuditKey::from_bytes([0xA5; 32]),
+        AuditFileOptions::default(),
+    )
+    .unwrap();
+    let mut event = AuditEvent::new("bench", Operation::Seal);
+    event.key = Some("local://bench");
+    event.key_version = Some("1");
+    event.context = Some(&ctx);
+    // The caller's part alone: bursts of records queued, timed; the writer drains, untimed.
+    group.bench_function("audit_record_queued", |b| {
+        b.iter_custom(|iters| {
+            let (mut total, mut left) = (std::time::Duration::ZERO, iters);
+            while left > 0 {
+                let n = left.min(AUDIT_BURST);
+                let started = std::time::Instant::now();
+                for _ in 0..n {
+                    sink.record(&event);
+                }
+                total += started.elapsed();
+                sink.flush().unwrap();
+                left -= n;
+            }
+            total
+        })
+    });
+    group.bench_function("audit_record_written", |b| {
+        b.iter_custom(|iters| {
+            let started = std::time::Instant::now();
+            for _ in 0..iters {
+                sink.record(&event);
+            }
+            sink.flush().unwrap();
+            started.elapsed()
+        })
+    });
     group.finish();
+    drop(audited);
+    let audit_log = std::fs::metadata(audit_home.path().join("audit.jsonl")).unwrap();
+    println!("audit_log_bytes_after_bench: {}", audit_log.len());
 
     // KMS calls per 100,000 sealed fields (one scope) with default caching: printed, not timed.
     let fresh_home = tempfile::tempdir().unwrap();

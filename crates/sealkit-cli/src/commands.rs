@@ -589,11 +589,13 @@ pub(crate) async fn audit(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<()
             let mut options = VerifyOptions::default();
             options.checkpoint = checkpoint.as_deref();
             options.expect_head = expect_head.as_deref();
-            let report = verify_audit_log(&path, &key, &options)?;
+            let report = verify_audit_log(&path, &key, &options)
+                .map_err(|e| anyhow::Error::new(e).context(format!("audit key id {}", key.id())))?;
             let partial = report.partial_tail_bytes;
             ctx.print(
                 json!({
-                    "path": path, "records": report.records, "head": report.head, "valid": true,
+                    "path": path, "records": report.records, "events": report.events,
+                    "head": report.head, "valid": true, "key_id": key.id(),
                     "checkpoint_records": report.checkpoint_records,
                     "recovered_lines": report.recovered_lines,
                     "partial_tail_bytes": partial,

@@ -1,7 +1,7 @@
 //! Checkpoints: the record count and head MAC of a log, MACed under the audit key and kept in a
 //! second file, so that cutting records off the log's end is detected.
 //!
-//! One line: `{"records":N,"head":"<64 hex>","key_id":"<16 hex>","time_unix_ms":T,"mac":"<64 hex>"}`,
+//! One line: `{"records":N,"head":"<32 hex>","key_id":"<16 hex>","time_unix_ms":T,"mac":"<64 hex>"}`,
 //! the MAC being HMAC-SHA256 over `sealkit audit checkpoint\n` and the line up to `,"mac":"`.
 
 use std::fs::OpenOptions;
@@ -109,7 +109,7 @@ pub(super) fn read(path: &Path, key: &AuditKey) -> Result<Option<Checkpoint>> {
             key.id()
         )));
     }
-    let mut head = [0u8; 32];
+    let mut head = super::record::GENESIS;
     hex::decode_to_slice(&stored.head, &mut head).map_err(|_| bad("has a malformed head"))?;
     let body = body(stored.records, &head, &stored.key_id, stored.time_unix_ms);
     if format!("{body},\"mac\":\"{}\"}}", stored.mac) != line {

@@ -1,16 +1,17 @@
 //! [`JsonlAuditSink`]: the MAC-chained JSON-lines file.
 //!
-//! A caller formats its event's fields into a shared queue (no allocation, no MAC, no system
-//! call) and returns; key operations wait until their record is written. A writer thread takes
-//! the queue every `flush_interval` (sooner when it grows or a key operation waits), and under an
-//! exclusive lock on the file: re-reads the chain's end if another process appended, numbers and
-//! MACs the records, appends them, and rewrites the checkpoint. Processes that share a file thus
-//! share one chain.
+//! A caller formats its event into a shared queue (no allocation, no MAC, no system call) and
+//! returns; key operations wait until their event is written. A writer thread takes the queue
+//! every `flush_interval` (sooner when it grows or a key operation waits), and under an
+//! exclusive lock on the file: re-reads the chain's end if another process appended, groups the
+//! events into records (up to 256 per line), numbers and MACs the records, appends them, and
+//! rewrites the checkpoint. Processes that share a file thus share one chain.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,15 +20,19 @@ use serde::Deserialize;
 
 use super::checkpoint::{self, Checkpoint};
 use super::key::AuditKey;
-use super::record::{self, HmacSha256, RecordMac};
+use super::record::{self, HmacSha256, QueuedEvent, RecordMac};
 use super::tail::read_tail;
 use super::{AuditEvent, AuditSink};
 use crate::{Error, Result};
 
 /// Queued bytes that wake the writer before its interval ends.
-const WAKE_AT: usize = 256 * 1024;
+const WAKE_AT: usize = 128 * 1024;
 /// Queued bytes at which callers wait for the writer (memory stays bounded under overload).
 const MAX_QUEUED: usize = 8 * 1024 * 1024;
+/// Most events in one record (line).
+const RECORD_EVENTS: usize = 256;
+/// A record takes no further event once this long.
+const RECORD_BYTES: usize = 32 * 1024;
 
 /// When the audit file is synced to stable storage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -77,8 +82,11 @@ pub fn default_checkpoint_path(log: &Path) -> PathBuf {
 
 /// What callers and the writer thread share.
 struct Queue {
-    /// Events' fields, each ended by a line feed.
-    fields: Vec<u8>,
+    /// Events as queued by [`record::push_event`].
+    events: Vec<u8>,
+    /// Where each event lies in `events`.
+    slots: Vec<QueuedEvent>,
+    memo: record::IdentityMemo,
     batches_taken: u64,
     batches_done: u64,
     urgent: bool,
@@ -88,7 +96,40 @@ struct Queue {
     last_error: Option<String>,
 }
 
+/// Event times: the kernel's coarse monotonic clock (a few nanoseconds to read, a few
+/// milliseconds of resolution) plus an offset to Unix time that the writer re-measures on every
+/// pass, so that wall-clock steps show up within one flush interval.
+struct EventClock {
+    offset_ms: AtomicU64,
+}
+
+impl EventClock {
+    fn new() -> Self {
+        let clock = Self {
+            offset_ms: AtomicU64::new(0),
+        };
+        clock.resync();
+        clock
+    }
+
+    fn monotonic_ms() -> u64 {
+        // Seconds in the high 32 bits, the fraction of a second in the low 32.
+        let ticks = coarsetime::Instant::now_without_cache_update().as_ticks();
+        (ticks >> 32) * 1000 + (((ticks & 0xFFFF_FFFF) * 1000) >> 32)
+    }
+
+    fn now_unix_ms(&self) -> u64 {
+        Self::monotonic_ms().wrapping_add(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    fn resync(&self) {
+        let offset = now_unix_ms().wrapping_sub(Self::monotonic_ms());
+        self.offset_ms.store(offset, Ordering::Relaxed);
+    }
+}
+
 struct Shared {
+    clock: EventClock,
     queue: Mutex<Queue>,
     wake: Condvar,
     done: Condvar,
@@ -169,11 +210,16 @@ impl JsonlAuditSink {
             known_end: None,
             out: Vec::new(),
             fsync: options.fsync,
+            checkpointed_at: None,
+            checkpoint_every: options.flush_interval,
         };
-        writer.write_batch(&[], false)?;
+        writer.write_batch(&[], &[], false)?;
         let shared = Arc::new(Shared {
+            clock: EventClock::new(),
             queue: Mutex::new(Queue {
-                fields: Vec::with_capacity(WAKE_AT),
+                events: Vec::with_capacity(WAKE_AT),
+                slots: Vec::with_capacity(WAKE_AT / 64),
+                memo: record::IdentityMemo::default(),
                 batches_taken: 0,
                 batches_done: 0,
                 urgent: false,
@@ -209,23 +255,25 @@ impl JsonlAuditSink {
 
 impl AuditSink for JsonlAuditSink {
     fn record(&self, event: &AuditEvent<'_>) {
-        let time = now_unix_ms();
         let shared = &*self.shared;
+        let time = shared.clock.now_unix_ms();
         let mut queue = shared.lock();
-        while queue.fields.len() >= MAX_QUEUED && !queue.writer_gone {
+        while queue.events.len() >= MAX_QUEUED && !queue.writer_gone {
             queue = shared.write_now(queue);
         }
         if queue.writer_gone {
             tracing::error!(path = %self.path.display(), "audit record dropped: the audit writer has stopped");
             return;
         }
-        record::push_event(&mut queue.fields, event, time);
+        let queue_ref = &mut *queue;
+        let slot = record::push_event(&mut queue_ref.events, &mut queue_ref.memo, event, time);
+        queue_ref.slots.push(slot);
         if event.operation.is_key_operation() {
             if shared.fsync == FsyncPolicy::KeyOperations {
                 queue.sync = true;
             }
             drop(shared.write_now(queue));
-        } else if queue.fields.len() >= WAKE_AT && !queue.urgent {
+        } else if queue.events.len() >= WAKE_AT && !queue.urgent {
             queue.urgent = true;
             shared.wake.notify_one();
         }
@@ -281,13 +329,26 @@ struct Writer {
     known_end: Option<u64>,
     out: Vec<u8>,
     fsync: FsyncPolicy,
+    checkpointed_at: Option<Instant>,
+    checkpoint_every: Duration,
 }
 
 impl Writer {
     fn run(mut self, shared: &Shared, interval: Duration) {
-        let mut spare = Vec::with_capacity(WAKE_AT);
+        // However the loop ends (a panic included), waiting callers are released.
+        struct Gone<'a>(&'a Shared);
+        impl Drop for Gone<'_> {
+            fn drop(&mut self) {
+                self.0.lock().writer_gone = true;
+                self.0.done.notify_all();
+            }
+        }
+        let _gone = Gone(shared);
+        let mut spare_events = Vec::with_capacity(WAKE_AT);
+        let mut spare_slots = Vec::with_capacity(WAKE_AT / 64);
         loop {
-            let (batch, sync, closing, ticket) = {
+            shared.clock.resync();
+            let (events, slots, sync, closing, ticket) = {
                 let mut queue = shared.lock();
                 let deadline = Instant::now() + interval;
                 while !queue.urgent && !queue.closing {
@@ -301,25 +362,28 @@ impl Writer {
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
-                if queue.fields.is_empty() && !queue.urgent && !queue.closing {
+                if queue.slots.is_empty() && !queue.urgent && !queue.closing {
                     continue;
                 }
-                let batch = std::mem::replace(&mut queue.fields, std::mem::take(&mut spare));
+                let events =
+                    std::mem::replace(&mut queue.events, std::mem::take(&mut spare_events));
+                let slots = std::mem::replace(&mut queue.slots, std::mem::take(&mut spare_slots));
                 queue.batches_taken += 1;
                 queue.urgent = false;
                 let sync = std::mem::take(&mut queue.sync) || self.fsync == FsyncPolicy::Always;
-                (batch, sync, queue.closing, queue.batches_taken)
+                (events, slots, sync, queue.closing, queue.batches_taken)
             };
-            let written = self.write_batch(&batch, sync);
+            let written = self.write_batch(&events, &slots, sync);
             if let Err(e) = &written {
                 tracing::error!(path = %self.path.display(), error = %e, "audit records could not be written");
             }
-            spare = batch;
-            spare.clear();
+            (spare_events, spare_slots) = (events, slots);
+            spare_events.clear();
+            spare_slots.clear();
             let mut queue = shared.lock();
             queue.batches_done = ticket;
             queue.last_error = written.err().map(|e| e.to_string());
-            let finished = closing && queue.fields.is_empty();
+            let finished = closing && queue.slots.is_empty();
             if finished {
                 queue.writer_gone = true;
             }
@@ -330,13 +394,13 @@ impl Writer {
         }
     }
 
-    /// Appends `batch` (events' fields, one per line) under the file lock, then the checkpoint.
-    fn write_batch(&mut self, batch: &[u8], sync: bool) -> Result<()> {
+    /// Appends the queued events as records, under the file lock, then the checkpoint.
+    fn write_batch(&mut self, events: &[u8], slots: &[QueuedEvent], sync: bool) -> Result<()> {
         let io = |what: &str, path: &Path, e: std::io::Error| {
             Error::unavailable("audit", format!("cannot {what} {}: {e}", path.display()))
         };
         self.file.lock().map_err(|e| io("lock", &self.path, e))?;
-        let written = self.append_locked(batch, sync);
+        let written = self.append_locked(events, slots, sync);
         let _ = self.file.unlock();
         if written.is_err() {
             self.known_end = None; // re-read the end before the next append
@@ -344,7 +408,7 @@ impl Writer {
         written
     }
 
-    fn append_locked(&mut self, batch: &[u8], sync: bool) -> Result<()> {
+    fn append_locked(&mut self, events: &[u8], slots: &[QueuedEvent], sync: bool) -> Result<()> {
         let io = |what: &str, path: &Path, e: std::io::Error| {
             Error::unavailable("audit", format!("cannot {what} {}: {e}", path.display()))
         };
@@ -357,8 +421,22 @@ impl Writer {
         if self.known_end != Some(len) {
             self.resync(len)?;
         }
-        for fields in batch.split(|&b| b == b'\n').filter(|f| !f.is_empty()) {
-            self.push_record(fields);
+        // Records of up to RECORD_EVENTS events or RECORD_BYTES bytes.
+        for group in slots.chunks(RECORD_EVENTS) {
+            let mut record = self.open_record();
+            for (i, slot) in group.iter().enumerate() {
+                if i > 0 {
+                    if record.bytes >= RECORD_BYTES {
+                        record.close(self);
+                        record = self.open_record();
+                    } else {
+                        self.out.push(b',');
+                    }
+                }
+                record.bytes += slot.len();
+                record::expand_event(&mut self.out, events, slot);
+            }
+            record.close(self);
         }
         if !self.out.is_empty() {
             self.file
@@ -371,7 +449,13 @@ impl Writer {
                 .sync_data()
                 .map_err(|e| io("sync", &self.path, e))?;
         }
-        if !self.out.is_empty() || sync {
+        // The checkpoint is rewritten at most once per flush interval (and at every sync), so
+        // that a busy writer does not pay a file replacement per batch.
+        let due = self
+            .checkpointed_at
+            .is_none_or(|at| at.elapsed() >= self.checkpoint_every);
+        if sync || (!self.out.is_empty() && due) {
+            self.checkpointed_at = Some(Instant::now());
             let checkpoint = Checkpoint {
                 records: self.next_seq,
                 head: self.head,
@@ -399,19 +483,33 @@ impl Writer {
         }
         if let Some(line) = tail.unrecorded {
             tracing::warn!(path = %self.path.display(), bytes = line.len(), "the audit log ends with a line that is not a record (a write cut short?); a recovery record documents it");
-            let mut fields = Vec::new();
-            record::push_recovery_event(&mut fields, now_unix_ms(), &line);
-            fields.pop();
-            self.push_record(&fields);
+            let open = self.open_record();
+            record::push_recovery_event(&mut self.out, now_unix_ms(), &line);
+            open.close(self);
         }
         Ok(())
     }
 
-    fn push_record(&mut self, fields: &[u8]) {
+    /// Starts the next record in `out`; its events follow, separated by commas.
+    fn open_record(&mut self) -> OpenRecord {
         let start = self.out.len();
         record::push_header(&mut self.out, self.next_seq, self.pid);
-        self.out.extend_from_slice(fields);
-        self.head = record::seal_line(&mut self.out, start, &self.head, &self.keyed);
-        self.next_seq += 1;
+        OpenRecord { start, bytes: 0 }
+    }
+}
+
+/// A record being assembled at the end of a writer's output.
+struct OpenRecord {
+    start: usize,
+    /// Queued bytes of its events so far.
+    bytes: usize,
+}
+
+impl OpenRecord {
+    /// Ends the event list, MACs the record into the chain and ends the line.
+    fn close(self, writer: &mut Writer) {
+        writer.out.push(b']');
+        writer.head = record::seal_line(&mut writer.out, self.start, &writer.head, &writer.keyed);
+        writer.next_seq += 1;
     }
 }

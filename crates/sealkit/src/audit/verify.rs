@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::checkpoint;
 use super::key::AuditKey;
-use super::record::{GENESIS, LineFault, RECOVERY_OPERATION, Record, RecordMac, recovery_context};
+use super::record::{GENESIS, LineFault, Record, RecordMac, recovery_context};
 use crate::{Error, Result};
 
 /// What to check besides the chain.
@@ -24,8 +24,10 @@ pub struct VerifyOptions<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AuditVerification {
-    /// Records checked.
+    /// Records (lines) checked.
     pub records: u64,
+    /// Audited operations in them.
+    pub events: u64,
     /// MAC of the newest record, hex (record it elsewhere to anchor the log's end).
     pub head: String,
     /// Lines cut short by a crash that a later recovery record documents.
@@ -64,10 +66,10 @@ pub fn verify_audit_log(
     let expect_head = match options.expect_head {
         None => None,
         Some(text) => {
-            let mut mac = [0u8; 32];
+            let mut mac = GENESIS;
             hex::decode_to_slice(text.trim(), &mut mac).map_err(|_| {
                 Error::invalid_input(format!(
-                    "the expected head {text:?} is not 64 hex digits (a head as `sealkit audit verify` prints it)"
+                    "the expected head {text:?} is not 32 hex digits (a head as `sealkit audit verify` prints it)"
                 ))
             })?;
             Some(mac)
@@ -139,6 +141,7 @@ fn scan(
     let keyed = key.keyed();
     let mut prev = GENESIS;
     let mut count = 0u64;
+    let mut events = 0u64;
     let mut recovered_lines = 0u64;
     let mut partial_tail_bytes = None;
     // A line that is not a record, waiting for the recovery record that must follow it.
@@ -174,7 +177,7 @@ fn scan(
             }
         };
         if let Some((at, _)) = &unrecorded
-            && record.operation != RECOVERY_OPERATION
+            && record.recovery().is_none()
         {
             return Err(broken(*at, NOT_A_RECORD));
         }
@@ -203,14 +206,12 @@ fn scan(
         })?;
         match unrecorded.take() {
             Some((at, bad)) => {
-                if record.operation != RECOVERY_OPERATION
-                    || record.context.as_deref() != Some(recovery_context(&bad).as_str())
-                {
+                if record.recovery() != Some(recovery_context(&bad).as_str()) {
                     return Err(broken(at, NOT_A_RECORD));
                 }
                 recovered_lines += 1;
             }
-            None if record.operation == RECOVERY_OPERATION => {
+            None if record.has_recovery_event() => {
                 return Err(broken(
                     line_no,
                     "a recovery record with no unreadable line before it (a line was removed)",
@@ -220,6 +221,7 @@ fn scan(
         }
         prev = mac;
         count += 1;
+        events += record.events.len() as u64;
         if anchors.expect_head == Some(mac) {
             anchors.expected_head_at = Some(count);
         }
@@ -236,6 +238,7 @@ fn scan(
     }
     Ok(AuditVerification {
         records: count,
+        events,
         head: hex::encode(prev),
         recovered_lines,
         partial_tail_bytes,

@@ -24,6 +24,7 @@ async fn log_with_records(dir: &Path) -> PathBuf {
         let c = ctx("t", "c", id);
         let s = keyring.seal(b"x", &c).await.unwrap();
         keyring.open(&s, &c).await.unwrap();
+        keyring.flush_audit().unwrap(); // one record (line) per iteration
     }
     let _ = keyring.open(b"garbage", &ctx("t", "c", 1)).await;
     keyring.flush_audit().unwrap();
@@ -58,29 +59,34 @@ async fn records_every_operation_with_actor_key_context_and_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let path = log_with_records(dir.path()).await;
     let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<serde_json::Value> = text
+    let records: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let ops: Vec<&str> = lines
+    for record in &records {
+        assert_eq!(record["pid"], std::process::id());
+    }
+    let lines: Vec<&serde_json::Value> = records
         .iter()
-        .map(|l| l["operation"].as_str().unwrap())
+        .flat_map(|r| r["events"].as_array().unwrap())
         .collect();
+    let ops: Vec<&str> = lines.iter().map(|l| l["op"].as_str().unwrap()).collect();
     assert_eq!(ops.iter().filter(|o| **o == "seal").count(), 5);
     assert_eq!(ops.iter().filter(|o| **o == "open").count(), 6);
     assert!(ops.contains(&"create_key") && ops.contains(&"generate_data_key"));
-    let seal = lines.iter().find(|l| l["operation"] == "seal").unwrap();
+    let seal = lines.iter().find(|l| l["op"] == "seal").unwrap();
     assert_eq!(seal["actor"], "billing-service");
     assert_eq!(seal["key"], "local://k");
-    assert_eq!(seal["key_version"], "1");
-    assert_eq!(seal["context"], "column=c,id=0,table=t");
-    assert_eq!(seal["outcome"], "success");
-    assert_eq!(seal["pid"], std::process::id());
+    assert_eq!(seal["ver"], "1");
+    assert_eq!(seal["ctx"], "column=c,id=0,table=t");
+    assert_eq!(seal["ok"], true);
+    assert!(seal["ms"].as_u64().unwrap() > 1_700_000_000_000);
     let failed = lines.last().unwrap();
-    assert_eq!(failed["outcome"], "failure");
-    assert_eq!(failed["error"], "invalid_input");
+    assert_eq!(failed["ok"], false);
+    assert_eq!(failed["err"], "invalid_input");
     let report = verify(&path).unwrap();
-    assert_eq!(report.records, lines.len() as u64);
+    assert_eq!(report.records, records.len() as u64);
+    assert_eq!(report.events, lines.len() as u64);
     assert_eq!(report.checkpoint_records, Some(report.records));
     // A second keyring appends to the same chain.
     log_with_records(dir.path()).await;
@@ -100,7 +106,7 @@ async fn edited_deleted_and_reordered_records_are_detected() {
     };
     // Edit: change the outcome of record 3.
     let mut edited = lines.clone();
-    let changed = edited[3].replace("\"success\"", "\"failure\"");
+    let changed = edited[3].replace("\"ok\":true", "\"ok\":false,\"err\":\"invalid_input\"");
     edited[3] = &changed;
     check(edited.join("\n"), "line 4: its MAC does not match");
     // Delete record 2.
@@ -255,7 +261,7 @@ fn eight_writers_appending_at_once_keep_one_verifiable_chain() {
         w.join().unwrap();
     }
     let report = verify(&path).unwrap();
-    assert_eq!(report.records, 8 * (200 + 4));
+    assert_eq!(report.events, 8 * (200 + 4));
     // Honest concurrency verifies; an edit still does not.
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replacen("id=3005", "id=3006", 1)).unwrap();
@@ -277,7 +283,7 @@ fn records_of_any_size_continue_the_chain() {
         record_seal(&sink, &context);
     }
     let report = verify(&path).unwrap();
-    assert_eq!(report.records, 6);
+    assert_eq!(report.events, 6);
 }
 
 /// A crash mid-write leaves a partial last line: verify reports it; the next writer documents
@@ -291,6 +297,7 @@ fn a_partial_last_line_is_reported_recovered_and_never_hides_an_insertion() {
         let sink = sink(&path);
         for i in 0..4 {
             record_seal(&sink, &ctx("t", "c", i));
+            sink.flush().unwrap(); // one record per event
         }
     }
     let complete = std::fs::read_to_string(&path).unwrap();
@@ -311,7 +318,7 @@ fn a_partial_last_line_is_reported_recovered_and_never_hides_an_insertion() {
     assert_eq!(report.recovered_lines, 1);
     assert_eq!(report.partial_tail_bytes, None);
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("\"operation\":\"recover_partial_line\""));
+    assert!(text.contains("\"op\":\"recover_partial_line\""));
     // Replacing the documented partial line, or inserting a line elsewhere, breaks the log.
     std::fs::write(&path, text.replacen(partial, "{\"forged\":true}", 1)).unwrap();
     assert!(verify_chain(&path).is_err());

@@ -556,7 +556,7 @@ async fn legacy_opens_are_counted_and_audited_distinctly() {
     assert_eq!(keyring.stats().legacy_opens, 2);
     keyring.flush_audit().unwrap();
     let log = std::fs::read_to_string(&audit_path).unwrap();
-    let count = |op: &str| log.matches(&format!("\"operation\":\"{op}\"")).count();
+    let count = |op: &str| log.matches(&format!("\"op\":\"{op}\"")).count();
     assert_eq!(count("open_legacy"), 2, "{log}");
     assert_eq!(count("open"), 1, "{log}");
 }
