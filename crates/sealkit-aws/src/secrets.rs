@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
-use sealkit_core::provider::{Secret, SecretSource};
+use sealkit_core::provider::{Secret, SecretSource, secret_field};
 use sealkit_core::{Error, Result};
 
 use crate::AwsSettings;
@@ -73,23 +73,7 @@ impl SecretSource for AwsSecrets {
         let out = request.send().await.map_err(|e| map(PROVIDER, e, &what))?;
         let served_version = out.version_id().map(str::to_string);
         let bytes = match (out.secret_string(), out.secret_binary(), field) {
-            (Some(text), _, Some(field)) => {
-                let json: serde_json::Value = serde_json::from_str(text).map_err(|_| {
-                    Error::invalid_input(format!(
-                        "{what} is not JSON, so it has no field {field:?}"
-                    ))
-                })?;
-                match json.get(field) {
-                    Some(serde_json::Value::String(s)) => s.clone().into_bytes(),
-                    Some(other) => other.to_string().into_bytes(),
-                    None => {
-                        return Err(Error::not_found(
-                            PROVIDER,
-                            format!("field {field:?} of {what}"),
-                        ));
-                    }
-                }
-            }
+            (Some(text), _, Some(field)) => secret_field(PROVIDER, &what, text.as_bytes(), field)?,
             (Some(text), _, None) => text.as_bytes().to_vec(),
             (None, Some(binary), None) => binary.as_ref().to_vec(),
             (None, Some(_), Some(field)) => {

@@ -28,7 +28,18 @@ impl Ctx {
     /// The keyring of [`Ctx::config`], its audit key fetched from a secret source if so
     /// configured.
     pub(crate) async fn keyring(&self) -> anyhow::Result<Keyring> {
-        Ok(Keyring::builder(self.config()?).build_async().await?)
+        Ok(Keyring::builder(self.resolved_config().await?).build()?)
+    }
+
+    /// [`Ctx::config`] with the keys it names by secret reference fetched (the audit key, the
+    /// legacy key).
+    pub(crate) async fn resolved_config(&self) -> anyhow::Result<Config> {
+        let mut config = self.config()?;
+        if config.has_secret_keys_to_fetch() {
+            let sources = sealkit::secrets::SecretSources::from_providers(&config.providers)?;
+            config.fetch_secret_keys(&sources).await?;
+        }
+        Ok(config)
     }
 
     fn print(&self, value: serde_json::Value, human: impl FnOnce() -> String) {
@@ -578,7 +589,8 @@ pub(crate) async fn audit(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<()
                 config = config.with_env()?;
             }
             let sources = sealkit::secrets::SecretSources::from_providers(&config.providers)?;
-            config.fetch_audit_key(&sources).await?;
+            config.legacy.key_sources.clear(); // verifying needs the audit key only
+            config.fetch_secret_keys(&sources).await?;
             let key = config.audit.key.clone().ok_or_else(|| {
                 sealkit::Error::misconfigured(format!(
                     "no audit key to verify {} with: export {} (base64 of 32 bytes) or name a secret with audit.key_secret",
@@ -644,13 +656,14 @@ pub(crate) async fn audit(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<()
 /// `secrets` subcommands.
 #[derive(Subcommand, Debug)]
 pub(crate) enum SecretsCommand {
-    /// Print a secret, trying each SOURCE:NAME in order: env:VAR, file:PATH,
-    /// vault-kv2:MOUNT/PATH#FIELD[@VERSION], vault-kv1:MOUNT/PATH#FIELD,
-    /// aws-secrets:ID[#FIELD][@VERSION-ID-OR-STAGE], gcp-secrets:ID-OR-RESOURCE[@VERSION] (each
-    /// cloud source once its provider is configured). The source that served it goes to stderr
-    /// (or the JSON output); the value to stdout.
+    /// Print a secret: a configured `[secrets.NAME]` by its name, or a chain tried in order,
+    /// each link SOURCE:NAME: env:VAR, file:PATH, vault-kv2:MOUNT/PATH#FIELD[@VERSION],
+    /// vault-kv1:MOUNT/PATH#FIELD, aws-secrets:ID[#FIELD][@VERSION-ID-OR-STAGE],
+    /// gcp-secrets:ID-OR-RESOURCE[#FIELD][@VERSION] (each cloud source once its provider is
+    /// configured; #FIELD picks a field of a JSON secret, a dotted path for nested ones). The
+    /// source that served it goes to stderr (or the JSON output); the value to stdout.
     Get {
-        /// The chain, first choice first.
+        /// A configured secret's name, or the chain, first choice first.
         #[arg(required = true)]
         specs: Vec<String>,
         /// Fall back on any failure but permission denied (default: only when a source is
@@ -658,10 +671,46 @@ pub(crate) enum SecretsCommand {
         #[arg(long)]
         any_failure: bool,
     },
+    /// Compare two secrets (each a configured name or a SOURCE:NAME link) in constant time;
+    /// print `match` (exit 0) or `mismatch` (exit 1), never a value. For checking a copy before
+    /// switching a reader over to it.
+    Compare {
+        /// The first secret.
+        a: String,
+        /// The second secret.
+        b: String,
+    },
+}
+
+/// The chain for `specs`: one configured `[secrets.NAME]` name, or links.
+fn secret_chain(
+    config: &Config,
+    specs: &[String],
+    policy: sealkit::secrets::FallbackPolicy,
+) -> anyhow::Result<sealkit::secrets::SecretChain> {
+    let sources = sealkit::secrets::SecretSources::from_providers(&config.providers)?;
+    if let [name] = specs
+        && !name.contains(':')
+    {
+        let secret = config.secrets.get(name).ok_or_else(|| {
+            let known: Vec<&str> = config.secrets.keys().map(String::as_str).collect();
+            sealkit::Error::not_found(
+                "config",
+                format!(
+                    "secret {name:?}: it is neither SOURCE:NAME nor a configured [secrets.{name}] (configured: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            )
+        })?;
+        let links: Vec<&str> = secret.sources.iter().map(String::as_str).collect();
+        return Ok(sources.chain(name, &links, secret.fallback)?);
+    }
+    let links: Vec<&str> = specs.iter().map(String::as_str).collect();
+    Ok(sources.chain("cli", &links, policy)?)
 }
 
 pub(crate) async fn secrets(ctx: &Ctx, command: SecretsCommand) -> anyhow::Result<()> {
-    use sealkit::secrets::{FallbackPolicy, SecretSources};
+    use sealkit::secrets::FallbackPolicy;
     use secrecy::ExposeSecret;
     match command {
         SecretsCommand::Get { specs, any_failure } => {
@@ -670,9 +719,7 @@ pub(crate) async fn secrets(ctx: &Ctx, command: SecretsCommand) -> anyhow::Resul
             } else {
                 FallbackPolicy::OnUnavailable
             };
-            let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
-            let chain = SecretSources::from_providers(&ctx.config()?.providers)?
-                .chain("cli", &specs, policy)?;
+            let chain = secret_chain(&ctx.config()?, &specs, policy)?;
             let resolved = chain.resolve().await?;
             let value = resolved.secret.value.expose_secret();
             if ctx.json {
@@ -688,6 +735,26 @@ pub(crate) async fn secrets(ctx: &Ctx, command: SecretsCommand) -> anyhow::Resul
                     .context("writing stdout")?;
             }
             Ok(())
+        }
+        SecretsCommand::Compare { a, b } => {
+            let config = ctx.config()?;
+            let policy = FallbackPolicy::OnUnavailable;
+            let first = secret_chain(&config, &[a], policy)?.resolve().await?;
+            let second = secret_chain(&config, &[b], policy)?.resolve().await?;
+            let same = sealkit::core::ct_eq_bytes(
+                first.secret.value.expose_secret(),
+                second.secret.value.expose_secret(),
+            );
+            let verdict = if same { "match" } else { "mismatch" };
+            ctx.print(
+                json!({ "match": same, "a_source": first.source, "b_source": second.source }),
+                || verdict.to_string(),
+            );
+            if same {
+                Ok(())
+            } else {
+                Err(crate::Reported(ErrorKind::Other).into())
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 mod commands;
 mod metrics_export;
 mod migrate;
+mod progress;
 mod quickstart;
 
 use std::path::PathBuf;

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
-use sealkit::KeyUri;
+use sealkit::{KeyUri, Keyring};
 use sealkit_migrate::decode::VaultTransitDecoder;
 use sealkit_migrate::{ColumnSpec, JobSpec, Migrator, SourceFormat};
 use serde_json::json;
@@ -111,15 +110,20 @@ impl JobArgs {
     }
 
     async fn migrator(&self, ctx: &Ctx) -> anyhow::Result<Migrator> {
-        let keyring = ctx.keyring().await?;
+        let config = ctx.resolved_config().await?;
+        // The legacy key: the job's variable if set, else the configuration's (`[legacy] key`
+        // chain or its variable).
+        let legacy = if std::env::var_os(&self.legacy_key_env).is_some() {
+            Some(sealkit::config::legacy_key_from_env(&self.legacy_key_env)?)
+        } else {
+            config.legacy.key.clone()
+        };
+        let keyring = Keyring::builder(config).build()?;
         let store = sealkit_migrate::open_store(&self.db).await?;
         let mut migrator = Migrator::new(keyring, self.spec()?, store);
-        if std::env::var_os(&self.legacy_key_env).is_some() {
-            migrator = migrator.with_legacy_key(
-                sealkit::config::legacy_key_from_env(&self.legacy_key_env)?
-                    .key()
-                    .clone(),
-            );
+        if let Some(legacy) = legacy {
+            tracing::info!(source = legacy.source(), "legacy master key");
+            migrator = migrator.with_legacy_key(legacy.key().clone());
         }
         // `vault-transit:` columns are decrypted by the Vault the environment names.
         let vault_columns: Vec<_> = migrator
@@ -233,7 +237,28 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
             }
         }
         MigrateCommand::Verify(args) => {
-            let report = args.migrator(ctx).await?.verify().await?;
+            let bar = crate::progress::bar(ctx.json);
+            let progress = {
+                let bar = bar.clone();
+                let rate = std::sync::Mutex::new(crate::progress::Rate::new());
+                move |p: &sealkit_migrate::VerifyProgress| {
+                    let line = rate.lock().unwrap_or_else(|e| e.into_inner()).line(
+                        p.rows,
+                        p.total_rows,
+                        "rows",
+                        p.values,
+                        "values checked",
+                    );
+                    bar.set_message(line);
+                }
+            };
+            let report = args
+                .migrator(ctx)
+                .await?
+                .verify_with_progress(&progress)
+                .await;
+            bar.finish_and_clear();
+            let report = report?;
             let failure = (report.problem_count > 0).then(|| {
                 sealkit::Error::invalid_input(format!(
                     "{} values are not under the target key yet; run the job (with --sweep) again",
@@ -278,22 +303,20 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
             sweep,
             max_pause,
         } => {
-            let bar = if ctx.json {
-                ProgressBar::hidden()
-            } else {
-                let bar = ProgressBar::new(0);
-                bar.set_style(
-                    ProgressStyle::with_template("{spinner} chunks {pos}/{len} {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                bar
-            };
+            let bar = crate::progress::bar(ctx.json);
             let progress = {
                 let bar = bar.clone();
+                let rate = std::sync::Mutex::new(crate::progress::Rate::new());
                 move |c: &sealkit_migrate::Counts| {
-                    bar.set_length((c.done + c.running + c.pending) as u64);
-                    bar.set_position(c.done as u64);
-                    bar.set_message(format!("{} values migrated", c.migrated));
+                    let total = (c.done + c.running + c.pending).max(0) as u64;
+                    let line = rate.lock().unwrap_or_else(|e| e.into_inner()).line(
+                        c.done.max(0) as u64,
+                        total,
+                        "chunks",
+                        c.migrated.max(0) as u64,
+                        "values migrated",
+                    );
+                    bar.set_message(line);
                 }
             };
             let progress: Arc<dyn Fn(&sealkit_migrate::Counts) + Send + Sync> = Arc::new(progress);

@@ -38,4 +38,4 @@ pub use envelope::{COMMITMENT_LEN, DEK_ID_LEN, Envelope, EnvelopeLayout, FORMAT_
 pub use error::{BoxedSource, Error, ErrorKind, Result, error_chain};
 pub use key::{DataKey, KeyRef, KeyUri, KeyVersion, WrappedKey};
 pub use random::SecureRandom;
-pub use seal::{DekCipher, MessageBudget};
+pub use seal::{DekCipher, MessageBudget, ct_eq_bytes};

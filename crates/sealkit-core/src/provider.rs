@@ -227,6 +227,30 @@ impl Secret {
     }
 }
 
+/// The field `field` of a secret holding a JSON object (`ID#FIELD` in a secret reference): a
+/// top-level key, or a dotted path into nested objects (`db.password`). A string field gives its
+/// text, any other JSON value its JSON text. `provider` and `what` name the secret in errors.
+pub fn secret_field(provider: &str, what: &str, value: &[u8], field: &str) -> Result<Vec<u8>> {
+    let json: serde_json::Value = serde_json::from_slice(value).map_err(|_| {
+        Error::invalid_input(alloc::format!(
+            "{what} is not JSON, so it has no field {field:?}"
+        ))
+    })?;
+    let found = json.get(field).or_else(|| {
+        field
+            .split('.')
+            .try_fold(&json, |node, part| node.get(part))
+    });
+    match found {
+        Some(serde_json::Value::String(s)) => Ok(s.as_bytes().to_vec()),
+        Some(other) => Ok(alloc::string::ToString::to_string(other).into_bytes()),
+        None => Err(Error::not_found(
+            provider,
+            alloc::format!("field {field:?} of {what}"),
+        )),
+    }
+}
+
 /// A store of secrets (Vault KV, AWS Secrets Manager, env vars, files…).
 #[async_trait]
 pub trait SecretSource: Send + Sync + Debug {

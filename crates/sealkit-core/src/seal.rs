@@ -314,6 +314,19 @@ fn ct_eq<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
     core::hint::black_box(acc) == 0
 }
 
+/// Compares two byte strings in time that depends only on their lengths (which it does not
+/// hide): for secrets and MACs whose contents must not leak through timing.
+pub fn ct_eq_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut acc = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        acc |= x ^ y;
+    }
+    core::hint::black_box(acc) == 0
+}
+
 /// Runs `f` with the associated data `fixed ‖ nonce ‖ context`, assembled on the stack when small.
 fn with_aad<T>(
     fixed: &[u8],
@@ -340,7 +353,21 @@ fn with_aad<T>(
 
 #[cfg(test)]
 mod tests {
-    use super::ct_eq;
+    use super::{ct_eq, ct_eq_bytes};
+
+    #[test]
+    fn ct_eq_bytes_compares_contents_and_lengths() {
+        assert!(ct_eq_bytes(b"", b""));
+        assert!(ct_eq_bytes(b"same value", b"same value"));
+        assert!(!ct_eq_bytes(b"same value", b"same valuf"));
+        assert!(!ct_eq_bytes(b"short", b"shorter"));
+        let base = [0x5Au8; 37];
+        for i in 0..base.len() {
+            let mut other = base;
+            other[i] ^= 0x01;
+            assert!(!ct_eq_bytes(&base, &other), "byte {i}");
+        }
+    }
 
     #[test]
     fn ct_eq_detects_a_difference_in_every_byte_and_bit() {

@@ -5,7 +5,7 @@ use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_secretmanager_v1::client::SecretManagerService;
 #[cfg(feature = "test-util")]
 use google_cloud_secretmanager_v1::model::{Replication, SecretPayload, replication};
-use sealkit_core::provider::{Secret, SecretSource};
+use sealkit_core::provider::{Secret, SecretSource, secret_field};
 use sealkit_core::{Error, Result};
 
 use crate::GcpSettings;
@@ -179,6 +179,10 @@ impl SecretSource for GcpSecrets {
     }
 
     async fn get_secret(&self, name: &str, version: Option<&str>) -> Result<Secret> {
+        let (name, field) = match name.split_once('#') {
+            Some((name, field)) => (name, Some(field)),
+            None => (name, None),
+        };
         let resource = self.version_name(name, version)?;
         let what = format!("secret version {resource}");
         let response = self
@@ -202,10 +206,11 @@ impl SecretSource for GcpSecrets {
                 ),
             ));
         }
-        Ok(Secret::new(
-            payload.data.to_vec(),
-            version_of(&response.name),
-        ))
+        let value = match field {
+            Some(field) => secret_field(PROVIDER, &what, &payload.data, field)?,
+            None => payload.data.to_vec(),
+        };
+        Ok(Secret::new(value, version_of(&response.name)))
     }
 }
 

@@ -63,6 +63,18 @@ pub struct VerifyReport {
     pub problem_count: u64,
 }
 
+/// How far a [`Migrator::verify_with_progress`] has got.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyProgress {
+    /// Rows read so far.
+    pub rows: u64,
+    /// Rows in the table when the check started (or read so far, if more).
+    pub total_rows: u64,
+    /// Values checked so far.
+    pub values: u64,
+}
+
 /// Runs one job over one store with one keyring. Several `Migrator`s (processes or tasks, each
 /// with its own store connection and worker name) can run the same job on PostgreSQL.
 pub struct Migrator {
@@ -522,13 +534,28 @@ impl Migrator {
 
     /// Opens every value under the target key's primary version with its context.
     pub async fn verify(&self) -> Result<VerifyReport> {
+        self.verify_with_progress(&|_| {}).await
+    }
+
+    /// [`Migrator::verify`], calling `progress` after every batch of rows.
+    pub async fn verify_with_progress(
+        &self,
+        progress: &(dyn Fn(&VerifyProgress) + Send + Sync),
+    ) -> Result<VerifyReport> {
         let primary = self.primary().await?;
         let mut report = VerifyReport::default();
+        let mut seen = VerifyProgress {
+            rows: 0,
+            total_rows: self.store.count_rows().await?.max(0) as u64,
+            values: 0,
+        };
+        progress(&seen);
         let mut after = i64::MIN;
         loop {
             let rows = self.store.scan(after, 5000).await?;
             let Some(last) = rows.last() else { break };
             after = last.pk;
+            seen.rows += rows.len() as u64;
             for row in &rows {
                 for (i, column) in self.spec.columns.iter().enumerate() {
                     let Some(value) = &row.values[i] else {
@@ -562,6 +589,9 @@ impl Migrator {
                     }
                 }
             }
+            seen.values = report.values;
+            seen.total_rows = seen.total_rows.max(seen.rows);
+            progress(&seen);
         }
         Ok(report)
     }

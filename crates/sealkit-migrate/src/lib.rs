@@ -41,7 +41,7 @@ mod spec;
 mod store;
 
 pub use decode::Decoder;
-pub use job::{JobStatus, Migrator, Plan, RunReport, VerifyReport};
+pub use job::{JobStatus, Migrator, Plan, RunReport, VerifyProgress, VerifyReport};
 pub use spec::{ColumnSpec, JobSpec, SourceFormat};
 #[cfg(feature = "postgres")]
 pub use store::PgStore;

@@ -239,8 +239,14 @@ pub struct LegacyConfig {
     /// Layout of legacy ciphertexts (`aes-gcm-iv16` or `aes-gcm-nonce12`).
     #[serde(deserialize_with = "parsed")]
     pub format: LegacyFormat,
-    /// The legacy key itself: never in a file; set by [`Config::from_env`] from `key_env`, or
-    /// by the application (a secret store). Its `Debug` shows no key material.
+    /// Where to fetch the legacy key from instead of `key_env`: a secret chain, first choice
+    /// first (`key = ["aws-secrets:app/legacy-key", "env:ENCRYPTION_MASTER_KEY"]` in TOML),
+    /// fetched by [`Config::fetch_secret_keys`] (and so by `build_async` and the CLI).
+    #[serde(rename = "key")]
+    pub key_sources: Vec<String>,
+    /// The legacy key itself: never in a file; set by [`Config::from_env`] from `key_env`, by
+    /// [`Config::fetch_secret_keys`] from `key`, or by the application. Its `Debug` shows no
+    /// key material.
     #[serde(skip)]
     pub key: Option<LegacyKey>,
 }
@@ -250,9 +256,27 @@ impl Default for LegacyConfig {
         Self {
             key_env: LegacyKey::DEFAULT_ENV.into(),
             format: LegacyFormat::AesGcmIv16,
+            key_sources: Vec::new(),
             key: None,
         }
     }
+}
+
+/// Resolves `chain` to text; `what` names the value in errors. Returns the text and the link
+/// that served it (`aws-secrets:app/key`), never the value in a message.
+async fn fetch_text(
+    chain: &crate::secrets::SecretChain,
+    what: &str,
+) -> Result<(zeroize::Zeroizing<String>, String)> {
+    let resolved = chain.resolve().await?;
+    let bytes = secrecy::ExposeSecret::expose_secret(&resolved.secret.value);
+    let source = format!("{} (served by {})", chain.label(), resolved.source);
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        Error::misconfigured(format!(
+            "{what} from {source} is not text; it must hold base64 of 32 bytes"
+        ))
+    })?;
+    Ok((zeroize::Zeroizing::new(text.to_string()), source))
 }
 
 /// Reads and validates the legacy key from the environment variable `name`.
@@ -505,7 +529,8 @@ impl Config {
                 &text,
             )?);
         }
-        if self.mode != Mode::Kms && self.legacy.key.is_none() {
+        if self.mode != Mode::Kms && self.legacy.key.is_none() && self.legacy.key_sources.is_empty()
+        {
             // Missing is reported by the keyring builder, which needs the key in these modes.
             if std::env::var_os(&self.legacy.key_env).is_some() {
                 self.legacy.key = Some(legacy_key_from_env(&self.legacy.key_env)?);
@@ -515,30 +540,39 @@ impl Config {
         Ok(self)
     }
 
-    /// Fetches the audit key from the `[secrets.NAME]` entry `audit.key_secret` names (through
-    /// `sources`), unless a key is already set or no audit file is configured.
-    pub async fn fetch_audit_key(&mut self, sources: &crate::secrets::SecretSources) -> Result<()> {
-        let Some(name) = self.audit.key_to_fetch().map(str::to_string) else {
-            return Ok(());
-        };
-        let secret = self.secrets.get(&name).ok_or_else(|| {
-            Error::misconfigured(format!(
-                "audit.key_secret names [secrets.{name}], which is not configured"
-            ))
-        })?;
-        let specs: Vec<&str> = secret.sources.iter().map(String::as_str).collect();
-        let resolved = sources
-            .chain(&name, &specs, secret.fallback)?
-            .resolve()
-            .await?;
-        let value = secrecy::ExposeSecret::expose_secret(&resolved.secret.value);
-        let text = std::str::from_utf8(value).map_err(|_| {
-            Error::misconfigured(format!(
-                "the audit key in secret {name} is not text; it must hold base64 of 32 bytes"
-            ))
-        })?;
-        let source = format!("secret {name} (from {})", resolved.source);
-        self.audit.key = Some(crate::audit::AuditKey::from_base64(&source, text)?);
+    /// Whether [`Config::fetch_secret_keys`] has anything to fetch.
+    pub fn has_secret_keys_to_fetch(&self) -> bool {
+        self.audit.key_to_fetch().is_some()
+            || (self.legacy.key.is_none() && !self.legacy.key_sources.is_empty())
+    }
+
+    /// Fetches, through `sources`, the keys the configuration names by secret reference: the
+    /// audit key from the `[secrets.NAME]` entry `audit.key_secret` names (when an audit file
+    /// is configured and no key is set), and the legacy key from the `legacy.key` chain (when
+    /// none is set). The source that served each is logged.
+    pub async fn fetch_secret_keys(
+        &mut self,
+        sources: &crate::secrets::SecretSources,
+    ) -> Result<()> {
+        if let Some(name) = self.audit.key_to_fetch().map(str::to_string) {
+            let secret = self.secrets.get(&name).ok_or_else(|| {
+                Error::misconfigured(format!(
+                    "audit.key_secret names [secrets.{name}], which is not configured"
+                ))
+            })?;
+            let specs: Vec<&str> = secret.sources.iter().map(String::as_str).collect();
+            let chain = sources.chain(&name, &specs, secret.fallback)?;
+            let (text, source) = fetch_text(&chain, "the audit key").await?;
+            tracing::info!(secret = %name, source = %source, "audit key fetched");
+            self.audit.key = Some(crate::audit::AuditKey::from_base64(&source, &text)?);
+        }
+        if self.legacy.key.is_none() && !self.legacy.key_sources.is_empty() {
+            let specs: Vec<&str> = self.legacy.key_sources.iter().map(String::as_str).collect();
+            let chain = sources.chain("legacy.key", &specs, Default::default())?;
+            let (text, source) = fetch_text(&chain, "the legacy master key").await?;
+            tracing::info!(source = %source, "legacy master key fetched");
+            self.legacy.key = Some(LegacyKey::from_base64(&source, &text)?);
+        }
         Ok(())
     }
 

@@ -1202,3 +1202,59 @@ fn every_documented_exit_code_is_what_its_failure_gives() {
         Some(9)
     );
 }
+
+/// `secrets get NAME` resolves a configured `[secrets.NAME]`; `secrets compare` says match or
+/// mismatch (exit 1), never a value.
+#[test]
+fn secrets_by_configured_name_and_constant_time_comparison() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let config = h.join("sealkit.toml");
+    std::fs::write(
+        &config,
+        "[secrets.db_password]\nsources = [\"env:SK_TEST_MISSING\", \"env:SK_TEST_DB\"]\nfallback = \"on-any-failure\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let env = [
+        ("SEALKIT_CONFIG", config),
+        ("SK_TEST_DB", "hunter2"),
+        ("SK_TEST_COPY", "hunter2"),
+        ("SK_TEST_OTHER", "hunter3"),
+    ];
+    let out = sealkit_with(h, &env, &["secrets", "get", "db_password"], b"");
+    assert_eq!(ok(&out), b"hunter2");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("env"));
+    let unknown = sealkit_with(h, &env, &["secrets", "get", "nope"], b"");
+    assert_eq!(unknown.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        err.contains("db_password"),
+        "names the configured secrets: {err}"
+    );
+
+    let same = sealkit_with(
+        h,
+        &env,
+        &["secrets", "compare", "db_password", "env:SK_TEST_COPY"],
+        b"",
+    );
+    assert_eq!(ok(&same), b"match\n");
+    let differ = sealkit_with(
+        h,
+        &env,
+        &[
+            "--json",
+            "secrets",
+            "compare",
+            "env:SK_TEST_DB",
+            "env:SK_TEST_OTHER",
+        ],
+        b"",
+    );
+    assert_eq!(differ.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&differ.stdout).unwrap();
+    assert_eq!(doc["match"], false);
+    let text = String::from_utf8_lossy(&differ.stdout) + String::from_utf8_lossy(&differ.stderr);
+    assert!(!text.contains("hunter"), "never a value: {text}");
+}

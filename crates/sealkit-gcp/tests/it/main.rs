@@ -284,3 +284,33 @@ async fn a_read_ends_against_a_silent_service() {
     )
     .await;
 }
+
+/// `ID#FIELD` picks a field of a JSON secret (a database password kept as
+/// `{"password": …}`), top-level or a dotted path; a missing field or a non-JSON secret is a
+/// clear error.
+#[tokio::test]
+async fn a_field_of_a_json_secret_is_served_alone() {
+    let Some(endpoint) = endpoint() else { return };
+    let source = source(&endpoint);
+    let id = create_secret(
+        &source,
+        &[br#"{"password":"s3cret","port":5432,"db":{"user":"app"}}"#],
+    )
+    .await;
+    let field = |f: &str| format!("{id}#{f}");
+    let password = source.get_secret(&field("password"), None).await.unwrap();
+    assert_eq!(password.value.expose_secret().as_slice(), b"s3cret");
+    let port = source.get_secret(&field("port"), Some("1")).await.unwrap();
+    assert_eq!(port.value.expose_secret().as_slice(), b"5432");
+    let nested = source.get_secret(&field("db.user"), None).await.unwrap();
+    assert_eq!(nested.value.expose_secret().as_slice(), b"app");
+    let missing = source.get_secret(&field("nope"), None).await.unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+    let plain = create_secret(&source, &[b"not json"]).await;
+    let err = source
+        .get_secret(&format!("{plain}#password"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("not JSON"), "{err}");
+}

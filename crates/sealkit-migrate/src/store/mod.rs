@@ -187,6 +187,8 @@ pub trait JobTable: Send + Sync {
     async fn swap(&self, update: &Update) -> Result<bool>;
     /// Up to `limit` rows with a key above `after`, for plan and verify.
     async fn scan(&self, after: i64, limit: i64) -> Result<Vec<Row>>;
+    /// Rows in the table (for progress).
+    async fn count_rows(&self) -> Result<i64>;
 }
 
 /// A job bound to a database: its ledger and its table, and the commit that spans both.

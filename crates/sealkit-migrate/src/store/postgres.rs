@@ -485,6 +485,16 @@ impl JobTable for PgJob {
             .query_rows(spec, &sql, [after, limit], "scanning")
             .await
     }
+
+    async fn count_rows(&self) -> Result<i64> {
+        let sql = format!("SELECT COUNT(*) FROM {}", self.spec.table);
+        let client = self.db.client.lock().await;
+        let row = client
+            .query_one(&sql, &[])
+            .await
+            .map_err(|e| db_err("counting rows", e))?;
+        Ok(row.get(0))
+    }
 }
 
 #[async_trait]

@@ -473,6 +473,12 @@ impl JobTable for SqliteJob {
         );
         self.db.query_rows(spec, &sql, [after, limit], "scanning")
     }
+
+    async fn count_rows(&self) -> Result<i64> {
+        let sql = format!("SELECT COUNT(*) FROM {}", self.spec.table);
+        self.db
+            .with(|c| c.query_row(&sql, [], |r| r.get(0)), "counting rows")
+    }
 }
 
 #[async_trait]

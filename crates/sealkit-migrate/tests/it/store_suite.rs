@@ -621,3 +621,37 @@ async fn the_status_of_an_unknown_job_is_not_found_on_every_backend() {
         assert!(err.to_string().contains("migrate run"), "{name}: {err}");
     }
 }
+
+/// `verify` reports its progress: rows read of the table's total, values checked, monotonic,
+/// ending at the total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_progress_up_to_the_tables_row_count_on_every_backend() {
+    for (name, backend) in backends() {
+        let rows = 12_000; // more than one scan batch of 5,000
+        let (table, _home, keyring, key) = setup(backend.as_ref(), rows).await;
+        let job = migrator(&keyring, spec(&table, key, 4_000), backend.store().await);
+        job.run("w1", &quiet).await.unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let report = job
+            .verify_with_progress(&|p| seen.lock().unwrap().push(*p))
+            .await
+            .unwrap();
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(seen.first().unwrap().rows, 0, "{name}");
+        assert!(
+            seen.len() >= 4,
+            "{name}: one report per batch of rows: {seen:?}"
+        );
+        assert!(
+            seen.windows(2)
+                .all(|w| w[0].rows <= w[1].rows && w[0].values <= w[1].values)
+        );
+        let last = seen.last().unwrap();
+        assert_eq!(
+            (last.rows, last.total_rows),
+            (rows as u64, rows as u64),
+            "{name}"
+        );
+        assert_eq!(last.values, report.values, "{name}");
+    }
+}

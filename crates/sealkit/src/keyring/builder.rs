@@ -101,16 +101,16 @@ impl KeyringBuilder {
         self
     }
 
-    /// Builds the keyring, first fetching the audit key from the `[secrets.NAME]` entry that
-    /// `audit.key_secret` names, when no key is set ([`Config::fetch_audit_key`]).
+    /// Builds the keyring, first fetching the keys the configuration names by secret reference
+    /// (the audit key, the legacy key: [`Config::fetch_secret_keys`]).
     pub async fn build_async(mut self) -> Result<Keyring> {
-        if self.config.audit.key_to_fetch().is_some() {
+        if self.config.has_secret_keys_to_fetch() {
             let mut sources = match &self.named_secret_sources {
                 Some(sources) => sources.clone(),
                 None => SecretSources::from_providers(&self.config.providers)?,
             };
             sources.add_all(self.secret_sources.iter().cloned());
-            self.config.fetch_audit_key(&sources).await?;
+            self.config.fetch_secret_keys(&sources).await?;
         }
         self.build()
     }
@@ -193,7 +193,7 @@ impl KeyringBuilder {
             (None, Mode::Kms) => None,
             (None, _) => {
                 return Err(Error::misconfigured(format!(
-                    "mode {} needs the legacy master key, and {} is not set: export it (base64 of 32 bytes; Config::from_env reads it) or pass the key with KeyringBuilder::with_legacy_key",
+                    "mode {} needs the legacy master key, and {} is not set: export it (base64 of 32 bytes; Config::from_env reads it), name a secret chain in [legacy] key (fetched by build_async), or pass the key with KeyringBuilder::with_legacy_key",
                     config.mode.as_str(),
                     config.legacy.key_env
                 )));

@@ -560,3 +560,46 @@ async fn legacy_opens_are_counted_and_audited_distinctly() {
     assert_eq!(count("open_legacy"), 2, "{log}");
     assert_eq!(count("open"), 1, "{log}");
 }
+
+/// The legacy key can come from a secret chain (`[legacy] key = [...]`), fetched by
+/// `build_async`; the first link that serves wins.
+#[tokio::test]
+async fn the_legacy_key_comes_from_a_secret_chain() {
+    let home = tempfile::tempdir().unwrap();
+    let legacy_key = DataKey::from_bytes([0x42; 32]);
+    let key_file = home.path().join("legacy-key");
+    std::fs::write(&key_file, base64_of(&[0x42; 32])).unwrap();
+    let toml = format!(
+        "mode = \"hybrid\"\ndefault_key = \"local://customers\"\n[providers.local]\nhome = {:?}\n[legacy]\nkey = [\"file:{}\", \"env:SEALKIT_TEST_UNSET_LEGACY\"]\n",
+        home.path().join(".sealkit"),
+        key_file.display()
+    );
+    let cfg = sealkit::Config::from_toml(&toml).unwrap();
+    let err = Keyring::builder(cfg.clone()).build().unwrap_err();
+    assert!(err.to_string().contains("[legacy] key"), "{err}");
+    let keyring = Keyring::builder(cfg).build_async().await.unwrap();
+    let old = legacy::seal(
+        LegacyFormat::AesGcmIv16,
+        &legacy_key,
+        &OsRandom,
+        b"old",
+        b"",
+    )
+    .unwrap();
+    let c = ctx("customers", "email", 1);
+    assert_eq!(keyring.open(&old, &c).await.unwrap(), b"old");
+    // A chain that serves something else than base64 of 32 bytes is a clear error.
+    std::fs::write(&key_file, "not a key").unwrap();
+    let cfg = sealkit::Config::from_toml(&toml).unwrap();
+    let err = Keyring::builder(cfg).build_async().await.unwrap_err();
+    assert!(err.to_string().contains("legacy.key"), "{err}");
+    assert!(
+        !err.to_string().contains("not a key"),
+        "never the value: {err}"
+    );
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
