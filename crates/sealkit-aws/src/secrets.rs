@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
-use sealkit_core::provider::{Secret, SecretSource, secret_field};
+use sealkit_core::provider::{Secret, SecretSource, secret_field, with_secret_field};
 use sealkit_core::{Error, Result};
+use secrecy::ExposeSecret;
 
 use crate::AwsSettings;
 use crate::error::map;
@@ -86,5 +87,54 @@ impl SecretSource for AwsSecrets {
             }
         };
         Ok(Secret::new(bytes, served_version))
+    }
+
+    /// Puts a new version (`AWSCURRENT`), creating the secret if it does not exist. Text is
+    /// stored as `SecretString`, other bytes as `SecretBinary`; `ID#FIELD` sets one field of a
+    /// JSON object secret and keeps the others.
+    async fn put_secret(&self, name: &str, value: &[u8]) -> Result<Option<String>> {
+        let (id, field) = match name.split_once('#') {
+            Some((id, field)) => (id, Some(field)),
+            None => (name, None),
+        };
+        let what = format!("secret {id}");
+        let client = self.client().await;
+        let body = match field {
+            None => value.to_vec(),
+            Some(field) => {
+                let current = match self.get_secret(id, None).await {
+                    Ok(secret) => Some(secret),
+                    Err(e) if e.kind() == sealkit_core::ErrorKind::NotFound => None,
+                    Err(e) => return Err(e),
+                };
+                let current = current.as_ref().map(|s| s.value.expose_secret().as_slice());
+                with_secret_field(&what, current, field, value)?
+            }
+        };
+        let text = std::str::from_utf8(&body).ok();
+        let blob = || aws_sdk_secretsmanager::primitives::Blob::new(body.clone());
+        let put = client.put_secret_value().secret_id(id);
+        let put = match text {
+            Some(t) => put.secret_string(t),
+            None => put.secret_binary(blob()),
+        };
+        match put.send().await {
+            Ok(out) => Ok(out.version_id().map(str::to_string)),
+            Err(e) => match map(PROVIDER, e, &what) {
+                e if e.kind() == sealkit_core::ErrorKind::NotFound => {
+                    let create = client.create_secret().name(id);
+                    let create = match text {
+                        Some(t) => create.secret_string(t),
+                        None => create.secret_binary(blob()),
+                    };
+                    let out = create
+                        .send()
+                        .await
+                        .map_err(|e| map(PROVIDER, e, &format!("creating {what}")))?;
+                    Ok(out.version_id().map(str::to_string))
+                }
+                e => Err(e),
+            },
+        }
     }
 }

@@ -671,6 +671,17 @@ pub(crate) enum SecretsCommand {
         #[arg(long)]
         any_failure: bool,
     },
+    /// Store a secret as a new version in a writable source (vault-kv1:, vault-kv2:,
+    /// aws-secrets:, gcp-secrets:; the secret is created if needed; NAME#FIELD sets one field of
+    /// a JSON object secret). The value comes from --from-env VAR, or stdin (one trailing
+    /// newline dropped); it is never printed.
+    Put {
+        /// Where: SOURCE:NAME, e.g. aws-secrets:app/legacy-key.
+        target: String,
+        /// Read the value from this environment variable instead of stdin.
+        #[arg(long, value_name = "VAR")]
+        from_env: Option<String>,
+    },
     /// Compare two secrets (each a configured name or a SOURCE:NAME link) in constant time;
     /// print `match` (exit 0) or `mismatch` (exit 1), never a value. For checking a copy before
     /// switching a reader over to it.
@@ -734,6 +745,49 @@ pub(crate) async fn secrets(ctx: &Ctx, command: SecretsCommand) -> anyhow::Resul
                     .and_then(|()| out.flush())
                     .context("writing stdout")?;
             }
+            Ok(())
+        }
+        SecretsCommand::Put { target, from_env } => {
+            let value = zeroize::Zeroizing::new(match &from_env {
+                Some(var) => std::env::var(var)
+                    .map_err(|_| {
+                        sealkit::Error::not_found(
+                            "env",
+                            format!(
+                                "environment variable {var} (set it, or pipe the value to stdin)"
+                            ),
+                        )
+                    })?
+                    .into_bytes(),
+                None => {
+                    let mut bytes = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut bytes)
+                        .context("reading stdin")?;
+                    if bytes.ends_with(b"\r\n") {
+                        bytes.truncate(bytes.len() - 2);
+                    } else if bytes.ends_with(b"\n") {
+                        bytes.pop();
+                    }
+                    bytes
+                }
+            });
+            if value.is_empty() {
+                return Err(sealkit::Error::invalid_input(
+                    "the value to store is empty; nothing was written",
+                )
+                .into());
+            }
+            let sources =
+                sealkit::secrets::SecretSources::from_providers(&ctx.config()?.providers)?;
+            let version = sources.link(&target)?.put(&value).await?;
+            ctx.print(
+                json!({ "stored": target, "version": version, "bytes": value.len() }),
+                || match &version {
+                    Some(v) => format!("stored {target} (version {v}, {} bytes)", value.len()),
+                    None => format!("stored {target} ({} bytes)", value.len()),
+                },
+            );
             Ok(())
         }
         SecretsCommand::Compare { a, b } => {

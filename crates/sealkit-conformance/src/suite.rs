@@ -297,6 +297,62 @@ pub async fn secret_source_conforms(source: &dyn SecretSource, f: &SecretFixture
     }
 }
 
+/// What every writable secret source does with `put_secret`: a new secret is created, a second
+/// put replaces what `get` serves (and, where versions are kept, the first version still reads
+/// back), `NAME#FIELD` sets one field of a JSON object secret and keeps the others, and a field
+/// value that is not text is refused. `fresh` names a secret that does not exist yet.
+pub async fn writable_secret_source_conforms(
+    source: &dyn SecretSource,
+    fresh: &str,
+    versioned: bool,
+) {
+    let get = |name: String, version: Option<String>| async move {
+        let secret = source
+            .get_secret(&name, version.as_deref())
+            .await
+            .unwrap_or_else(|e| panic!("get {name}: {e}"));
+        secrecy::ExposeSecret::expose_secret(&secret.value).clone()
+    };
+    let first = source
+        .put_secret(fresh, b"first value")
+        .await
+        .expect("put creates");
+    assert_eq!(get(fresh.to_string(), None).await, b"first value");
+    let second = source
+        .put_secret(fresh, b"second value")
+        .await
+        .expect("put again");
+    assert_eq!(get(fresh.to_string(), None).await, b"second value");
+    if versioned {
+        assert!(
+            first.is_some() && second.is_some() && first != second,
+            "{first:?} {second:?}"
+        );
+        assert_eq!(get(fresh.to_string(), first).await, b"first value");
+    }
+    let object = format!("{fresh}-object");
+    source
+        .put_secret(&format!("{object}#password"), b"s3cret")
+        .await
+        .expect("put a field of a new secret");
+    source
+        .put_secret(&format!("{object}#user"), b"app")
+        .await
+        .expect("put another field");
+    assert_eq!(get(format!("{object}#password"), None).await, b"s3cret");
+    assert_eq!(get(format!("{object}#user"), None).await, b"app");
+    let binary = source
+        .put_secret(&format!("{object}#user"), &[0xff, 0xfe])
+        .await
+        .expect_err("a field holds text");
+    assert_eq!(binary.kind(), ErrorKind::InvalidInput, "{binary}");
+    assert_eq!(
+        get(format!("{object}#user"), None).await,
+        b"app",
+        "nothing written"
+    );
+}
+
 /// Destroying an old version succeeds on a live key: DEKs wrapped under it no longer unwrap,
 /// the primary's still do, and the version is no longer enabled.
 pub async fn destroyed_version_is_gone(

@@ -251,6 +251,34 @@ pub fn secret_field(provider: &str, what: &str, value: &[u8], field: &str) -> Re
     }
 }
 
+/// `current` (a JSON object secret, or nothing yet) with `field` set to `value` (text), its other
+/// fields kept: what writing `ID#FIELD` stores.
+pub fn with_secret_field(
+    what: &str,
+    current: Option<&[u8]>,
+    field: &str,
+    value: &[u8],
+) -> Result<Vec<u8>> {
+    let text = core::str::from_utf8(value).map_err(|_| {
+        Error::invalid_input(alloc::format!(
+            "the value for field {field:?} of {what} is not text; a JSON field holds text (store binary values as base64)"
+        ))
+    })?;
+    let mut object = match current {
+        None => serde_json::Map::new(),
+        Some(bytes) => match serde_json::from_slice(bytes) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => {
+                return Err(Error::invalid_input(alloc::format!(
+                    "{what} is not a JSON object, so field {field:?} cannot be set in it; write the whole secret (no #FIELD)"
+                )));
+            }
+        },
+    };
+    object.insert(field.into(), serde_json::Value::String(text.into()));
+    Ok(alloc::string::ToString::to_string(&serde_json::Value::Object(object)).into_bytes())
+}
+
 /// A store of secrets (Vault KV, AWS Secrets Manager, env vars, files…).
 #[async_trait]
 pub trait SecretSource: Send + Sync + Debug {
@@ -259,6 +287,15 @@ pub trait SecretSource: Send + Sync + Debug {
 
     /// Fetches a secret; `version` selects one where the store keeps versions.
     async fn get_secret(&self, name: &str, version: Option<&str>) -> Result<Secret>;
+
+    /// Stores `value` as the newest version of secret `name`, creating the secret where the
+    /// store needs that, and returns the version the store reports. For `ID#FIELD` names the
+    /// field of a JSON object secret is set and its other fields kept. Stores that cannot be
+    /// written (environment variables) answer [`Error::NotSupported`].
+    async fn put_secret(&self, name: &str, value: &[u8]) -> Result<Option<String>> {
+        let _ = (name, value);
+        Err(Error::not_supported(self.name(), "put_secret"))
+    }
 }
 
 /// Convenience: an [`Error::NotFound`] for a key version.

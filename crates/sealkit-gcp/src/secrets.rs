@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_secretmanager_v1::client::SecretManagerService;
-#[cfg(feature = "test-util")]
 use google_cloud_secretmanager_v1::model::{Replication, SecretPayload, replication};
-use sealkit_core::provider::{Secret, SecretSource, secret_field};
+use sealkit_core::provider::{Secret, SecretSource, secret_field, with_secret_field};
 use sealkit_core::{Error, Result};
+use secrecy::ExposeSecret;
 
 use crate::GcpSettings;
 use crate::error::map;
@@ -99,9 +99,7 @@ impl GcpSecrets {
         Ok(format!("{secret}/versions/{version}"))
     }
 
-    /// Creates secret `name`, replicated automatically, with no version yet (feature
-    /// `test-util`, for seeding test data; not API-stable).
-    #[cfg(feature = "test-util")]
+    /// Creates secret `name`, replicated automatically, with no version yet.
     pub async fn create_secret(&self, name: &str) -> Result<()> {
         let secret = self.secret_name(name)?;
         let (parent, id) = secret
@@ -124,9 +122,7 @@ impl GcpSecrets {
     }
 
     /// Adds `value` as the newest version of secret `name`, sent with its CRC32C so that the
-    /// service checks it on the way in; returns the new version (feature `test-util`; not
-    /// API-stable).
-    #[cfg(feature = "test-util")]
+    /// service checks it on the way in; returns the new version.
     pub async fn add_version(&self, name: &str, value: &[u8]) -> Result<String> {
         let secret = self.secret_name(name)?;
         let added = self
@@ -211,6 +207,37 @@ impl SecretSource for GcpSecrets {
             None => payload.data.to_vec(),
         };
         Ok(Secret::new(value, version_of(&response.name)))
+    }
+
+    /// Adds a version, creating the secret (replicated automatically) if it does not exist;
+    /// `ID#FIELD` sets one field of a JSON object secret and keeps the others.
+    async fn put_secret(&self, name: &str, value: &[u8]) -> Result<Option<String>> {
+        let (id, field) = match name.split_once('#') {
+            Some((id, field)) => (id, Some(field)),
+            None => (name, None),
+        };
+        let current = match self.get_secret(id, None).await {
+            Ok(secret) => Some(secret),
+            Err(e) if e.kind() == sealkit_core::ErrorKind::NotFound => None,
+            Err(e) if e.kind() == sealkit_core::ErrorKind::KeyDisabled && field.is_none() => None,
+            Err(e) => return Err(e),
+        };
+        let body = match field {
+            None => value.to_vec(),
+            Some(field) => {
+                let what = format!("secret {}", self.secret_name(id)?);
+                let bytes = current.as_ref().map(|s| s.value.expose_secret().as_slice());
+                with_secret_field(&what, bytes, field, value)?
+            }
+        };
+        match self.add_version(id, &body).await {
+            Ok(version) => Ok(Some(version)),
+            Err(e) if e.kind() == sealkit_core::ErrorKind::NotFound => {
+                self.create_secret(id).await?;
+                Ok(Some(self.add_version(id, &body).await?))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -32,6 +32,12 @@ pub(crate) fn map(error: ClientError, what: &str) -> Error {
                     Error::key_disabled(what).with_source(detail)
                 }
                 _ if lower.contains("already exists") => Error::already_exists(PROVIDER, what),
+                _ if lower.contains("check-and-set") => Error::unavailable(
+                    PROVIDER,
+                    format!(
+                        "{what}: it changed while being written ({detail}); run the command again"
+                    ),
+                ),
                 _ if lower.contains("message authentication failed")
                     || lower.contains("invalid ciphertext")
                     || lower.contains("unable to decrypt")

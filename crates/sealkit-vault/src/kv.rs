@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sealkit_core::provider::{Secret, SecretSource};
 use sealkit_core::{Error, Result};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use vaultrs::client::VaultClient;
 
 use crate::VaultSettings;
@@ -65,6 +65,39 @@ impl VaultKv {
     async fn client(&self) -> Result<&VaultClient> {
         self.client.get_or_try_init(|| self.config.connect()).await
     }
+
+    /// The mount, path and field (default `value`) a secret name denotes.
+    fn locate<'a>(&'a self, name: &'a str) -> Result<(&'a str, &'a str, &'a str)> {
+        let (path, field) = name.split_once('#').unwrap_or((name, "value"));
+        let (mount, path) = if self.mount.is_empty() {
+            path.split_once('/').ok_or_else(|| {
+                Error::invalid_input(format!("secret name {name:?} must be MOUNT/PATH"))
+            })?
+        } else {
+            (self.mount.as_str(), path)
+        };
+        Ok((mount, path, field))
+    }
+
+    /// The fields at `path` now, or none if nothing is stored there.
+    async fn current_fields(
+        &self,
+        mount: &str,
+        path: &str,
+        what: &str,
+    ) -> Result<Map<String, Value>> {
+        let client = self.client().await?;
+        let read: std::result::Result<Value, _> = match self.version {
+            KvVersion::V1 => vaultrs::kv1::get(client, mount, path).await,
+            KvVersion::V2 => vaultrs::kv2::read(client, mount, path).await,
+        };
+        match read.map_err(|e| map(e, what)) {
+            Ok(Value::Object(fields)) => Ok(fields),
+            Ok(_) => Err(Error::invalid_input(format!("{what} does not hold fields"))),
+            Err(e) if e.kind() == sealkit_core::ErrorKind::NotFound => Ok(Map::new()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[async_trait]
@@ -74,14 +107,7 @@ impl SecretSource for VaultKv {
     }
 
     async fn get_secret(&self, name: &str, version: Option<&str>) -> Result<Secret> {
-        let (path, field) = name.split_once('#').unwrap_or((name, "value"));
-        let (mount, path) = if self.mount.is_empty() {
-            path.split_once('/').ok_or_else(|| {
-                Error::invalid_input(format!("secret name {name:?} must be MOUNT/PATH"))
-            })?
-        } else {
-            (self.mount.as_str(), path)
-        };
+        let (mount, path, field) = self.locate(name)?;
         let what = format!("secret {mount}/{path}");
         let data: Value = match (self.version, version) {
             (KvVersion::V1, Some(_)) => {
@@ -107,5 +133,54 @@ impl SecretSource for VaultKv {
             other => other.to_string().into_bytes(),
         };
         Ok(Secret::new(bytes, version.map(str::to_string)))
+    }
+
+    /// Sets one field (default `value`) at the path, keeping the others. KV v2 writes a new
+    /// version with check-and-set, so a concurrent writer's change is never overwritten.
+    async fn put_secret(&self, name: &str, value: &[u8]) -> Result<Option<String>> {
+        let (mount, path, field) = self.locate(name)?;
+        let what = format!("secret {mount}/{path}");
+        let text = std::str::from_utf8(value).map_err(|_| {
+            Error::invalid_input(format!(
+                "the value for {what} is not text; Vault KV fields hold text (store binary values as base64)"
+            ))
+        })?;
+        let client = self.client().await?;
+        match self.version {
+            KvVersion::V1 => {
+                let mut fields = self.current_fields(mount, path, &what).await?;
+                fields.insert(field.to_string(), Value::String(text.to_string()));
+                let fields: std::collections::HashMap<&str, Value> = fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone()))
+                    .collect();
+                vaultrs::kv1::set(client, mount, path, &fields)
+                    .await
+                    .map_err(|e| map(e, &what))?;
+                Ok(None)
+            }
+            KvVersion::V2 => {
+                let current = match vaultrs::kv2::read_metadata(client, mount, path).await {
+                    Ok(meta) => meta.current_version,
+                    Err(e) => match map(e, &what) {
+                        e if e.kind() == sealkit_core::ErrorKind::NotFound => 0,
+                        e => return Err(e),
+                    },
+                };
+                let mut fields = self.current_fields(mount, path, &what).await?;
+                fields.insert(field.to_string(), Value::String(text.to_string()));
+                let cas = u32::try_from(current).unwrap_or(u32::MAX);
+                let written = vaultrs::kv2::set_with_options(
+                    client,
+                    mount,
+                    path,
+                    &fields,
+                    vaultrs::api::kv2::requests::SetSecretRequestOptions { cas },
+                )
+                .await
+                .map_err(|e| map(e, &what))?;
+                Ok(Some(written.version.to_string()))
+            }
+        }
     }
 }

@@ -127,6 +127,20 @@ impl SecretRef {
             version,
         }
     }
+
+    /// Stores `value` as the newest version of this secret (see
+    /// [`SecretSource::put_secret`]); a reference naming a version is refused. Returns the
+    /// version the store reports.
+    pub async fn put(&self, value: &[u8]) -> Result<Option<String>> {
+        if let Some(version) = &self.version {
+            return Err(Error::invalid_input(format!(
+                "a secret is written as a new version; drop @{version} from {}:{}",
+                self.source.name(),
+                self.name
+            )));
+        }
+        self.source.put_secret(&self.name, value).await
+    }
 }
 
 /// A resolved secret and the source that served it.

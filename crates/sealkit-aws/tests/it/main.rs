@@ -305,6 +305,12 @@ async fn secrets_manager_passes_the_secret_source_suite() {
         },
     )
     .await;
+    sealkit_conformance::writable_secret_source_conforms(
+        &AwsSecrets::new(settings(&endpoint)),
+        &unique("put"),
+        true,
+    )
+    .await;
 }
 
 /// The AWS KMS client itself, straight at moto: to set up states Sealkit would not create.

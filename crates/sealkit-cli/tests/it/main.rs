@@ -1258,3 +1258,96 @@ fn secrets_by_configured_name_and_constant_time_comparison() {
     let text = String::from_utf8_lossy(&differ.stdout) + String::from_utf8_lossy(&differ.stderr);
     assert!(!text.contains("hunter"), "never a value: {text}");
 }
+
+/// The secret move: the legacy key goes from an environment variable into AWS Secrets Manager
+/// (`secrets put --from-env`), is checked against the variable (`secrets compare`), and a
+/// hybrid-mode CLI then reads it from the `[legacy] key` chain to open legacy data; JSON
+/// secrets take one field at a time from stdin.
+#[test]
+fn the_legacy_key_moves_from_env_into_secrets_manager() {
+    use base64::Engine;
+    use sealkit::core::legacy::{self, LegacyFormat};
+    use sealkit_conformance::peers::{peer_env, unique};
+    let Some(endpoint) = peer_env("SEALKIT_TEST_AWS_ENDPOINT", "moto") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let legacy_key = [0x3Cu8; 32];
+    let encoded = base64::engine::general_purpose::STANDARD.encode(legacy_key);
+    let id = unique("legacy-key");
+    let env = [
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("APP_LEGACY_KEY", encoded.as_str()),
+    ];
+    let run = |args: &[&str], stdin: &[u8]| sealkit_with(h, &env, args, stdin);
+    let target = format!("aws-secrets:{id}");
+    let stored = run(
+        &["secrets", "put", &target, "--from-env", "APP_LEGACY_KEY"],
+        b"",
+    );
+    let said = String::from_utf8_lossy(ok(&stored)).to_string();
+    assert!(
+        said.starts_with(&format!("stored {target} (version ")),
+        "{said}"
+    );
+    assert!(!said.contains(&encoded), "never the value: {said}");
+    assert_eq!(
+        ok(&run(
+            &["secrets", "compare", &target, "env:APP_LEGACY_KEY"],
+            b""
+        )),
+        b"match\n"
+    );
+
+    // A hybrid-mode CLI reads the key from the chain and opens legacy data with it.
+    let config = h.join("sealkit.toml");
+    std::fs::write(
+        &config,
+        format!("mode = \"hybrid\"\n[legacy]\nkey = [\"{target}\", \"env:UNSET_FALLBACK\"]\n"),
+    )
+    .unwrap();
+    let old = legacy::seal(
+        LegacyFormat::AesGcmIv16,
+        &sealkit::DataKey::from_bytes(legacy_key),
+        &sealkit::random::OsRandom,
+        b"alice@example.com",
+        b"",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    assert_eq!(
+        ok(&run(
+            &["--config", config, "decrypt", "--context", CTX],
+            &old
+        )),
+        b"alice@example.com"
+    );
+
+    // One field of a JSON secret at a time, from stdin (the trailing newline dropped).
+    let db = format!("aws-secrets:{}", unique("db"));
+    ok(&run(
+        &["secrets", "put", &format!("{db}#password")],
+        b"s3cret\n",
+    ));
+    ok(&run(&["secrets", "put", &format!("{db}#user")], b"app\n"));
+    assert_eq!(
+        ok(&run(&["secrets", "get", &format!("{db}#password")], b"")),
+        b"s3cret"
+    );
+    assert_eq!(
+        ok(&run(&["secrets", "get", &format!("{db}#user")], b"")),
+        b"app"
+    );
+    // Writing where no write is possible says so.
+    let env_put = run(&["secrets", "put", "env:APP_LEGACY_KEY"], b"x");
+    assert_eq!(
+        env_put.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&env_put.stderr)
+    );
+}

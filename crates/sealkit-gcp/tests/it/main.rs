@@ -263,6 +263,7 @@ async fn secret_manager_passes_the_secret_source_suite() {
         },
     )
     .await;
+    sealkit_conformance::writable_secret_source_conforms(&source, &unique("put"), true).await;
 }
 
 /// Against a server that accepts and never answers, a Secret Manager read ends by its own

@@ -107,5 +107,11 @@ async fn kv1_and_kv2_pass_the_secret_source_suite() {
             },
         )
         .await;
+        sealkit_conformance::writable_secret_source_conforms(
+            &source,
+            &format!("{mount}/{}", unique("put")),
+            versioned,
+        )
+        .await;
     }
 }
