@@ -45,12 +45,25 @@ where
                 _ => Error::invalid_input(detail),
             }
         }
+        SdkError::DispatchFailure(_) if lacks_credentials(&error_chain(&error)) => {
+            Error::misconfigured(format!(
+                "{what}: no AWS credentials were found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a web identity, or run with an instance or task role): {}",
+                error_chain(&error)
+            ))
+        }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             Error::unavailable(provider, format!("{what}: {}", error_chain(&error)))
         }
         _ => Error::misconfigured(format!("{what}: {}", error_chain(&error))),
     };
     mapped.with_source(error)
+}
+
+/// Whether a dispatch failure is the credential chain finding nothing: a configuration problem
+/// that waiting does not fix (the SDK reports it only as text).
+fn lacks_credentials(chain: &str) -> bool {
+    chain.contains("no credentials found in chain")
+        || chain.contains("the credential provider was not enabled")
 }
 
 #[cfg(test)]

@@ -1351,3 +1351,41 @@ fn the_legacy_key_moves_from_env_into_secrets_manager() {
         String::from_utf8_lossy(&env_put.stderr)
     );
 }
+
+/// Missing AWS credentials are a configuration error (exit 7, at once, saying what to set),
+/// not an outage retried three times.
+#[test]
+fn missing_aws_credentials_are_misconfiguration_not_an_outage() {
+    use sealkit_conformance::peers::peer_env;
+    let Some(endpoint) = peer_env("SEALKIT_TEST_AWS_ENDPOINT", "moto") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let out = Command::new(env!("CARGO_BIN_EXE_sealkit"))
+        .args(["keys", "create", "aws-kms://alias/no-credentials"])
+        .env("HOME", h)
+        .env("SEALKIT_HOME", h.join(".sealkit"))
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", h.join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", h.join("none"))
+        .env("SEALKIT_LOG", "sealkit=debug")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(
+        !err.contains("retryable provider error"),
+        "not retried: {err}"
+    );
+}
