@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use base64::Engine as _;
 use clap::{Args, Subcommand};
 use sealkit::core::provider::VersionState;
 use sealkit::{Config, EncryptionContext, ErrorKind, KeyUri, Keyring, RewrapOutcome};
@@ -168,6 +169,9 @@ pub(crate) struct EncryptArgs {
     /// What the data belongs to, as k=v pairs: table=customers,column=email,id=42
     #[arg(long)]
     context: String,
+    /// Write the envelope as base64 text (one line), for text columns, JSON or a terminal.
+    #[arg(long)]
+    armor: bool,
     #[command(flatten)]
     io: Io,
 }
@@ -189,6 +193,11 @@ pub(crate) async fn encrypt(ctx: &Ctx, args: EncryptArgs) -> anyhow::Result<()> 
         None => keyring.seal(&plaintext, &context).await?,
     };
     keyring.flush_audit()?;
+    if args.armor {
+        let mut text = base64::engine::general_purpose::STANDARD.encode(&sealed);
+        text.push('\n');
+        return args.io.write(text.as_bytes());
+    }
     args.io.write(&sealed)
 }
 
@@ -198,6 +207,10 @@ pub(crate) struct DecryptArgs {
     /// The context the data was sealed with.
     #[arg(long)]
     context: String,
+    /// The envelope is base64 text (as `encrypt --armor` writes it; surrounding whitespace is
+    /// ignored).
+    #[arg(long)]
+    armor: bool,
     #[command(flatten)]
     io: Io,
 }
@@ -205,7 +218,16 @@ pub(crate) struct DecryptArgs {
 pub(crate) async fn decrypt(ctx: &Ctx, args: DecryptArgs) -> anyhow::Result<()> {
     let keyring = ctx.keyring().await?;
     let context = parse_context(&args.context)?;
-    let sealed = args.io.read()?;
+    let mut sealed = args.io.read()?;
+    if args.armor {
+        sealed = base64::engine::general_purpose::STANDARD
+            .decode(sealed.trim_ascii())
+            .map_err(|_| {
+                sealkit::Error::invalid_input(
+                    "--armor: the input is not base64 text (drop --armor for a binary envelope)",
+                )
+            })?;
+    }
     let plaintext = keyring.open(&sealed, &context).await?;
     keyring.flush_audit()?;
     args.io.write(&plaintext)

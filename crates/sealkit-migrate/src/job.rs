@@ -235,13 +235,15 @@ impl Migrator {
             let mut tried = 0u64;
             let mut opened = false;
             for value in rows.iter().filter_map(|row| row.values[i].as_ref()) {
-                let bytes = value.bytes();
-                if Envelope::looks_like(bytes) && Envelope::parse(bytes).is_ok() {
+                let Ok(bytes) = column.encoding.decode(value) else {
+                    continue; // counted as a failed value by the run, with its reason
+                };
+                if Envelope::looks_like(&bytes) && Envelope::parse(&bytes).is_ok() {
                     continue;
                 }
                 let decoder = self.decoders.get(&column.source)?;
                 tried += 1;
-                if decoder.decode(bytes).await.is_ok() {
+                if decoder.decode(&bytes).await.is_ok() {
                     opened = true;
                     break;
                 }
@@ -318,7 +320,11 @@ impl Migrator {
                     continue;
                 };
                 let ctx = context(&self.spec, &column.name, row.pk, row.tenant.as_deref())?;
-                match converter.convert(&column.source, value.bytes(), &ctx).await {
+                let converted = match column.encoding.decode(value) {
+                    Ok(bytes) => converter.convert(&column.source, &bytes, &ctx).await,
+                    Err(e) => Err(e),
+                };
+                match converted {
                     Ok(Decision::Keep) => counts.skipped += 1,
                     Ok(Decision::Write(new)) => {
                         counts.migrated += 1;
@@ -326,7 +332,7 @@ impl Migrator {
                             pk: row.pk,
                             column: i,
                             old: value.clone(),
-                            new,
+                            new: column.encoding.encode(new),
                         });
                     }
                     Err(e) if e.is_retryable() => return Err(e),
@@ -365,10 +371,8 @@ impl Migrator {
                     .pop()
                     .and_then(|r| r.tenant);
                 let ctx = context(&self.spec, &column.name, conflict.pk, tenant.as_deref())?;
-                match converter
-                    .convert(&column.source, current.bytes(), &ctx)
-                    .await?
-                {
+                let bytes = column.encoding.decode(&current)?.into_owned();
+                match converter.convert(&column.source, &bytes, &ctx).await? {
                     Decision::Keep => {
                         late.skipped += 1;
                         break;
@@ -380,7 +384,7 @@ impl Migrator {
                                 pk: conflict.pk,
                                 column: conflict.column,
                                 old: current,
-                                new,
+                                new: column.encoding.encode(new),
                             })
                             .await?
                         {
@@ -483,9 +487,18 @@ impl Migrator {
                     let Some(value) = &row.values[i] else {
                         continue;
                     };
-                    let kind = match detect(value.bytes()) {
+                    let Ok(bytes) = column.encoding.decode(value) else {
+                        *plan
+                            .formats
+                            .entry(column.name.clone())
+                            .or_default()
+                            .entry(format!("not {} text", column.encoding))
+                            .or_default() += 1;
+                        continue;
+                    };
+                    let kind = match detect(&bytes) {
                         Some(Detected::Envelope) => {
-                            let env = Envelope::parse(value.bytes())?;
+                            let env = Envelope::parse(&bytes)?;
                             let key = env.key_ref().and_then(Result::ok);
                             match (&key, &primary) {
                                 (Some(k), Some(p))
@@ -563,12 +576,14 @@ impl Migrator {
                     };
                     report.values += 1;
                     let ctx = context(&self.spec, &column.name, row.pk, row.tenant.as_deref())?;
-                    let problem = match Envelope::parse(value.bytes()) {
-                        Err(_) => Some("not an envelope (not migrated)".to_string()),
-                        Ok(env) => match env.key_ref().and_then(Result::ok) {
+                    let bytes = column.encoding.decode(value);
+                    let problem = match bytes.as_deref().map(Envelope::parse) {
+                        Err(e) => Some(e.to_string()),
+                        Ok(Err(_)) => Some("not an envelope (not migrated)".to_string()),
+                        Ok(Ok(env)) => match env.key_ref().and_then(Result::ok) {
                             Some(k) if k.uri == self.spec.target && k.version == primary => self
                                 .keyring
-                                .open(value.bytes(), &ctx)
+                                .open(bytes.as_deref().unwrap_or_default(), &ctx)
                                 .await
                                 .err()
                                 .map(|e| format!("does not open: {e}")),

@@ -42,7 +42,7 @@ mod store;
 
 pub use decode::Decoder;
 pub use job::{JobStatus, Migrator, Plan, RunReport, VerifyProgress, VerifyReport};
-pub use spec::{ColumnSpec, JobSpec, SourceFormat};
+pub use spec::{ColumnSpec, JobSpec, SourceFormat, StoredEncoding};
 #[cfg(feature = "postgres")]
 pub use store::PgStore;
 #[cfg(feature = "sqlite")]

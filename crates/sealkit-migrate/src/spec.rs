@@ -6,6 +6,8 @@ use sealkit::core::legacy::LegacyFormat;
 use sealkit::{Error, KeyUri, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::store::Value;
+
 /// How a column's current values are encrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -53,29 +55,142 @@ impl std::fmt::Display for SourceFormat {
     }
 }
 
+/// How a column stores its (binary) ciphertexts: as bytes, or as text in an encoding. Migrated
+/// values are written back the same way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoredEncoding {
+    /// The bytes themselves (a `BLOB`/`bytea` column).
+    #[default]
+    Binary,
+    /// Base64 (RFC 4648 §4), written padded; read padded or not.
+    Base64,
+    /// URL-safe base64 (RFC 4648 §5), written unpadded; read padded or not.
+    Base64Url,
+    /// Hexadecimal, written lower case; read in either case.
+    Hex,
+}
+
+impl StoredEncoding {
+    /// Whether values are text.
+    pub fn is_text(self) -> bool {
+        self != Self::Binary
+    }
+
+    /// The bytes a stored value holds.
+    pub fn decode<'a>(self, stored: &'a Value) -> Result<std::borrow::Cow<'a, [u8]>> {
+        use base64::Engine;
+        use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+        let lenient =
+            GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+        let text = || stored.bytes().trim_ascii();
+        let decoded = match self {
+            Self::Binary => return Ok(std::borrow::Cow::Borrowed(stored.bytes())),
+            Self::Base64 => GeneralPurpose::new(&base64::alphabet::STANDARD, lenient)
+                .decode(text())
+                .ok(),
+            Self::Base64Url => GeneralPurpose::new(&base64::alphabet::URL_SAFE, lenient)
+                .decode(text())
+                .ok(),
+            Self::Hex => hex::decode(text()).ok(),
+        };
+        decoded.map(std::borrow::Cow::Owned).ok_or_else(|| {
+            Error::invalid_input(format!(
+                "the stored value is not {self} text (the column is declared @{self})"
+            ))
+        })
+    }
+
+    /// The stored form of `bytes`.
+    pub fn encode(self, bytes: Vec<u8>) -> Value {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        match self {
+            Self::Binary => Value::Blob(bytes),
+            Self::Base64 => Value::Text(STANDARD.encode(bytes)),
+            Self::Base64Url => Value::Text(URL_SAFE_NO_PAD.encode(bytes)),
+            Self::Hex => Value::Text(hex::encode(bytes)),
+        }
+    }
+}
+
+impl FromStr for StoredEncoding {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "binary" => Ok(Self::Binary),
+            "base64" => Ok(Self::Base64),
+            "base64url" => Ok(Self::Base64Url),
+            "hex" => Ok(Self::Hex),
+            _ => Err(Error::invalid_input(format!(
+                "unknown stored encoding {s:?}: use base64, base64url, hex (or binary, the default)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for StoredEncoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Binary => "binary",
+            Self::Base64 => "base64",
+            Self::Base64Url => "base64url",
+            Self::Hex => "hex",
+        })
+    }
+}
+
 /// One column of a job.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ColumnSpec {
     /// The column name.
     pub name: String,
     /// How its values are encrypted now.
     pub source: SourceFormat,
+    /// How it stores them (bytes, or text in an encoding).
+    pub encoding: StoredEncoding,
+}
+
+impl ColumnSpec {
+    /// Column `name`, holding `source` values as bytes.
+    pub fn new(name: &str, source: SourceFormat) -> Result<Self> {
+        Ok(Self {
+            name: identifier(name)?,
+            source,
+            encoding: StoredEncoding::Binary,
+        })
+    }
+
+    /// The same column, its values stored as text in `encoding`.
+    pub fn stored_as(mut self, encoding: StoredEncoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// `FORMAT` or `FORMAT@ENCODING`, as given on the command line and recorded with the job.
+    fn format_text(&self) -> String {
+        match self.encoding {
+            StoredEncoding::Binary => self.source.to_string(),
+            encoding => format!("{}@{encoding}", self.source),
+        }
+    }
 }
 
 impl FromStr for ColumnSpec {
     type Err = Error;
-    /// `NAME=FORMAT`, e.g. `email=aes-gcm-iv16`.
+    /// `NAME=FORMAT[@ENCODING]`, e.g. `email=aes-gcm-iv16` or `email=aes-gcm-iv16@base64`.
     fn from_str(s: &str) -> Result<Self> {
-        let (name, source) = s.split_once('=').ok_or_else(|| {
+        let (name, format) = s.split_once('=').ok_or_else(|| {
             Error::invalid_input(format!(
-                "column {s:?} must be NAME=FORMAT, e.g. email=aes-gcm-iv16"
+                "column {s:?} must be NAME=FORMAT[@ENCODING], e.g. email=aes-gcm-iv16 or email=aes-gcm-iv16@base64"
             ))
         })?;
-        let name = identifier(name)?;
-        Ok(Self {
-            name,
-            source: source.parse()?,
-        })
+        let (source, encoding) = match format.rsplit_once('@') {
+            Some((source, encoding)) => (source, encoding.parse()?),
+            None => (format, StoredEncoding::Binary),
+        };
+        Ok(Self::new(name, source.parse()?)?.stored_as(encoding))
     }
 }
 
@@ -160,7 +275,7 @@ impl JobSpec {
             columns: self
                 .columns
                 .iter()
-                .map(|c| (c.name.clone(), c.source.to_string()))
+                .map(|c| (c.name.clone(), c.format_text()))
                 .collect(),
             tenant_column: self.tenant_column.clone(),
             target: self.target.to_string(),

@@ -1389,3 +1389,45 @@ fn missing_aws_credentials_are_misconfiguration_not_an_outage() {
         "not retried: {err}"
     );
 }
+
+/// `--armor`: an envelope as one line of base64 text, and back.
+#[test]
+fn armored_envelopes_are_base64_text() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    ok(&sealkit(h, &["keys", "create", "local://k"], b""));
+    let out = sealkit(
+        h,
+        &["encrypt", "--key", "local://k", "--context", CTX, "--armor"],
+        b"alice@example.com",
+    );
+    let text = String::from_utf8(ok(&out).to_vec()).unwrap();
+    assert!(
+        text.ends_with('\n') && text.trim_end().lines().count() == 1,
+        "{text:?}"
+    );
+    assert!(
+        text.trim_end()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+    );
+    let opened = sealkit(
+        h,
+        &["decrypt", "--context", CTX, "--armor"],
+        text.as_bytes(),
+    );
+    assert_eq!(ok(&opened), b"alice@example.com");
+    // Binary input with --armor is refused clearly (exit 7).
+    let sealed = ok(&sealkit(
+        h,
+        &["encrypt", "--key", "local://k", "--context", CTX],
+        b"x",
+    ))
+    .to_vec();
+    assert_eq!(
+        sealkit(h, &["decrypt", "--context", CTX, "--armor"], &sealed)
+            .status
+            .code(),
+        Some(7)
+    );
+}

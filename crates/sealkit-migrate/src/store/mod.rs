@@ -63,8 +63,8 @@ pub struct Update {
     pub column: usize,
     /// The value read.
     pub old: Value,
-    /// The value to write.
-    pub new: Vec<u8>,
+    /// The value to write (bytes, or text for a column that stores ciphertexts as text).
+    pub new: Value,
 }
 
 /// A claimed range of primary keys, `lo..hi`.

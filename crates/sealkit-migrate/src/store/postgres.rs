@@ -35,6 +35,8 @@ impl PgDb {
 struct PgJob {
     db: Arc<PgDb>,
     spec: JobSpec,
+    /// Which job columns are text (the rest are `bytea`), checked against the catalog once.
+    text_columns: tokio::sync::OnceCell<Vec<bool>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -59,6 +61,7 @@ impl Store for PgStore {
         Arc::new(PgJob {
             db: self.db.clone(),
             spec: spec.clone(),
+            text_columns: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -133,15 +136,101 @@ async fn create_schema(client: &mut tokio_postgres::Client) -> Result<()> {
     tx.commit().await.map_err(|e| db_err("commit", e))
 }
 
-fn pg_row(r: &tokio_postgres::Row, columns: usize) -> Row {
-    let values = (0..columns)
-        .map(|i| r.get::<_, Option<Vec<u8>>>(2 + i).map(Value::Blob))
+/// A value as read (`convert_to(…, 'UTF8')` for text columns, so always bytes).
+fn pg_value(bytes: Vec<u8>, text: bool) -> Value {
+    if text {
+        match String::from_utf8(bytes) {
+            Ok(t) => Value::Text(t),
+            Err(e) => Value::Blob(e.into_bytes()),
+        }
+    } else {
+        Value::Blob(bytes)
+    }
+}
+
+fn pg_row(r: &tokio_postgres::Row, text: &[bool]) -> Row {
+    let values = text
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| r.get::<_, Option<Vec<u8>>>(2 + i).map(|b| pg_value(b, t)))
         .collect();
     Row {
         pk: r.get(0),
         tenant: r.get::<_, Option<String>>(1),
         values,
     }
+}
+
+/// A column as read: `bytea` as is, text as its UTF-8 bytes.
+fn read_expr(name: &str, text: bool) -> String {
+    if text {
+        format!("convert_to({name}, 'UTF8')")
+    } else {
+        name.to_string()
+    }
+}
+
+/// A `bytea` expression as written to (or compared with) a column.
+fn write_expr(expr: &str, text: bool) -> String {
+    if text {
+        format!("convert_from({expr}, 'UTF8')")
+    } else {
+        expr.to_string()
+    }
+}
+
+/// Checks the job's table against the catalog and says which columns are text. Keys must be
+/// integers (jobs walk key ranges); columns `bytea`, or text with a declared encoding.
+async fn column_kinds(client: &tokio_postgres::Client, spec: &JobSpec) -> Result<Vec<bool>> {
+    let rows = client
+        .query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = $1",
+            &[&spec.table.to_lowercase()],
+        )
+        .await
+        .map_err(|e| db_err("reading the table's columns", e))?;
+    let types: std::collections::HashMap<String, String> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    if types.is_empty() {
+        return Err(Error::misconfigured(format!(
+            "table {} does not exist in the current schema; check --table",
+            spec.table
+        )));
+    }
+    let type_of = |column: &str| {
+        types.get(&column.to_lowercase()).cloned().ok_or_else(|| {
+            Error::misconfigured(format!(
+                "table {} has no column {column}; check the job's columns",
+                spec.table
+            ))
+        })
+    };
+    let pk_type = type_of(&spec.pk)?;
+    if !matches!(pk_type.as_str(), "smallint" | "integer" | "bigint") {
+        return Err(Error::misconfigured(format!(
+            "the key column {} of {} is {pk_type}: jobs walk integer key ranges (smallint, integer, bigint); add an integer key column (e.g. `ALTER TABLE {} ADD COLUMN sealkit_id bigserial UNIQUE`) and pass it with --pk",
+            spec.pk, spec.table, spec.table
+        )));
+    }
+    spec.columns
+        .iter()
+        .map(|column| {
+            let data_type = type_of(&column.name)?;
+            match data_type.as_str() {
+                "bytea" => Ok(false),
+                "text" | "character varying" | "character" if column.encoding.is_text() => Ok(true),
+                "text" | "character varying" | "character" => Err(Error::misconfigured(format!(
+                    "column {} of {} is {data_type} and ciphertexts are bytes: declare how they are stored in it, e.g. --column {}={}@base64 (or @base64url, @hex)",
+                    column.name, spec.table, column.name, column.source
+                ))),
+                other => Err(Error::misconfigured(format!(
+                    "column {} of {} is {other}: a job migrates bytea columns, or text columns with a declared encoding",
+                    column.name, spec.table
+                ))),
+            }
+        })
+        .collect()
 }
 
 impl PgStore {
@@ -169,7 +258,7 @@ impl PgDb {
     /// The job's rows that `sql` selects, with its two parameters bound to `args`.
     async fn query_rows(
         &self,
-        spec: &JobSpec,
+        text: &[bool],
         sql: &str,
         args: [i64; 2],
         what: &str,
@@ -179,18 +268,23 @@ impl PgDb {
             .query(sql, &[&args[0], &args[1]])
             .await
             .map_err(|e| db_err(what, e))?;
-        Ok(rows.iter().map(|r| pg_row(r, spec.columns.len())).collect())
+        Ok(rows.iter().map(|r| pg_row(r, text)).collect())
     }
 
-    fn select(spec: &JobSpec) -> String {
-        let mut cols = vec![spec.pk.clone()];
+    fn select(spec: &JobSpec, text: &[bool]) -> String {
+        let mut cols = vec![format!("{}::bigint", spec.pk)];
         cols.push(
             spec.tenant_column
                 .as_ref()
                 .map(|t| format!("{t}::text"))
                 .unwrap_or_else(|| "NULL::text".into()),
         );
-        cols.extend(spec.columns.iter().map(|c| c.name.clone()));
+        cols.extend(
+            spec.columns
+                .iter()
+                .zip(text)
+                .map(|(c, &t)| read_expr(&c.name, t)),
+        );
         cols.join(", ")
     }
 
@@ -216,6 +310,7 @@ impl PgDb {
 impl JobLedger for PgJob {
     async fn prepare(&self) -> Result<()> {
         let spec = &self.spec;
+        self.text_columns().await?;
         let mut client = self.db.client.lock().await;
         create_schema(&mut client).await?;
         let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
@@ -426,26 +521,43 @@ impl JobLedger for PgJob {
     }
 }
 
+impl PgJob {
+    /// Which job columns are text, checked against the catalog on first use.
+    async fn text_columns(&self) -> Result<&[bool]> {
+        self.text_columns
+            .get_or_try_init(|| async {
+                let client = self.db.client.lock().await;
+                column_kinds(&client, &self.spec).await
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+}
+
 #[async_trait]
 impl JobTable for PgJob {
     async fn rows(&self, chunk: Chunk) -> Result<Vec<Row>> {
         let spec = &self.spec;
+        let text = self.text_columns().await?;
         let sql = format!(
-            "SELECT {} FROM {} WHERE {pk} >= $1 AND {pk} < $2 ORDER BY {pk}",
-            PgDb::select(spec),
+            "SELECT {} FROM {} WHERE {pk} >= $1::bigint AND {pk} < $2::bigint ORDER BY {pk}",
+            PgDb::select(spec, text),
             spec.table,
             pk = spec.pk
         );
         self.db
-            .query_rows(spec, &sql, [chunk.lo, chunk.hi], "reading a chunk")
+            .query_rows(text, &sql, [chunk.lo, chunk.hi], "reading a chunk")
             .await
     }
 
     async fn read(&self, pk: i64, column: usize) -> Result<Option<Value>> {
         let spec = &self.spec;
+        let text = self.text_columns().await?[column];
         let sql = format!(
-            "SELECT {} FROM {} WHERE {} = $1",
-            spec.columns[column].name, spec.table, spec.pk
+            "SELECT {} FROM {} WHERE {} = $1::bigint",
+            read_expr(&spec.columns[column].name, text),
+            spec.table,
+            spec.pk
         );
         let client = self.db.client.lock().await;
         let row = client
@@ -454,20 +566,23 @@ impl JobTable for PgJob {
             .map_err(|e| db_err("re-reading a value", e))?;
         Ok(row
             .and_then(|r| r.get::<_, Option<Vec<u8>>>(0))
-            .map(Value::Blob))
+            .map(|b| pg_value(b, text)))
     }
 
     async fn swap(&self, u: &Update) -> Result<bool> {
         let spec = &self.spec;
+        let text = self.text_columns().await?[u.column];
         let col = &spec.columns[u.column].name;
         let sql = format!(
-            "UPDATE {t} SET {col} = $1 WHERE {pk} = $2 AND {col} = $3",
+            "UPDATE {t} SET {col} = {new} WHERE {pk} = $2::bigint AND {col} = {old}",
             t = spec.table,
-            pk = spec.pk
+            pk = spec.pk,
+            new = write_expr("$1::bytea", text),
+            old = write_expr("$3::bytea", text),
         );
         let client = self.db.client.lock().await;
         Ok(client
-            .execute(&sql, &[&u.new, &u.pk, &u.old.bytes()])
+            .execute(&sql, &[&u.new.bytes(), &u.pk, &u.old.bytes()])
             .await
             .map_err(|e| db_err("updating a value", e))?
             == 1)
@@ -475,14 +590,15 @@ impl JobTable for PgJob {
 
     async fn scan(&self, after: i64, limit: i64) -> Result<Vec<Row>> {
         let spec = &self.spec;
+        let text = self.text_columns().await?;
         let sql = format!(
-            "SELECT {} FROM {} WHERE {pk} > $1 ORDER BY {pk} LIMIT $2",
-            PgDb::select(spec),
+            "SELECT {} FROM {} WHERE {pk} > $1::bigint ORDER BY {pk} LIMIT $2",
+            PgDb::select(spec, text),
             spec.table,
             pk = spec.pk
         );
         self.db
-            .query_rows(spec, &sql, [after, limit], "scanning")
+            .query_rows(text, &sql, [after, limit], "scanning")
             .await
     }
 
@@ -506,6 +622,7 @@ impl JobStore for PgJob {
         counts: ChunkCounts,
     ) -> Result<Vec<Update>> {
         let spec = &self.spec;
+        let text = self.text_columns().await?;
         let mut client = self.db.client.lock().await;
         let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
         // One compare-and-swap statement per column for the whole chunk.
@@ -516,14 +633,16 @@ impl JobStore for PgJob {
                 continue;
             }
             let ids: Vec<i64> = batch.iter().map(|u| u.pk).collect();
-            let new: Vec<&[u8]> = batch.iter().map(|u| u.new.as_slice()).collect();
+            let new: Vec<&[u8]> = batch.iter().map(|u| u.new.bytes()).collect();
             let old: Vec<&[u8]> = batch.iter().map(|u| u.old.bytes()).collect();
             let sql = format!(
-                "UPDATE {t} AS t SET {col} = u.new FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS u(id, new, old)
-                 WHERE t.{pk} = u.id AND t.{col} = u.old RETURNING t.{pk}",
+                "UPDATE {t} AS t SET {col} = {new} FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS u(id, new, old)
+                 WHERE t.{pk} = u.id AND t.{col} = {old} RETURNING t.{pk}::bigint",
                 t = spec.table,
                 col = column.name,
-                pk = spec.pk
+                pk = spec.pk,
+                new = write_expr("u.new", text[i]),
+                old = write_expr("u.old", text[i]),
             );
             let done: std::collections::HashSet<i64> = tx
                 .query(&sql, &[&ids, &new, &old])

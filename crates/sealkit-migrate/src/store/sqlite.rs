@@ -123,7 +123,7 @@ fn sqlite_row(r: &rusqlite::Row<'_>, columns: usize) -> rusqlite::Result<Row> {
 }
 
 /// Binds an old value with its original type, so that the compare-and-swap compares alike.
-fn sqlite_old(v: &Value) -> rusqlite::types::Value {
+fn to_sqlite(v: &Value) -> rusqlite::types::Value {
     match v {
         Value::Blob(b) => rusqlite::types::Value::Blob(b.clone()),
         Value::Text(t) => rusqlite::types::Value::Text(t.clone()),
@@ -456,7 +456,7 @@ impl JobTable for SqliteJob {
         );
         self.db.with(
             |c| {
-                c.execute(&sql, params![u.new, u.pk, sqlite_old(&u.old)])
+                c.execute(&sql, params![to_sqlite(&u.new), u.pk, to_sqlite(&u.old)])
                     .map(|n| n == 1)
             },
             "updating a value",
@@ -497,7 +497,7 @@ impl JobStore for SqliteJob {
                 for u in updates {
                     let col = &spec.columns[u.column].name;
                     let sql = format!("UPDATE {t} SET {col} = ?1 WHERE {pk} = ?2 AND {col} = ?3", t = spec.table, pk = spec.pk);
-                    let n = tx.prepare_cached(&sql)?.execute(params![u.new, u.pk, sqlite_old(&u.old)])?;
+                    let n = tx.prepare_cached(&sql)?.execute(params![to_sqlite(&u.new), u.pk, to_sqlite(&u.old)])?;
                     if n == 0 {
                         lost.push(u.clone());
                     }

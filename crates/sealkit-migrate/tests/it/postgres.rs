@@ -183,3 +183,140 @@ async fn four_workers_starting_together_on_a_fresh_database_all_succeed() {
     }
     assert_eq!(migrated, 2_000 * 3 - 200);
 }
+
+/// PostgreSQL column types: an `integer` key and `text` columns holding base64 and hex
+/// ciphertexts migrate, the envelopes written back as text in the same encodings; a `uuid` key,
+/// a text column without a declared encoding, or another type is a clear error naming the
+/// column and its type, before anything is changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integer_keys_and_text_columns_migrate_and_other_types_are_refused_clearly() {
+    use base64::Engine;
+    use sealkit_migrate::{ColumnSpec, StoredEncoding};
+    let Some(url) = peer_env("SEALKIT_TEST_PG_URL", "PostgreSQL") else {
+        return;
+    };
+    let db = client(&url).await;
+    let table = unique("texty").replace('-', "_");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id SERIAL PRIMARY KEY, email TEXT, phone VARCHAR(400), odd INTEGER)"
+    ))
+    .await
+    .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for id in 1..=300i64 {
+        db.execute(
+            &format!("INSERT INTO {table} (email, phone) VALUES ($1, $2)"),
+            &[
+                &b64.encode(legacy_email(id, 0)),
+                &hex::encode(legacy_note(id)),
+            ],
+        )
+        .await
+        .unwrap();
+    }
+    let home = tempfile::tempdir().unwrap();
+    let keyring = keyring(home.path());
+    let key = target(&keyring, "texty").await;
+    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
+    let columns = vec![
+        ColumnSpec::new("email", "aes-gcm-iv16".parse().unwrap())
+            .unwrap()
+            .stored_as(StoredEncoding::Base64),
+        ColumnSpec::new("phone", "fernet".parse().unwrap())
+            .unwrap()
+            .stored_as(StoredEncoding::Hex),
+    ];
+    let mut spec =
+        sealkit_migrate::JobSpec::new(&table, &table, "id", columns, key.clone()).unwrap();
+    spec.chunk_rows = 100;
+    let job = migrator(&keyring, spec.clone(), store.clone());
+    let report = job.run("w1", &quiet).await.unwrap();
+    assert_eq!(report.migrated, 600);
+    assert_eq!(job.verify().await.unwrap().problem_count, 0);
+    let rows = db
+        .query(
+            &format!("SELECT id::bigint, email, phone FROM {table} ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in rows {
+        let (id, email_text, phone_text): (i64, String, String) =
+            (row.get(0), row.get(1), row.get(2));
+        let sealed = b64.decode(&email_text).expect("written back as base64");
+        let ctx = sealkit::EncryptionContext::parse(&format!("table={table},column=email,id={id}"))
+            .unwrap();
+        assert_eq!(
+            keyring.open(&sealed, &ctx).await.unwrap(),
+            email(id, 0).as_bytes()
+        );
+        let sealed = hex::decode(&phone_text).expect("written back as hex");
+        let ctx = sealkit::EncryptionContext::parse(&format!("table={table},column=phone,id={id}"))
+            .unwrap();
+        assert_eq!(
+            keyring.open(&sealed, &ctx).await.unwrap(),
+            note(id).as_bytes()
+        );
+    }
+
+    // Clear refusals, naming the column and its type.
+    let refused = |columns: Vec<ColumnSpec>, pk: &'static str, job_name: &'static str| {
+        let (keyring, store, key, table) = (&keyring, store.clone(), key.clone(), table.clone());
+        async move {
+            let job_name = unique(job_name);
+            let spec = sealkit_migrate::JobSpec::new(&job_name, &table, pk, columns, key).unwrap();
+            migrator(keyring, spec, store)
+                .run("w1", &quiet)
+                .await
+                .unwrap_err()
+        }
+    };
+    let bare_text = refused(
+        vec![ColumnSpec::new("email", "aes-gcm-iv16".parse().unwrap()).unwrap()],
+        "id",
+        "bare-text",
+    )
+    .await;
+    assert_eq!(bare_text.kind(), sealkit::ErrorKind::Misconfigured);
+    assert!(
+        bare_text.to_string().contains("email=aes-gcm-iv16@base64"),
+        "{bare_text}"
+    );
+    let integer_column = refused(
+        vec![ColumnSpec::new("odd", "aes-gcm-iv16".parse().unwrap()).unwrap()],
+        "id",
+        "odd-column",
+    )
+    .await;
+    assert!(
+        integer_column.to_string().contains("column odd"),
+        "{integer_column}"
+    );
+    assert!(
+        integer_column.to_string().contains("integer"),
+        "{integer_column}"
+    );
+    let uuid_table = unique("uuidkey").replace('-', "_");
+    db.batch_execute(&format!(
+        "CREATE TABLE {uuid_table} (id UUID PRIMARY KEY, email BYTEA)"
+    ))
+    .await
+    .unwrap();
+    let spec = sealkit_migrate::JobSpec::new(
+        &unique("uuid-key"),
+        &uuid_table,
+        "id",
+        vec![ColumnSpec::new("email", "aes-gcm-iv16".parse().unwrap()).unwrap()],
+        key.clone(),
+    )
+    .unwrap();
+    let uuid_key = migrator(&keyring, spec, store.clone())
+        .run("w1", &quiet)
+        .await
+        .unwrap_err();
+    assert_eq!(uuid_key.kind(), sealkit::ErrorKind::Misconfigured);
+    assert!(
+        uuid_key.to_string().contains("key column id") && uuid_key.to_string().contains("uuid"),
+        "{uuid_key}"
+    );
+}

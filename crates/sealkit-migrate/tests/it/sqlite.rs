@@ -470,3 +470,61 @@ async fn ciphertexts_in_a_plaintext_column_are_refused_unless_forced() {
     let ctx = sealkit::EncryptionContext::parse("table=customers,column=phone,id=3").unwrap();
     assert_eq!(keyring.open(&sealed, &ctx).await.unwrap(), token);
 }
+
+/// A TEXT column holding base64url ciphertexts (`email=aes-gcm-iv16@base64url`) migrates, and
+/// its envelopes are written back as TEXT in the same encoding; a value that is not base64url
+/// fails alone with its reason and nothing else is touched.
+#[tokio::test]
+async fn text_columns_keep_their_encoding() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT)")
+            .unwrap();
+        for id in 1..=50i64 {
+            let stored = if id == 7 {
+                "not base64url!".to_string()
+            } else {
+                url.encode(legacy_email(id, 0))
+            };
+            db.execute("INSERT INTO people VALUES (?1, ?2)", params![id, stored])
+                .unwrap();
+        }
+    }
+    let keyring = keyring(dir.path());
+    let key = target(&keyring, "people").await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
+    let column: ColumnSpec = "email=aes-gcm-iv16@base64url".parse().unwrap();
+    let spec = JobSpec::new("people", "people", "id", vec![column], key).unwrap();
+    let report = migrator(&keyring, spec, store)
+        .run("w1", &quiet)
+        .await
+        .unwrap();
+    assert_eq!((report.migrated, report.failed), (49, 1));
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let mut rows = db
+        .prepare("SELECT id, typeof(email), email FROM people ORDER BY id")
+        .unwrap();
+    let rows: Vec<(i64, String, String)> = rows
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (id, kind, stored) in rows {
+        assert_eq!(kind, "text", "row {id} stays text");
+        if id == 7 {
+            assert_eq!(stored, "not base64url!", "the bad value is left as it was");
+            continue;
+        }
+        let sealed = url.decode(&stored).expect("base64url, unpadded");
+        let ctx = sealkit::EncryptionContext::parse(&format!("table=people,column=email,id={id}"))
+            .unwrap();
+        assert_eq!(
+            keyring.open(&sealed, &ctx).await.unwrap(),
+            email(id, 0).as_bytes()
+        );
+    }
+}
