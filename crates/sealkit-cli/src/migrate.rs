@@ -19,22 +19,22 @@ pub(crate) struct JobArgs {
     /// The job's name (state is kept under it in the database).
     #[arg(long)]
     job: String,
-    /// The table.
+    /// The table (with --column and --to; leave all three out to use the job's recorded ones).
     #[arg(long)]
-    table: String,
+    table: Option<String>,
     /// Its integer primary key column.
     #[arg(long, default_value = "id")]
     pk: String,
     /// A column and its current format: NAME=aes-gcm-iv16|aes-gcm-nonce12|fernet|
     /// vault-transit:MOUNT/NAME|plaintext|envelope (repeat for each column).
-    #[arg(long = "column", required = true)]
+    #[arg(long = "column")]
     columns: Vec<String>,
     /// A column whose value joins the context as `tenant`.
     #[arg(long)]
     tenant_column: Option<String>,
     /// The key every value ends up under.
     #[arg(long = "to")]
-    target: String,
+    target: Option<String>,
     /// Primary-key values per chunk.
     #[arg(long, default_value_t = 1000)]
     chunk_rows: i64,
@@ -58,47 +58,85 @@ pub(crate) struct JobArgs {
 #[derive(Subcommand, Debug)]
 pub(crate) enum MigrateCommand {
     /// Count rows and the formats found, estimate KMS calls.
-    Plan(JobArgs),
+    Plan(OtherArgs),
     /// Run (or resume) the job until every chunk is done.
     Run {
         #[command(flatten)]
         job: JobArgs,
-        /// This worker's name (a restarted worker reclaims its chunks at once).
-        #[arg(long, default_value = "worker-1")]
-        worker: String,
-        /// Run this many workers in this process (PostgreSQL).
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-        /// Also revisit finished chunks (values written in the old format since).
-        #[arg(long)]
-        sweep: bool,
-        /// Seconds to wait for an unavailable KMS before giving up (the job stays resumable).
-        #[arg(long, default_value_t = 300)]
-        max_pause: u64,
+        #[command(flatten)]
+        run: RunArgs,
     },
-    /// Show the job's progress.
-    Status(JobArgs),
+    /// Show the job's progress (the job's name and --db are enough).
+    Status(OtherArgs),
     /// Check that every value opens under the target key with its context.
-    Verify(JobArgs),
+    Verify(OtherArgs),
     /// Disable the target key's old versions, only if verify passes for this job's table
     /// (run it after the last table that uses the key).
-    Retire(JobArgs),
+    Retire(OtherArgs),
+}
+
+/// What only `run` uses.
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// This worker's name (a restarted worker reclaims its chunks at once).
+    #[arg(long, default_value = "worker-1")]
+    worker: String,
+    /// Run this many workers in this process (PostgreSQL).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Also revisit finished chunks (values written in the old format since).
+    #[arg(long)]
+    sweep: bool,
+    /// Seconds to wait for an unavailable KMS before giving up (the job stays resumable).
+    #[arg(long, default_value_t = 300)]
+    max_pause: u64,
+}
+
+/// The job arguments of the commands other than `run`, which also take `run`'s own flags
+/// (ignored) so that one argument list serves every command.
+#[derive(Args, Debug)]
+pub(crate) struct OtherArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    #[arg(long, hide = true)]
+    worker: Option<String>,
+    #[arg(long, hide = true)]
+    workers: Option<usize>,
+    #[arg(long, hide = true)]
+    sweep: bool,
+    #[arg(long, hide = true)]
+    max_pause: Option<u64>,
 }
 
 impl JobArgs {
-    fn spec(&self) -> anyhow::Result<JobSpec> {
-        let columns = self
-            .columns
-            .iter()
-            .map(|c| c.parse::<ColumnSpec>())
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut spec = JobSpec::new(
-            &self.job,
-            &self.table,
-            &self.pk,
-            columns,
-            KeyUri::parse(&self.target)?,
-        )?;
+    /// The job's spec: from --table, --column and --to, or, when all three are left out, as
+    /// the database recorded it when the job started.
+    async fn spec(&self, store: &dyn sealkit_migrate::Store) -> anyhow::Result<JobSpec> {
+        let mut spec = match (&self.table, self.columns.is_empty(), &self.target) {
+            (Some(table), false, Some(target)) => {
+                let columns = self
+                    .columns
+                    .iter()
+                    .map(|c| c.parse::<ColumnSpec>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                JobSpec::new(&self.job, table, &self.pk, columns, KeyUri::parse(target)?)?
+            }
+            (None, true, None) => store.recorded_spec(&self.job).await?.ok_or_else(|| {
+                sealkit::Error::not_found(
+                    "database",
+                    format!(
+                        "migration job {:?} (none is recorded in this database: check --job and --db, or start it with --table, --column and --to)",
+                        self.job
+                    ),
+                )
+            })?,
+            _ => {
+                return Err(sealkit::Error::invalid_input(
+                    "give the job's --table, --column and --to together, or none of them to use the ones recorded with the job",
+                )
+                .into());
+            }
+        };
         if let Some(t) = &self.tenant_column {
             spec = spec.with_tenant_column(t)?;
         }
@@ -120,7 +158,8 @@ impl JobArgs {
         };
         let keyring = Keyring::builder(config).build()?;
         let store = sealkit_migrate::open_store(&self.db).await?;
-        let mut migrator = Migrator::new(keyring, self.spec()?, store);
+        let spec = self.spec(&*store).await?;
+        let mut migrator = Migrator::new(keyring, spec, store);
         if let Some(legacy) = legacy {
             tracing::info!(source = legacy.source(), "legacy master key");
             migrator = migrator.with_legacy_key(legacy.key().clone());
@@ -182,7 +221,7 @@ fn counts_json(c: &sealkit_migrate::Counts) -> serde_json::Value {
 
 pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()> {
     match command {
-        MigrateCommand::Plan(args) => {
+        MigrateCommand::Plan(OtherArgs { job: args, .. }) => {
             let plan = args.migrator(ctx).await?.plan().await?;
             if ctx.json {
                 println!(
@@ -201,7 +240,7 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
                 }
             }
         }
-        MigrateCommand::Status(args) => {
+        MigrateCommand::Status(OtherArgs { job: args, .. }) => {
             let c = args.migrator(ctx).await?.status().await?;
             if ctx.json {
                 println!("{}", counts_json(&c));
@@ -236,7 +275,7 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
                 }
             }
         }
-        MigrateCommand::Verify(args) => {
+        MigrateCommand::Verify(OtherArgs { job: args, .. }) => {
             let bar = crate::progress::bar(ctx.json);
             let progress = {
                 let bar = bar.clone();
@@ -252,11 +291,9 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
                     bar.set_message(line);
                 }
             };
-            let report = args
-                .migrator(ctx)
-                .await?
-                .verify_with_progress(&progress)
-                .await;
+            let migrator = args.migrator(ctx).await?;
+            let target = migrator.spec().target.to_string();
+            let report = migrator.verify_with_progress(&progress).await;
             bar.finish_and_clear();
             let report = report?;
             let failure = (report.problem_count > 0).then(|| {
@@ -266,42 +303,58 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
                 ))
             });
             if ctx.json {
-                let mut doc = json!({ "values": report.values, "ok": report.ok, "problems": report.problem_count, "first_problems": report.problems });
+                let vanished: Vec<_> = report
+                    .vanished
+                    .iter()
+                    .map(|(c, n)| json!({ "lo": c.lo, "hi": c.hi, "rows": n }))
+                    .collect();
+                let mut doc = json!({ "values": report.values, "ok": report.ok, "problems": report.problem_count, "first_problems": report.problems, "vanished_rows": report.vanished_rows, "vanished": vanished });
                 add_failure(&mut doc, failure.as_ref());
                 println!("{doc}");
             } else {
                 println!(
                     "{} of {} values open under {}",
-                    report.ok, report.values, args.target
+                    report.ok, report.values, target
                 );
                 for (pk, column, problem) in &report.problems {
                     println!("  id {pk} {column}: {problem}");
+                }
+                if report.vanished_rows > 0 {
+                    println!(
+                        "{} rows the job processed are gone from the table (deleted since):",
+                        report.vanished_rows
+                    );
+                    for (chunk, n) in &report.vanished {
+                        println!("  keys {}..{}: {n}", chunk.lo, chunk.hi);
+                    }
                 }
             }
             if let Some(error) = failure {
                 return Err(reported(ctx, error));
             }
         }
-        MigrateCommand::Retire(args) => {
-            let retired = args.migrator(ctx).await?.retire_old_versions().await?;
+        MigrateCommand::Retire(OtherArgs { job: args, .. }) => {
+            let migrator = args.migrator(ctx).await?;
+            let target = migrator.spec().target.to_string();
+            let retired = migrator.retire_old_versions().await?;
             let list: Vec<&str> = retired.iter().map(|v| v.as_str()).collect();
             if ctx.json {
-                println!(
-                    "{}",
-                    json!({ "key": args.target, "disabled_versions": list })
-                );
+                println!("{}", json!({ "key": target, "disabled_versions": list }));
             } else if list.is_empty() {
-                println!("{}: no enabled old versions", args.target);
+                println!("{target}: no enabled old versions");
             } else {
-                println!("{}: disabled versions {}", args.target, list.join(", "));
+                println!("{target}: disabled versions {}", list.join(", "));
             }
         }
         MigrateCommand::Run {
             job,
-            worker,
-            workers,
-            sweep,
-            max_pause,
+            run:
+                RunArgs {
+                    worker,
+                    workers,
+                    sweep,
+                    max_pause,
+                },
         } => {
             let bar = crate::progress::bar(ctx.json);
             let progress = {

@@ -61,6 +61,11 @@ pub struct VerifyReport {
     pub problems: Vec<(i64, String, String)>,
     /// Total number of problems.
     pub problem_count: u64,
+    /// Rows the job processed that are no longer in the table (deleted since), counted per
+    /// chunk against the row count recorded when the chunk was done.
+    pub vanished_rows: u64,
+    /// Up to 20 key ranges with rows gone, and how many.
+    pub vanished: Vec<(Chunk, u64)>,
 }
 
 /// How far a [`Migrator::verify_with_progress`] has got.
@@ -313,7 +318,10 @@ impl Migrator {
         let converter = self.converter(primary);
         let rows = self.store.rows(chunk).await?;
         let mut updates = Vec::new();
-        let mut counts = ChunkCounts::default();
+        let mut counts = ChunkCounts {
+            seen: Some(rows.len() as i64),
+            ..ChunkCounts::default()
+        };
         for row in &rows {
             for (i, column) in self.spec.columns.iter().enumerate() {
                 let Some(value) = &row.values[i] else {
@@ -557,6 +565,8 @@ impl Migrator {
     ) -> Result<VerifyReport> {
         let primary = self.primary().await?;
         let mut report = VerifyReport::default();
+        let recorded = self.store.seen_chunks().await?;
+        let mut found = vec![0i64; recorded.len()];
         let mut seen = VerifyProgress {
             rows: 0,
             total_rows: self.store.count_rows().await?.max(0) as u64,
@@ -570,6 +580,12 @@ impl Migrator {
             after = last.pk;
             seen.rows += rows.len() as u64;
             for row in &rows {
+                let at = recorded.partition_point(|(chunk, _)| chunk.lo <= row.pk);
+                if let Some(i) = at.checked_sub(1)
+                    && row.pk < recorded[i].0.hi
+                {
+                    found[i] += 1;
+                }
                 for (i, column) in self.spec.columns.iter().enumerate() {
                     let Some(value) = &row.values[i] else {
                         continue;
@@ -607,6 +623,15 @@ impl Migrator {
             seen.values = report.values;
             seen.total_rows = seen.total_rows.max(seen.rows);
             progress(&seen);
+        }
+        for ((chunk, recorded_rows), found) in recorded.iter().zip(found) {
+            let gone = (recorded_rows - found).max(0) as u64;
+            if gone > 0 {
+                report.vanished_rows += gone;
+                if report.vanished.len() < 20 {
+                    report.vanished.push((*chunk, gone));
+                }
+            }
         }
         Ok(report)
     }

@@ -267,6 +267,33 @@ impl JobSpec {
         Ok(self)
     }
 
+    /// The spec of job `job` as the database recorded it when the job started (table, key,
+    /// columns, tenant column and target; chunking and the other run settings at their
+    /// defaults).
+    pub fn recorded(job: &str, text: &str) -> Result<Self> {
+        let stored: StoredSpec = serde_json::from_str(text).map_err(|_| {
+            Error::misconfigured(format!(
+                "job {job}'s recorded spec is unreadable; give its --table, --column and --to"
+            ))
+        })?;
+        let columns = stored
+            .columns
+            .iter()
+            .map(|(name, format)| format!("{name}={format}").parse())
+            .collect::<Result<Vec<ColumnSpec>>>()?;
+        let mut spec = Self::new(
+            job,
+            &stored.table,
+            &stored.pk,
+            columns,
+            stored.target.parse()?,
+        )?;
+        if let Some(tenant) = &stored.tenant_column {
+            spec = spec.with_tenant_column(tenant)?;
+        }
+        Ok(spec)
+    }
+
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn stored(&self) -> String {
         let stored = StoredSpec {

@@ -1431,3 +1431,99 @@ fn armored_envelopes_are_base64_text() {
         Some(7)
     );
 }
+
+/// `migrate status` and `verify` take the job's name alone (the rest is recorded with the job)
+/// or `run`'s whole argument list (its own flags ignored); `verify` reports rows deleted since.
+#[test]
+fn job_commands_take_the_job_name_alone_or_runs_arguments() {
+    use base64::Engine;
+    use sealkit::core::legacy::{self, LegacyFormat};
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let db_path = h.join("app.db");
+    let legacy_key = [0x11u8; 32];
+    {
+        let db = rusqlite::Connection::open(&db_path).unwrap();
+        db.execute_batch("CREATE TABLE people (id INTEGER PRIMARY KEY, email BLOB)")
+            .unwrap();
+        for id in 1..=20i64 {
+            let sealed = legacy::seal(
+                LegacyFormat::AesGcmIv16,
+                &sealkit::DataKey::from_bytes(legacy_key),
+                &sealkit::random::OsRandom,
+                format!("p{id}@example.com").as_bytes(),
+                b"",
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO people VALUES (?1, ?2)",
+                rusqlite::params![id, sealed],
+            )
+            .unwrap();
+        }
+    }
+    ok(&sealkit(h, &["keys", "create", "local://people"], b""));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(legacy_key);
+    let env = [("ENCRYPTION_MASTER_KEY", encoded.as_str())];
+    let db = db_path.to_str().unwrap();
+    let full = |cmd: &'static str| -> Vec<&str> {
+        vec![
+            "--json",
+            "migrate",
+            cmd,
+            "--db",
+            db,
+            "--job",
+            "people",
+            "--table",
+            "people",
+            "--column",
+            "email=aes-gcm-iv16",
+            "--to",
+            "local://people",
+            "--worker",
+            "w7",
+            "--max-pause",
+            "30",
+        ]
+    };
+    ok(&sealkit_with(h, &env, &full("run"), b""));
+    let status: serde_json::Value = serde_json::from_slice(ok(&sealkit_with(
+        h,
+        &env,
+        &["--json", "migrate", "status", "--db", db, "--job", "people"],
+        b"",
+    )))
+    .unwrap();
+    assert_eq!(status["values"]["migrated"], 20, "{status}");
+    let verify: serde_json::Value =
+        serde_json::from_slice(ok(&sealkit_with(h, &env, &full("verify"), b""))).unwrap();
+    assert_eq!(
+        (verify["ok"].as_u64(), verify["vanished_rows"].as_u64()),
+        (Some(20), Some(0))
+    );
+    rusqlite::Connection::open(&db_path)
+        .unwrap()
+        .execute("DELETE FROM people WHERE id IN (3, 4)", [])
+        .unwrap();
+    let verify: serde_json::Value = serde_json::from_slice(ok(&sealkit_with(
+        h,
+        &env,
+        &["--json", "migrate", "verify", "--db", db, "--job", "people"],
+        b"",
+    )))
+    .unwrap();
+    assert_eq!(verify["vanished_rows"], 2, "{verify}");
+    // Half a spec is an error that says what to give; an unknown job is not found (4).
+    let half = sealkit(
+        h,
+        &[
+            "migrate", "status", "--db", db, "--job", "people", "--table", "people",
+        ],
+        b"",
+    );
+    assert_eq!(half.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&half.stderr).contains("--table, --column and --to"));
+    let unknown = sealkit(h, &["migrate", "status", "--db", db, "--job", "nope"], b"");
+    assert_eq!(unknown.status.code(), Some(4));
+}

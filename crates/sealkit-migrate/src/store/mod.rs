@@ -146,13 +146,20 @@ pub struct ChunkCounts {
     pub conflicts: i64,
     /// Values not converted.
     pub failed: i64,
+    /// Rows the chunk held when it was processed (recorded; `None` leaves the record as is).
+    pub seen: Option<i64>,
 }
 
 /// A database driver: binds job specs to the database it is connected to.
+#[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// The job `spec` on this database (no I/O: the job's tables are created by
     /// [`JobLedger::prepare`]).
     fn bind(&self, spec: &JobSpec) -> Arc<dyn JobStore>;
+
+    /// The spec job `job` was recorded with, if the database has such a job (see
+    /// [`JobSpec::recorded`]).
+    async fn recorded_spec(&self, job: &str) -> Result<Option<JobSpec>>;
 }
 
 /// A job's bookkeeping: its chunks, their leases, the job's note and counts.
@@ -174,6 +181,8 @@ pub trait JobLedger: Send + Sync + std::fmt::Debug {
     async fn set_note(&self, note: Option<&str>) -> Result<()>;
     /// The job's counts; [`Error::NotFound`] for a job the database has no record of.
     async fn counts(&self) -> Result<Counts>;
+    /// The done chunks whose row count is recorded, in key order, with that count.
+    async fn seen_chunks(&self) -> Result<Vec<(Chunk, i64)>>;
 }
 
 /// The job's access to the application's table.

@@ -56,7 +56,26 @@ impl std::fmt::Debug for PgJob {
     }
 }
 
+#[async_trait]
 impl Store for PgStore {
+    async fn recorded_spec(&self, job: &str) -> Result<Option<JobSpec>> {
+        let client = self.db.client.lock().await;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('sealkit_jobs') IS NOT NULL", &[])
+            .await
+            .map_err(|e| db_err("reading the job", e))?
+            .get(0);
+        if !exists {
+            return Ok(None);
+        }
+        let text: Option<String> = client
+            .query_opt("SELECT spec FROM sealkit_jobs WHERE job = $1", &[&job])
+            .await
+            .map_err(|e| db_err("reading the job", e))?
+            .map(|r| r.get(0));
+        text.map(|t| JobSpec::recorded(job, &t)).transpose()
+    }
+
     fn bind(&self, spec: &JobSpec) -> Arc<dyn JobStore> {
         Arc::new(PgJob {
             db: self.db.clone(),
@@ -74,6 +93,7 @@ CREATE TABLE IF NOT EXISTS sealkit_chunks (
     migrated BIGINT NOT NULL DEFAULT 0, skipped BIGINT NOT NULL DEFAULT 0,
     conflicts BIGINT NOT NULL DEFAULT 0, failed BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (job, lo));
+ALTER TABLE sealkit_chunks ADD COLUMN IF NOT EXISTS seen BIGINT NOT NULL DEFAULT -1;
 ";
 
 /// Classifies a PostgreSQL error: a lost or refused connection, a server shutting down,
@@ -478,6 +498,30 @@ impl JobLedger for PgJob {
         Ok(())
     }
 
+    async fn seen_chunks(&self) -> Result<Vec<(Chunk, i64)>> {
+        let mut client = self.db.client.lock().await;
+        create_schema(&mut client).await?;
+        let rows = client
+            .query(
+                "SELECT lo, hi, seen FROM sealkit_chunks WHERE job = $1 AND seen >= 0 ORDER BY lo",
+                &[&self.spec.job],
+            )
+            .await
+            .map_err(|e| db_err("reading the chunks", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    Chunk {
+                        lo: r.get(0),
+                        hi: r.get(1),
+                    },
+                    r.get(2),
+                )
+            })
+            .collect())
+    }
+
     async fn counts(&self) -> Result<Counts> {
         let job = self.spec.job.as_str();
         let mut client = self.db.client.lock().await;
@@ -657,8 +701,8 @@ impl JobStore for PgJob {
         let conflicts = lost.len() as i64 + counts.conflicts;
         tx.execute(
             "UPDATE sealkit_chunks SET state = CASE WHEN $6::bigint > 0 THEN 'failed' ELSE 'done' END, migrated = migrated + $3, skipped = skipped + $4,
-             conflicts = conflicts + $5, failed = failed + $6 WHERE job = $1 AND lo = $2",
-            &[&spec.job, &chunk.lo, &migrated, &counts.skipped, &conflicts, &counts.failed],
+             conflicts = conflicts + $5, failed = failed + $6, seen = COALESCE($7::bigint, seen) WHERE job = $1 AND lo = $2",
+            &[&spec.job, &chunk.lo, &migrated, &counts.skipped, &conflicts, &counts.failed, &counts.seen],
         )
         .await
         .map_err(|e| db_err("finishing a chunk", e))?;

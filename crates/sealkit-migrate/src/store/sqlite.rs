@@ -48,12 +48,34 @@ impl std::fmt::Debug for SqliteJob {
     }
 }
 
+#[async_trait]
 impl Store for SqliteStore {
     fn bind(&self, spec: &JobSpec) -> Arc<dyn JobStore> {
         Arc::new(SqliteJob {
             db: self.db.clone(),
             spec: spec.clone(),
         })
+    }
+
+    async fn recorded_spec(&self, job: &str) -> Result<Option<JobSpec>> {
+        let text = self.db.with(
+            |c| {
+                let known: bool = c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sealkit_jobs')",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if !known {
+                    return Ok(None);
+                }
+                c.query_row("SELECT spec FROM sealkit_jobs WHERE job = ?1", [job], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+            },
+            "reading the job",
+        )?;
+        text.map(|t| JobSpec::recorded(job, &t)).transpose()
     }
 }
 
@@ -93,8 +115,24 @@ CREATE TABLE IF NOT EXISTS sealkit_chunks (
     worker TEXT, lease_until INTEGER NOT NULL DEFAULT 0,
     migrated INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0,
     conflicts INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+    seen INTEGER NOT NULL DEFAULT -1,
     PRIMARY KEY (job, lo));
 ";
+
+/// Creates the job tables if missing, and adds what later versions record (`seen`: rows in
+/// a chunk when it was last done, -1 if unknown) to tables an earlier version created.
+fn ensure_schema(c: &rusqlite::Connection) -> rusqlite::Result<()> {
+    c.execute_batch(SQLITE_SCHEMA)?;
+    let has_seen: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('sealkit_chunks') WHERE name = 'seen')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_seen {
+        c.execute_batch("ALTER TABLE sealkit_chunks ADD COLUMN seen INTEGER NOT NULL DEFAULT -1")?;
+    }
+    Ok(())
+}
 
 fn sqlite_value(v: rusqlite::types::ValueRef<'_>) -> Option<Value> {
     match v {
@@ -220,7 +258,7 @@ impl JobLedger for SqliteJob {
         // each other instead of both creating the job.
         let existing = self.db.with(
             |c| {
-                c.execute_batch(SQLITE_SCHEMA)?;
+                ensure_schema(c)?;
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let existing = tx
                     .query_row(
@@ -362,11 +400,26 @@ impl JobLedger for SqliteJob {
         )
     }
 
+    async fn seen_chunks(&self) -> Result<Vec<(Chunk, i64)>> {
+        let job = self.spec.job.as_str();
+        self.db.with(
+            |c| {
+                ensure_schema(c)?;
+                let mut stmt = c.prepare(
+                    "SELECT lo, hi, seen FROM sealkit_chunks WHERE job = ?1 AND seen >= 0 ORDER BY lo",
+                )?;
+                let rows = stmt.query_map([job], |r| Ok((Chunk { lo: r.get(0)?, hi: r.get(1)? }, r.get(2)?)))?;
+                rows.collect()
+            },
+            "reading the chunks",
+        )
+    }
+
     async fn counts(&self) -> Result<Counts> {
         let job = self.spec.job.as_str();
         let counts = self.db.with(
             |c| {
-                c.execute_batch(SQLITE_SCHEMA)?;
+                ensure_schema(c)?;
                 let Some(note): Option<Option<String>> = c
                     .query_row("SELECT note FROM sealkit_jobs WHERE job = ?1", [job], |r| r.get(0))
                     .optional()?
@@ -505,8 +558,8 @@ impl JobStore for SqliteJob {
                 let migrated = counts.migrated - lost.len() as i64;
                 tx.execute(
                     "UPDATE sealkit_chunks SET state = CASE WHEN ?6 > 0 THEN 'failed' ELSE 'done' END, migrated = migrated + ?3, skipped = skipped + ?4,
-                     conflicts = conflicts + ?5, failed = failed + ?6 WHERE job = ?1 AND lo = ?2",
-                    params![spec.job, chunk.lo, migrated, counts.skipped, lost.len() as i64 + counts.conflicts, counts.failed],
+                     conflicts = conflicts + ?5, failed = failed + ?6, seen = COALESCE(?7, seen) WHERE job = ?1 AND lo = ?2",
+                    params![spec.job, chunk.lo, migrated, counts.skipped, lost.len() as i64 + counts.conflicts, counts.failed, counts.seen],
                 )?;
                 tx.commit()?;
                 Ok(lost)
