@@ -1,5 +1,7 @@
 //! Re-encryption throughput on 100,000 rows × 2 columns: legacy → KMS and KEK-rotation rewrap,
-//! on SQLite and on PostgreSQL with 1 and 2 workers, with KMS calls per row. A one-shot
+//! on SQLite and on PostgreSQL with 1 and 2 workers, with KMS calls per row, each against a
+//! floor: the same chunked read-modify-write over the same table shape with no cryptography
+//! (each value replaced by a same-length copy, compare-and-swap as the jobs do). A one-shot
 //! measurement (each job runs once over fresh data), printed as a table; run with
 //! `cargo xtask bench migrate` (which starts the PostgreSQL peer).
 
@@ -64,11 +66,86 @@ async fn run(keyring: &Keyring, stores: Vec<Arc<dyn Store>>, spec: JobSpec) -> (
     )
 }
 
-fn report(label: &str, (rate, calls): (f64, u64)) {
+fn report(label: &str, floor: f64, (rate, calls): (f64, u64)) {
     println!(
-        "| {label} | {rate:>9.0} | {calls} | {:.5} |",
+        "| {label} | {rate:>9.0} | {:.2} | {calls} | {:.5} |",
+        rate / floor,
         calls as f64 / ROWS as f64
     );
+}
+
+/// A value's stand-in in the floor loops: same length, different bytes.
+fn touched(value: &[u8]) -> Vec<u8> {
+    value.iter().map(|b| b ^ 0x5A).collect()
+}
+
+/// The SQLite floor: chunks of 1,000 keys, each read and written back value by value with a
+/// compare-and-swap in one immediate transaction, as the SQLite store does; rows/s.
+fn sqlite_floor(path: &std::path::Path, table: &str) -> f64 {
+    let mut db = rusqlite::Connection::open(path).unwrap();
+    let started = Instant::now();
+    for lo in (1..=ROWS).step_by(1000) {
+        let tx = db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = tx
+            .prepare_cached(&format!(
+                "SELECT id, email, phone FROM {table} WHERE id >= ?1 AND id < ?2 ORDER BY id"
+            ))
+            .unwrap()
+            .query_map([lo, lo + 1000], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (id, email, phone) in rows {
+            for (column, old) in [("email", email), ("phone", phone)] {
+                tx.prepare_cached(&format!(
+                    "UPDATE {table} SET {column} = ?1 WHERE id = ?2 AND {column} = ?3"
+                ))
+                .unwrap()
+                .execute(rusqlite::params![touched(&old), id, old])
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    ROWS as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The PostgreSQL floor: chunks of 1,000 keys, each read, then written back with one
+/// compare-and-swap `UPDATE … FROM unnest(…)` per column in one transaction, as the PostgreSQL
+/// store does; rows/s.
+async fn pg_floor(url: &str, table: &str) -> f64 {
+    let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let started = Instant::now();
+    for lo in (1..=ROWS).step_by(1000) {
+        let tx = client.transaction().await.unwrap();
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT id, email, phone FROM {table} WHERE id >= $1 AND id < $2 ORDER BY id"
+                ),
+                &[&lo, &(lo + 1000)],
+            )
+            .await
+            .unwrap();
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        for (i, column) in ["email", "phone"].into_iter().enumerate() {
+            let old: Vec<Vec<u8>> = rows.iter().map(|r| r.get(1 + i)).collect();
+            let new: Vec<Vec<u8>> = old.iter().map(|v| touched(v)).collect();
+            tx.query(
+                &format!("UPDATE {table} AS t SET {column} = u.new FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS u(id, new, old) WHERE t.id = u.id AND t.{column} = u.old RETURNING t.id"),
+                &[&ids, &new, &old],
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    ROWS as f64 / started.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -91,8 +168,8 @@ fn main() {
         let key = KeyUri::parse("local://bench").unwrap();
         keyring.create_key(&key).await.unwrap();
         let (ids, emails, phones) = values();
-        println!("| job (100,000 rows × 2 columns) | rows/s | KMS calls | KMS calls per row |");
-        println!("|---|---|---|---|");
+        println!("| job (100,000 rows × 2 columns) | rows/s | of the floor | KMS calls | KMS calls per row |");
+        println!("|---|---|---|---|---|");
 
         // SQLite, one worker.
         let path = home.path().join("bench.db");
@@ -105,15 +182,21 @@ fn main() {
             }
             tx.commit().unwrap();
         }
+        {
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.execute_batch("CREATE TABLE floor (id INTEGER PRIMARY KEY, email BLOB, phone BLOB); INSERT INTO floor SELECT * FROM customers").unwrap();
+        }
+        let sqlite_floor_rate = sqlite_floor(&path, "floor");
+        println!("| SQLite floor: read-modify-write, no cryptography | {sqlite_floor_rate:>9.0} | 1.00 | 0 | 0 |");
         let sqlite = |workers: usize| -> Vec<Arc<dyn Store>> {
             (0..workers).map(|_| Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap()) as Arc<dyn Store>).collect()
         };
-        report("SQLite, legacy → KMS, 1 worker", run(&keyring, sqlite(1), spec("to-kms", "customers", "aes-gcm-iv16", &key)).await);
+        report("SQLite, legacy → KMS, 1 worker", sqlite_floor_rate, run(&keyring, sqlite(1), spec("to-kms", "customers", "aes-gcm-iv16", &key)).await);
         keyring.rotate_key(&key).await.unwrap();
-        report("SQLite, rotation rewrap, 1 worker", run(&keyring, sqlite(1), spec("rotate", "customers", "envelope", &key)).await);
+        report("SQLite, rotation rewrap, 1 worker", sqlite_floor_rate, run(&keyring, sqlite(1), spec("rotate", "customers", "envelope", &key)).await);
         // Two workers on one SQLite file: conversions run in parallel, writes take turns.
         keyring.rotate_key(&key).await.unwrap();
-        report("SQLite, rotation rewrap, 2 workers", run(&keyring, sqlite(2), spec("rotate-2", "customers", "envelope", &key)).await);
+        report("SQLite, rotation rewrap, 2 workers", sqlite_floor_rate, run(&keyring, sqlite(2), spec("rotate-2", "customers", "envelope", &key)).await);
         {
             let db = rusqlite::Connection::open(&path).unwrap();
             db.execute_batch("DROP TABLE customers; CREATE TABLE customers (id INTEGER PRIMARY KEY, email BLOB, phone BLOB)").unwrap();
@@ -123,7 +206,7 @@ fn main() {
             }
             tx.commit().unwrap();
         }
-        report("SQLite, legacy → KMS, 2 workers", run(&keyring, sqlite(2), spec("to-kms-2", "customers", "aes-gcm-iv16", &key)).await);
+        report("SQLite, legacy → KMS, 2 workers", sqlite_floor_rate, run(&keyring, sqlite(2), spec("to-kms-2", "customers", "aes-gcm-iv16", &key)).await);
 
         // PostgreSQL, 1 and 2 workers.
         let Some(url) = peer("SEALKIT_TEST_PG_URL") else {
@@ -145,17 +228,23 @@ fn main() {
                     .await
                     .unwrap();
             }
+            let floor_table = format!("{table}_floor");
+            client.batch_execute(&format!("CREATE TABLE {floor_table} AS SELECT * FROM {table}; ALTER TABLE {floor_table} ADD PRIMARY KEY (id)")).await.unwrap();
+            let pg_floor_rate = pg_floor(&url, &floor_table).await;
+            if workers == 1 {
+                println!("| PostgreSQL floor: read-modify-write, no cryptography | {pg_floor_rate:>9.0} | 1.00 | 0 | 0 |");
+            }
             let mut stores: Vec<Arc<dyn Store>> = Vec::new();
             for _ in 0..workers {
                 stores.push(Arc::new(PgStore::connect(&url).await.unwrap()));
             }
-            report(&format!("PostgreSQL, legacy → KMS, {workers} worker(s)"), run(&keyring, stores, spec(&format!("{table}-to-kms"), &table, "aes-gcm-iv16", &key)).await);
+            report(&format!("PostgreSQL, legacy → KMS, {workers} worker(s)"), pg_floor_rate, run(&keyring, stores, spec(&format!("{table}-to-kms"), &table, "aes-gcm-iv16", &key)).await);
             keyring.rotate_key(&key).await.unwrap();
             let mut stores: Vec<Arc<dyn Store>> = Vec::new();
             for _ in 0..workers {
                 stores.push(Arc::new(PgStore::connect(&url).await.unwrap()));
             }
-            report(&format!("PostgreSQL, rotation rewrap, {workers} worker(s)"), run(&keyring, stores, spec(&format!("{table}-rotate"), &table, "envelope", &key)).await);
+            report(&format!("PostgreSQL, rotation rewrap, {workers} worker(s)"), pg_floor_rate, run(&keyring, stores, spec(&format!("{table}-rotate"), &table, "envelope", &key)).await);
         }
     });
 }

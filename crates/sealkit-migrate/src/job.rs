@@ -189,15 +189,10 @@ impl Migrator {
                 if counts.pending == 0 && counts.running == 0 {
                     break;
                 }
-                let wait = counts
-                    .held
-                    .iter()
-                    .map(|h| h.lease_left_secs)
-                    .min()
-                    .unwrap_or(1)
-                    .clamp(0, 1);
-                tokio::time::sleep(Duration::from_millis(200) + Duration::from_secs(wait as u64))
-                    .await;
+                // Poll briefly: the other workers usually finish within moments (a long sleep
+                // here made a two-worker job wait a second after its last chunk), and an
+                // expired lease is taken over by the next claim.
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
             match self.process(chunk, &primary, &mut report).await {
