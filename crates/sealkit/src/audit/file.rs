@@ -29,6 +29,8 @@ use crate::{Error, Result};
 const WAKE_AT: usize = 128 * 1024;
 /// Queued bytes at which callers wait for the writer (memory stays bounded under overload).
 const MAX_QUEUED: usize = 8 * 1024 * 1024;
+/// Queue buffers in rotation (see `Writer::run`): 16 × 128 KiB, twice a core's L2 here.
+const POOL_BUFFERS: usize = 16;
 /// Most events in one record (line).
 const RECORD_EVENTS: usize = 256;
 /// A record takes no further event once this long.
@@ -344,8 +346,17 @@ impl Writer {
             }
         }
         let _gone = Gone(shared);
-        let mut spare_events = Vec::with_capacity(WAKE_AT);
-        let mut spare_slots = Vec::with_capacity(WAKE_AT / 64);
+        // Queue buffers rotate through a pool larger than a core's private cache, so the
+        // buffer a caller fills next was last read by this thread long ago: its lines are no
+        // longer held by this core, and the caller's writes do not have to take them back.
+        let mut pool: std::collections::VecDeque<(Vec<u8>, Vec<QueuedEvent>)> = (0..POOL_BUFFERS)
+            .map(|_| {
+                (
+                    Vec::with_capacity(WAKE_AT),
+                    Vec::with_capacity(WAKE_AT / 64),
+                )
+            })
+            .collect();
         loop {
             shared.clock.resync();
             let (events, slots, sync, closing, ticket) = {
@@ -365,9 +376,9 @@ impl Writer {
                 if queue.slots.is_empty() && !queue.urgent && !queue.closing {
                     continue;
                 }
-                let events =
-                    std::mem::replace(&mut queue.events, std::mem::take(&mut spare_events));
-                let slots = std::mem::replace(&mut queue.slots, std::mem::take(&mut spare_slots));
+                let (fresh_events, fresh_slots) = pool.pop_front().unwrap_or_default();
+                let events = std::mem::replace(&mut queue.events, fresh_events);
+                let slots = std::mem::replace(&mut queue.slots, fresh_slots);
                 queue.batches_taken += 1;
                 queue.urgent = false;
                 let sync = std::mem::take(&mut queue.sync) || self.fsync == FsyncPolicy::Always;
@@ -377,9 +388,10 @@ impl Writer {
             if let Err(e) = &written {
                 tracing::error!(path = %self.path.display(), error = %e, "audit records could not be written");
             }
-            (spare_events, spare_slots) = (events, slots);
-            spare_events.clear();
-            spare_slots.clear();
+            let (mut events, mut slots) = (events, slots);
+            events.clear();
+            slots.clear();
+            pool.push_back((events, slots));
             let mut queue = shared.lock();
             queue.batches_done = ticket;
             queue.last_error = written.err().map(|e| e.to_string());
