@@ -28,6 +28,18 @@ fn sealkit_with(home: &Path, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) 
     child.wait_with_output().unwrap()
 }
 
+/// `plaintext` sealed as the legacy application did: AES-256-GCM, 16-byte IV, under `key`.
+fn legacy_iv16(key: [u8; 32], plaintext: &[u8]) -> Vec<u8> {
+    sealkit::core::legacy::seal(
+        sealkit::core::legacy::LegacyFormat::AesGcmIv16,
+        &sealkit::DataKey::from_bytes(key),
+        &sealkit::random::OsRandom,
+        plaintext,
+        b"",
+    )
+    .unwrap()
+}
+
 /// The audit key of the tests' logs (base64 of 32 bytes).
 const TEST_AUDIT_KEY: &str = "c2VhbGtpdCB0ZXN0IGF1ZGl0IGtleSwgMzIgYnl0ZXM=";
 
@@ -670,7 +682,6 @@ fn gcp_secret_manager_through_the_cli_and_health() {
 #[test]
 fn migration_survives_sigkill_at_ten_points() {
     use base64::Engine;
-    use sealkit::core::legacy::{self, LegacyFormat};
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let db_path = h.join("app.db");
@@ -680,25 +691,9 @@ fn migration_survives_sigkill_at_ten_points() {
         let mut db = rusqlite::Connection::open(&db_path).unwrap();
         db.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, email BLOB NOT NULL, phone BLOB NOT NULL)").unwrap();
         let tx = db.transaction().unwrap();
-        let key = sealkit::DataKey::from_bytes(legacy_key);
-        let rng = sealkit::random::OsRandom;
         for id in 1..=rows {
-            let e = legacy::seal(
-                LegacyFormat::AesGcmIv16,
-                &key,
-                &rng,
-                format!("user{id}@example.com").as_bytes(),
-                b"",
-            )
-            .unwrap();
-            let p = legacy::seal(
-                LegacyFormat::AesGcmIv16,
-                &key,
-                &rng,
-                format!("+1-555-{id:06}").as_bytes(),
-                b"",
-            )
-            .unwrap();
+            let e = legacy_iv16(legacy_key, format!("user{id}@example.com").as_bytes());
+            let p = legacy_iv16(legacy_key, format!("+1-555-{id:06}").as_bytes());
             tx.execute(
                 "INSERT INTO customers VALUES (?1, ?2, ?3)",
                 rusqlite::params![id, e, p],
@@ -1266,7 +1261,6 @@ fn secrets_by_configured_name_and_constant_time_comparison() {
 #[test]
 fn the_legacy_key_moves_from_env_into_secrets_manager() {
     use base64::Engine;
-    use sealkit::core::legacy::{self, LegacyFormat};
     use sealkit_conformance::peers::{peer_env, unique};
     let Some(endpoint) = peer_env("SEALKIT_TEST_AWS_ENDPOINT", "moto") else {
         return;
@@ -1310,14 +1304,7 @@ fn the_legacy_key_moves_from_env_into_secrets_manager() {
         format!("mode = \"hybrid\"\n[legacy]\nkey = [\"{target}\", \"env:UNSET_FALLBACK\"]\n"),
     )
     .unwrap();
-    let old = legacy::seal(
-        LegacyFormat::AesGcmIv16,
-        &sealkit::DataKey::from_bytes(legacy_key),
-        &sealkit::random::OsRandom,
-        b"alice@example.com",
-        b"",
-    )
-    .unwrap();
+    let old = legacy_iv16(legacy_key, b"alice@example.com");
     let config = config.to_str().unwrap();
     assert_eq!(
         ok(&run(
@@ -1437,7 +1424,6 @@ fn armored_envelopes_are_base64_text() {
 #[test]
 fn job_commands_take_the_job_name_alone_or_runs_arguments() {
     use base64::Engine;
-    use sealkit::core::legacy::{self, LegacyFormat};
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let db_path = h.join("app.db");
@@ -1447,14 +1433,7 @@ fn job_commands_take_the_job_name_alone_or_runs_arguments() {
         db.execute_batch("CREATE TABLE people (id INTEGER PRIMARY KEY, email BLOB)")
             .unwrap();
         for id in 1..=20i64 {
-            let sealed = legacy::seal(
-                LegacyFormat::AesGcmIv16,
-                &sealkit::DataKey::from_bytes(legacy_key),
-                &sealkit::random::OsRandom,
-                format!("p{id}@example.com").as_bytes(),
-                b"",
-            )
-            .unwrap();
+            let sealed = legacy_iv16(legacy_key, format!("p{id}@example.com").as_bytes());
             db.execute(
                 "INSERT INTO people VALUES (?1, ?2)",
                 rusqlite::params![id, sealed],

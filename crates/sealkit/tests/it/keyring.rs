@@ -540,14 +540,7 @@ async fn legacy_opens_are_counted_and_audited_distinctly() {
         .unwrap();
     keyring.create_key(&uri("local://customers")).await.unwrap();
     let c = ctx("customers", "email", 1);
-    let old = legacy::seal(
-        LegacyFormat::AesGcmIv16,
-        &legacy_key,
-        &OsRandom,
-        b"old",
-        b"",
-    )
-    .unwrap();
+    let old = legacy_iv16(&legacy_key, b"old");
     let new = keyring.seal(b"new", &c).await.unwrap();
     for _ in 0..2 {
         assert_eq!(keyring.open(&old, &c).await.unwrap(), b"old");
@@ -578,14 +571,7 @@ async fn the_legacy_key_comes_from_a_secret_chain() {
     let err = Keyring::builder(cfg.clone()).build().unwrap_err();
     assert!(err.to_string().contains("[legacy] key"), "{err}");
     let keyring = Keyring::builder(cfg).build_async().await.unwrap();
-    let old = legacy::seal(
-        LegacyFormat::AesGcmIv16,
-        &legacy_key,
-        &OsRandom,
-        b"old",
-        b"",
-    )
-    .unwrap();
+    let old = legacy_iv16(&legacy_key, b"old");
     let c = ctx("customers", "email", 1);
     assert_eq!(keyring.open(&old, &c).await.unwrap(), b"old");
     // A chain that serves something else than base64 of 32 bytes is a clear error.
@@ -599,7 +585,11 @@ async fn the_legacy_key_comes_from_a_secret_chain() {
     );
 }
 
+/// `plaintext` sealed as the legacy application did (AES-256-GCM, 16-byte IV) under `key`.
+fn legacy_iv16(key: &DataKey, plaintext: &[u8]) -> Vec<u8> {
+    legacy::seal(LegacyFormat::AesGcmIv16, key, &OsRandom, plaintext, b"").unwrap()
+}
+
 fn base64_of(bytes: &[u8]) -> String {
-    use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
