@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
-use sealkit_core::provider::{Secret, SecretSource, secret_field, with_secret_field};
+use sealkit_core::provider::{
+    Secret, SecretSource, secret_field, split_secret_field, with_secret_field,
+};
 use sealkit_core::{Error, Result};
 use secrecy::ExposeSecret;
 
@@ -60,10 +62,7 @@ impl SecretSource for AwsSecrets {
     }
 
     async fn get_secret(&self, name: &str, version: Option<&str>) -> Result<Secret> {
-        let (id, field) = match name.split_once('#') {
-            Some((id, field)) => (id, Some(field)),
-            None => (name, None),
-        };
+        let (id, field) = split_secret_field(name);
         let what = format!("secret {id}");
         let mut request = self.client().await.get_secret_value().secret_id(id);
         request = match version {
@@ -93,10 +92,7 @@ impl SecretSource for AwsSecrets {
     /// stored as `SecretString`, other bytes as `SecretBinary`; `ID#FIELD` sets one field of a
     /// JSON object secret and keeps the others.
     async fn put_secret(&self, name: &str, value: &[u8]) -> Result<Option<String>> {
-        let (id, field) = match name.split_once('#') {
-            Some((id, field)) => (id, Some(field)),
-            None => (name, None),
-        };
+        let (id, field) = split_secret_field(name);
         let what = format!("secret {id}");
         let client = self.client().await;
         let body = match field {

@@ -715,13 +715,13 @@ pub(crate) enum SecretsCommand {
     },
 }
 
-/// The chain for `specs`: one configured `[secrets.NAME]` name, or links.
+/// The chain for `specs` over `sources`: one configured `[secrets.NAME]` name, or links.
 fn secret_chain(
     config: &Config,
+    sources: &sealkit::secrets::SecretSources,
     specs: &[String],
     policy: sealkit::secrets::FallbackPolicy,
 ) -> anyhow::Result<sealkit::secrets::SecretChain> {
-    let sources = sealkit::secrets::SecretSources::from_providers(&config.providers)?;
     if let [name] = specs
         && !name.contains(':')
     {
@@ -752,7 +752,9 @@ pub(crate) async fn secrets(ctx: &Ctx, command: SecretsCommand) -> anyhow::Resul
             } else {
                 FallbackPolicy::OnUnavailable
             };
-            let chain = secret_chain(&ctx.config()?, &specs, policy)?;
+            let config = ctx.config()?;
+            let sources = sealkit::secrets::SecretSources::from_providers(&config.providers)?;
+            let chain = secret_chain(&config, &sources, &specs, policy)?;
             let resolved = chain.resolve().await?;
             let value = resolved.secret.value.expose_secret();
             if ctx.json {
@@ -814,9 +816,15 @@ pub(crate) async fn secrets(ctx: &Ctx, command: SecretsCommand) -> anyhow::Resul
         }
         SecretsCommand::Compare { a, b } => {
             let config = ctx.config()?;
+            // One set of sources (one client per provider) serves both sides.
+            let sources = sealkit::secrets::SecretSources::from_providers(&config.providers)?;
             let policy = FallbackPolicy::OnUnavailable;
-            let first = secret_chain(&config, &[a], policy)?.resolve().await?;
-            let second = secret_chain(&config, &[b], policy)?.resolve().await?;
+            let first = secret_chain(&config, &sources, &[a], policy)?
+                .resolve()
+                .await?;
+            let second = secret_chain(&config, &sources, &[b], policy)?
+                .resolve()
+                .await?;
             let same = sealkit::core::ct_eq_bytes(
                 first.secret.value.expose_secret(),
                 second.secret.value.expose_secret(),

@@ -17,7 +17,7 @@ use zeroize::Zeroize;
 
 use crate::{DataKey, Error, Result, SecureRandom};
 
-pub use crate::legacy_key::LegacyKey;
+pub use crate::legacy_key::{LegacyKey, key_from_base64};
 
 /// A legacy ciphertext layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

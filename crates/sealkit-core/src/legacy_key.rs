@@ -25,27 +25,9 @@ impl LegacyKey {
 
     /// Validates a base64 key; `source` names where it came from, for messages.
     pub fn from_base64(source: &str, text: &str) -> Result<Self> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(Error::misconfigured(format!(
-                "the legacy master key in {source} is empty; it must hold base64 of 32 bytes"
-            )));
-        }
-        let engine = base64::engine::general_purpose::STANDARD;
-        let bytes = Zeroizing::new(engine.decode(text).map_err(|_| {
-            Error::misconfigured(format!(
-                "the legacy master key in {source} is not valid base64; it must hold base64 of 32 bytes"
-            ))
-        })?);
-        if bytes.len() != DataKey::LEN {
-            return Err(Error::misconfigured(format!(
-                "the legacy master key in {source} decodes to {} bytes; AES-256 needs exactly 32",
-                bytes.len()
-            )));
-        }
         Ok(Self {
             source: source.to_string(),
-            key: DataKey::from_slice(&bytes)?,
+            key: key_from_base64("legacy master key", source, text)?,
         })
     }
 
@@ -66,4 +48,28 @@ impl LegacyKey {
     pub fn key(&self) -> &DataKey {
         &self.key
     }
+}
+
+/// Decodes a 32-byte key kept as base64 text (the legacy master key, the audit key). `what`
+/// and `source` name the key and where it came from in errors, which never hold the value.
+pub fn key_from_base64(what: &str, source: &str, text: &str) -> Result<DataKey> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(Error::misconfigured(format!(
+            "the {what} in {source} is empty; it must hold base64 of 32 bytes"
+        )));
+    }
+    let engine = base64::engine::general_purpose::STANDARD;
+    let bytes = Zeroizing::new(engine.decode(text).map_err(|_| {
+        Error::misconfigured(format!(
+            "the {what} in {source} is not valid base64; it must hold base64 of 32 bytes"
+        ))
+    })?);
+    if bytes.len() != DataKey::LEN {
+        return Err(Error::misconfigured(format!(
+            "the {what} in {source} decodes to {} bytes; AES-256 needs exactly 32",
+            bytes.len()
+        )));
+    }
+    DataKey::from_slice(&bytes)
 }

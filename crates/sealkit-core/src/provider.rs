@@ -227,6 +227,15 @@ impl Secret {
     }
 }
 
+/// A secret name split at its `#FIELD` suffix: `("app/db", Some("password"))` for
+/// `app/db#password`, `(name, None)` without one.
+pub fn split_secret_field(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('#') {
+        Some((id, field)) => (id, Some(field)),
+        None => (name, None),
+    }
+}
+
 /// The field `field` of a secret holding a JSON object (`ID#FIELD` in a secret reference): a
 /// top-level key, or a dotted path into nested objects (`db.password`). A string field gives its
 /// text, any other JSON value its JSON text. `provider` and `what` name the secret in errors.

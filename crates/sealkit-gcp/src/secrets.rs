@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_secretmanager_v1::client::SecretManagerService;
 use google_cloud_secretmanager_v1::model::{Replication, SecretPayload, replication};
-use sealkit_core::provider::{Secret, SecretSource, secret_field, with_secret_field};
+use sealkit_core::provider::{
+    Secret, SecretSource, secret_field, split_secret_field, with_secret_field,
+};
 use sealkit_core::{Error, Result};
 use secrecy::ExposeSecret;
 
@@ -175,10 +177,7 @@ impl SecretSource for GcpSecrets {
     }
 
     async fn get_secret(&self, name: &str, version: Option<&str>) -> Result<Secret> {
-        let (name, field) = match name.split_once('#') {
-            Some((name, field)) => (name, Some(field)),
-            None => (name, None),
-        };
+        let (name, field) = split_secret_field(name);
         let resource = self.version_name(name, version)?;
         let what = format!("secret version {resource}");
         let response = self
@@ -212,10 +211,7 @@ impl SecretSource for GcpSecrets {
     /// Adds a version, creating the secret (replicated automatically) if it does not exist;
     /// `ID#FIELD` sets one field of a JSON object secret and keeps the others.
     async fn put_secret(&self, name: &str, value: &[u8]) -> Result<Option<String>> {
-        let (id, field) = match name.split_once('#') {
-            Some((id, field)) => (id, Some(field)),
-            None => (name, None),
-        };
+        let (id, field) = split_secret_field(name);
         let current = match self.get_secret(id, None).await {
             Ok(secret) => Some(secret),
             Err(e) if e.kind() == sealkit_core::ErrorKind::NotFound => None,

@@ -28,6 +28,19 @@ fn sealkit_with(home: &Path, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) 
     child.wait_with_output().unwrap()
 }
 
+/// The variables that point the AWS SDK at `endpoint` (moto, or a test listener) with test
+/// credentials, followed by `more`.
+fn aws_env<'a>(endpoint: &'a str, more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    env.extend_from_slice(more);
+    env
+}
+
 /// `plaintext` sealed as the legacy application did: AES-256-GCM, 16-byte IV, under `key`.
 fn legacy_iv16(key: [u8; 32], plaintext: &[u8]) -> Vec<u8> {
     sealkit::core::legacy::seal(
@@ -533,12 +546,7 @@ fn aws_kms_keys_and_secrets_through_the_cli() {
     };
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
-    let env = [
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ];
+    let env = aws_env(&endpoint, &[]);
     let run = |args: &[&str], stdin: &[u8]| sealkit_with(h, &env, args, stdin);
     let key = format!("aws-kms://alias/{}", unique("cli"));
     let (sealed, rewrapped) = create_seal_rotate_rewrap(&run, &key);
@@ -1023,14 +1031,13 @@ fn a_silent_secret_source_falls_back_instead_of_hanging() {
         .unwrap();
     let home = tempfile::tempdir().unwrap();
     let url = silent.url();
-    let env = [
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", url.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("SEALKIT_AWS_TIMEOUT_MS", "300"),
-        ("APP_DB_PASSWORD", "from-env"),
-    ];
+    let env = aws_env(
+        &url,
+        &[
+            ("SEALKIT_AWS_TIMEOUT_MS", "300"),
+            ("APP_DB_PASSWORD", "from-env"),
+        ],
+    );
     let out = sealkit_with(
         home.path(),
         &env,
@@ -1270,13 +1277,7 @@ fn the_legacy_key_moves_from_env_into_secrets_manager() {
     let legacy_key = [0x3Cu8; 32];
     let encoded = base64::engine::general_purpose::STANDARD.encode(legacy_key);
     let id = unique("legacy-key");
-    let env = [
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("APP_LEGACY_KEY", encoded.as_str()),
-    ];
+    let env = aws_env(&endpoint, &[("APP_LEGACY_KEY", encoded.as_str())]);
     let run = |args: &[&str], stdin: &[u8]| sealkit_with(h, &env, args, stdin);
     let target = format!("aws-secrets:{id}");
     let stored = run(

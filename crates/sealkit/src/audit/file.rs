@@ -171,6 +171,11 @@ impl std::fmt::Debug for JsonlAuditSink {
     }
 }
 
+/// An I/O failure on the audit file or its checkpoint.
+fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::unavailable("audit", format!("cannot {what} {}: {e}", path.display()))
+}
+
 fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -408,9 +413,6 @@ impl Writer {
 
     /// Appends the queued events as records, under the file lock, then the checkpoint.
     fn write_batch(&mut self, events: &[u8], slots: &[QueuedEvent], sync: bool) -> Result<()> {
-        let io = |what: &str, path: &Path, e: std::io::Error| {
-            Error::unavailable("audit", format!("cannot {what} {}: {e}", path.display()))
-        };
         self.file.lock().map_err(|e| io("lock", &self.path, e))?;
         let written = self.append_locked(events, slots, sync);
         let _ = self.file.unlock();
@@ -421,9 +423,6 @@ impl Writer {
     }
 
     fn append_locked(&mut self, events: &[u8], slots: &[QueuedEvent], sync: bool) -> Result<()> {
-        let io = |what: &str, path: &Path, e: std::io::Error| {
-            Error::unavailable("audit", format!("cannot {what} {}: {e}", path.display()))
-        };
         let len = self
             .file
             .metadata()

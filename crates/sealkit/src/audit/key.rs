@@ -4,6 +4,8 @@
 use base64::Engine;
 use hmac::KeyInit;
 use hmac::Mac;
+use sealkit_core::DataKey;
+use sealkit_core::legacy::key_from_base64;
 use zeroize::Zeroizing;
 
 use super::record::HmacSha256;
@@ -12,7 +14,7 @@ use crate::{Error, Result};
 /// The key that MACs audit records and checkpoints. Debug shows only its [`id`](Self::id).
 #[derive(Clone)]
 pub struct AuditKey {
-    bytes: Zeroizing<[u8; 32]>,
+    key: DataKey,
 }
 
 impl std::fmt::Debug for AuditKey {
@@ -25,7 +27,7 @@ impl AuditKey {
     /// The key from raw bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self {
-            bytes: Zeroizing::new(bytes),
+            key: DataKey::from_bytes(bytes),
         }
     }
 
@@ -34,30 +36,20 @@ impl AuditKey {
         let mut bytes = Zeroizing::new([0u8; 32]);
         getrandom::fill(bytes.as_mut_slice())
             .map_err(|e| Error::unavailable("os-random", format!("getrandom failed: {e}")))?;
-        Ok(Self { bytes })
+        Ok(Self::from_bytes(*bytes))
     }
 
-    /// Decodes base64 of 32 bytes; `source` names where the text came from, for messages (the
-    /// value never appears in one).
+    /// Decodes base64 of 32 bytes (`sealkit audit new-key` makes one); `source` names where
+    /// the text came from, for messages (the value never appears in one).
     pub fn from_base64(source: &str, text: &str) -> Result<Self> {
-        let engine = base64::engine::general_purpose::STANDARD;
-        let decoded = Zeroizing::new(engine.decode(text.trim()).map_err(|_| {
-            Error::misconfigured(format!(
-                "the audit key in {source} is not valid base64; it must hold base64 of 32 bytes (`sealkit audit new-key` makes one)"
-            ))
-        })?);
-        let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| {
-            Error::misconfigured(format!(
-                "the audit key in {source} decodes to {} bytes; it must be exactly 32",
-                decoded.len()
-            ))
-        })?;
-        Ok(Self::from_bytes(bytes))
+        Ok(Self {
+            key: key_from_base64("audit key", source, text)?,
+        })
     }
 
     /// The key as base64, to store in a secret manager.
     pub fn to_base64(&self) -> Zeroizing<String> {
-        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(self.bytes.as_slice()))
+        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(self.key.expose()))
     }
 
     /// A public identifier of the key (16 hex digits of an HMAC of a fixed label), written in
@@ -70,7 +62,7 @@ impl AuditKey {
 
     /// The HMAC state keyed with this key.
     pub(super) fn keyed(&self) -> HmacSha256 {
-        <HmacSha256 as KeyInit>::new_from_slice(self.bytes.as_slice())
+        <HmacSha256 as KeyInit>::new_from_slice(self.key.expose())
             .expect("HMAC takes a key of any length")
     }
 }
