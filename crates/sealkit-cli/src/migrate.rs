@@ -22,7 +22,7 @@ pub(crate) struct JobArgs {
     /// The table (with --column and --to; leave all three out to use the job's recorded ones).
     #[arg(long)]
     table: Option<String>,
-    /// Its integer primary key column.
+    /// Its primary key column (integer, text or uuid).
     #[arg(long, default_value = "id")]
     pk: String,
     /// A column and its current format: NAME=aes-gcm-iv16|aes-gcm-nonce12|fernet|
@@ -207,15 +207,38 @@ fn reported(ctx: &Ctx, error: sealkit::Error) -> anyhow::Error {
     }
 }
 
+/// A key as JSON: a number for integer keys, a string for text keys.
+fn key_json(k: &sealkit_migrate::RowKey) -> serde_json::Value {
+    match k {
+        sealkit_migrate::RowKey::Int(i) => json!(i),
+        k => json!(k.to_string()),
+    }
+}
+
+/// A chunk's keys — `lo`/`hi` for integer keys, `from`/`to` (null for an open end) for text
+/// keys — with the fields of `more`, as one JSON object.
+fn chunk_with(c: &sealkit_migrate::Chunk, more: serde_json::Value) -> serde_json::Value {
+    let mut doc = match &c.keys {
+        None => json!({ "lo": c.lo, "hi": c.hi }),
+        Some(range) => json!({
+            "from": range.from.as_ref().map(key_json),
+            "to": range.to.as_ref().map(key_json),
+        }),
+    };
+    if let (Some(doc), serde_json::Value::Object(more)) = (doc.as_object_mut(), more) {
+        doc.extend(more);
+    }
+    doc
+}
+
 fn counts_json(c: &sealkit_migrate::Counts) -> serde_json::Value {
     json!({
         "chunks": { "pending": c.pending, "running": c.running, "done": c.done },
         "values": { "migrated": c.migrated, "skipped": c.skipped, "conflicts": c.conflicts, "failed": c.failed },
         "note": c.note,
-        "held": c.held.iter().map(|h| json!({
-            "lo": h.chunk.lo, "hi": h.chunk.hi, "worker": h.worker,
-            "held_secs": h.held_secs, "lease_left_secs": h.lease_left_secs,
-        })).collect::<Vec<_>>(),
+        "held": c.held.iter().map(|h| chunk_with(&h.chunk, json!({
+            "worker": h.worker, "held_secs": h.held_secs, "lease_left_secs": h.lease_left_secs,
+        }))).collect::<Vec<_>>(),
     })
 }
 
@@ -261,9 +284,8 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
                 );
                 for h in &c.held {
                     println!(
-                        "held: keys {}..{} by {} for {} s (lease {} s)",
-                        h.chunk.lo,
-                        h.chunk.hi,
+                        "held: {} by {} for {} s (lease {} s)",
+                        h.chunk,
                         h.worker,
                         h.held_secs,
                         if h.lease_left_secs >= 0 {
@@ -306,9 +328,14 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
                 let vanished: Vec<_> = report
                     .vanished
                     .iter()
-                    .map(|(c, n)| json!({ "lo": c.lo, "hi": c.hi, "rows": n }))
+                    .map(|(c, n)| chunk_with(c, json!({ "rows": n })))
                     .collect();
-                let mut doc = json!({ "values": report.values, "ok": report.ok, "problems": report.problem_count, "first_problems": report.problems, "vanished_rows": report.vanished_rows, "vanished": vanished });
+                let first_problems: Vec<_> = report
+                    .problems
+                    .iter()
+                    .map(|(pk, column, problem)| json!([key_json(pk), column, problem]))
+                    .collect();
+                let mut doc = json!({ "values": report.values, "ok": report.ok, "problems": report.problem_count, "first_problems": first_problems, "vanished_rows": report.vanished_rows, "vanished": vanished });
                 add_failure(&mut doc, failure.as_ref());
                 println!("{doc}");
             } else {
@@ -325,7 +352,7 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
                         report.vanished_rows
                     );
                     for (chunk, n) in &report.vanished {
-                        println!("  keys {}..{}: {n}", chunk.lo, chunk.hi);
+                        println!("  {chunk}: {n}");
                     }
                 }
             }

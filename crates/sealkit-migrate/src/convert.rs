@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 
 use crate::decode::Decoders;
 use crate::spec::{JobSpec, SourceFormat};
+use crate::store::RowKey;
 
 /// What to do with a value.
 pub(crate) enum Decision {
@@ -30,7 +31,7 @@ pub(crate) struct Converter<'a> {
 pub(crate) fn context(
     spec: &JobSpec,
     column: &str,
-    pk: i64,
+    pk: &RowKey,
     tenant: Option<&str>,
 ) -> Result<EncryptionContext> {
     let mut b = EncryptionContext::builder()

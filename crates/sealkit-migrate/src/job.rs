@@ -11,7 +11,7 @@ use sealkit::{DataKey, Error, Keyring, Result};
 use crate::convert::{Converter, Decision, context};
 use crate::decode::Decoder;
 use crate::spec::{JobSpec, SourceFormat};
-use crate::store::{Chunk, ChunkCounts, Counts, JobStore, Store, Update};
+use crate::store::{Chunk, ChunkCounts, Counts, JobStore, RowKey, Store, Update};
 
 /// A job's state, as `sealkit migrate status` shows it.
 pub type JobStatus = Counts;
@@ -31,7 +31,7 @@ pub struct RunReport {
     /// Values that could not be converted.
     pub failed: u64,
     /// Primary keys of the rows this worker rewrote at least one value of.
-    pub rows: Vec<i64>,
+    pub rows: Vec<RowKey>,
     /// Times the job paused for a provider outage.
     pub pauses: u64,
 }
@@ -58,7 +58,7 @@ pub struct VerifyReport {
     /// Values that open under the target key's primary version with their context.
     pub ok: u64,
     /// Up to 20 problems, as `(primary key, column, what)`.
-    pub problems: Vec<(i64, String, String)>,
+    pub problems: Vec<(RowKey, String, String)>,
     /// Total number of problems.
     pub problem_count: u64,
     /// Rows the job processed that are no longer in the table (deleted since), counted per
@@ -195,7 +195,7 @@ impl Migrator {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            match self.process(chunk, &primary, &mut report).await {
+            match self.process(&chunk, &primary, &mut report).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(200);
                     self.store.set_note(None).await?;
@@ -204,12 +204,12 @@ impl Migrator {
                     progress(&counts);
                 }
                 Err(e) if e.is_retryable() => {
-                    self.store.release(chunk).await?;
+                    self.store.release(&chunk).await?;
                     self.pause(&e, &mut paused_for, &mut backoff, &mut report)
                         .await?;
                 }
                 Err(e) => {
-                    self.store.release(chunk).await?;
+                    self.store.release(&chunk).await?;
                     return Err(e);
                 }
             }
@@ -224,7 +224,7 @@ impl Migrator {
     /// instead of failing every value one by one.
     async fn probe_decoders(&self) -> Result<()> {
         const SAMPLE_ROWS: i64 = 200;
-        let rows = self.store.scan(i64::MIN, SAMPLE_ROWS).await?;
+        let rows = self.store.scan(None, SAMPLE_ROWS).await?;
         for (i, column) in self.spec.columns.iter().enumerate() {
             if !matches!(
                 column.source,
@@ -306,7 +306,7 @@ impl Migrator {
 
     async fn process(
         &self,
-        chunk: Chunk,
+        chunk: &Chunk,
         primary: &sealkit::KeyVersion,
         report: &mut RunReport,
     ) -> Result<()> {
@@ -322,7 +322,7 @@ impl Migrator {
                 let Some(value) = &row.values[i] else {
                     continue;
                 };
-                let ctx = context(&self.spec, &column.name, row.pk, row.tenant.as_deref())?;
+                let ctx = context(&self.spec, &column.name, &row.pk, row.tenant.as_deref())?;
                 let converted = match column.encoding.decode(value) {
                     Ok(bytes) => converter.convert(&column.source, &bytes, &ctx).await,
                     Err(e) => Err(e),
@@ -332,7 +332,7 @@ impl Migrator {
                     Ok(Decision::Write(new)) => {
                         counts.migrated += 1;
                         updates.push(Update {
-                            pk: row.pk,
+                            pk: row.pk.clone(),
                             column: i,
                             old: value.clone(),
                             new: column.encoding.encode(new),
@@ -341,17 +341,17 @@ impl Migrator {
                     Err(e) if e.is_retryable() => return Err(e),
                     Err(e) => {
                         counts.failed += 1;
-                        tracing::error!(job = %self.spec.job, pk = row.pk, column = %column.name, error = %e, "value not converted");
+                        tracing::error!(job = %self.spec.job, pk = %row.pk, column = %column.name, error = %e, "value not converted");
                     }
                 }
             }
         }
         let lost = self.store.commit(chunk, &updates, counts).await?;
         let committed = (updates.len() - lost.len()) as u64;
-        let mut rows_written: Vec<i64> = updates
+        let mut rows_written: Vec<RowKey> = updates
             .iter()
             .filter(|u| !lost.iter().any(|l| l.pk == u.pk && l.column == u.column))
-            .map(|u| u.pk)
+            .map(|u| u.pk.clone())
             .collect();
         // Values the application changed meanwhile: re-read and convert again.
         let mut late = ChunkCounts::default();
@@ -361,19 +361,13 @@ impl Migrator {
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                let Some(current) = self.store.read(conflict.pk, conflict.column).await? else {
+                let Some(row) = self.store.row(&conflict.pk).await? else {
                     break;
                 };
-                let tenant = self
-                    .store
-                    .rows(Chunk {
-                        lo: conflict.pk,
-                        hi: conflict.pk + 1,
-                    })
-                    .await?
-                    .pop()
-                    .and_then(|r| r.tenant);
-                let ctx = context(&self.spec, &column.name, conflict.pk, tenant.as_deref())?;
+                let Some(current) = row.values[conflict.column].clone() else {
+                    break;
+                };
+                let ctx = context(&self.spec, &column.name, &row.pk, row.tenant.as_deref())?;
                 let bytes = column.encoding.decode(&current)?.into_owned();
                 match converter.convert(&column.source, &bytes, &ctx).await? {
                     Decision::Keep => {
@@ -384,7 +378,7 @@ impl Migrator {
                         if self
                             .store
                             .swap(&Update {
-                                pk: conflict.pk,
+                                pk: conflict.pk.clone(),
                                 column: conflict.column,
                                 old: current,
                                 new: column.encoding.encode(new),
@@ -392,12 +386,12 @@ impl Migrator {
                             .await?
                         {
                             late.migrated += 1;
-                            rows_written.push(conflict.pk);
+                            rows_written.push(conflict.pk.clone());
                             break;
                         }
                         if attempts >= 5 {
                             late.failed += 1;
-                            tracing::warn!(job = %self.spec.job, pk = conflict.pk, "value keeps changing; left for the next run");
+                            tracing::warn!(job = %self.spec.job, pk = %conflict.pk, "value keeps changing; left for the next run");
                             break;
                         }
                     }
@@ -476,14 +470,14 @@ impl Migrator {
     pub async fn plan(&self) -> Result<Plan> {
         let primary = self.primary().await.ok();
         let mut plan = Plan::default();
-        let mut after = i64::MIN;
+        let mut after: Option<RowKey> = None;
         let mut to_seal = 0u64;
         let mut scopes = std::collections::HashSet::new();
         let mut deks = std::collections::HashSet::new();
         loop {
-            let rows = self.store.scan(after, 5000).await?;
+            let rows = self.store.scan(after.as_ref(), 5000).await?;
             let Some(last) = rows.last() else { break };
-            after = last.pk;
+            after = Some(last.pk.clone());
             for row in &rows {
                 plan.rows += 1;
                 for (i, column) in self.spec.columns.iter().enumerate() {
@@ -560,33 +554,25 @@ impl Migrator {
     ) -> Result<VerifyReport> {
         let primary = self.primary().await?;
         let mut report = VerifyReport::default();
-        let recorded = self.store.seen_chunks().await?;
-        let mut found = vec![0i64; recorded.len()];
         let mut seen = VerifyProgress {
             rows: 0,
             total_rows: self.store.count_rows().await?.max(0) as u64,
             values: 0,
         };
         progress(&seen);
-        let mut after = i64::MIN;
+        let mut after: Option<RowKey> = None;
         loop {
-            let rows = self.store.scan(after, 5000).await?;
+            let rows = self.store.scan(after.as_ref(), 5000).await?;
             let Some(last) = rows.last() else { break };
-            after = last.pk;
+            after = Some(last.pk.clone());
             seen.rows += rows.len() as u64;
             for row in &rows {
-                let at = recorded.partition_point(|(chunk, _)| chunk.lo <= row.pk);
-                if let Some(i) = at.checked_sub(1)
-                    && row.pk < recorded[i].0.hi
-                {
-                    found[i] += 1;
-                }
                 for (i, column) in self.spec.columns.iter().enumerate() {
                     let Some(value) = &row.values[i] else {
                         continue;
                     };
                     report.values += 1;
-                    let ctx = context(&self.spec, &column.name, row.pk, row.tenant.as_deref())?;
+                    let ctx = context(&self.spec, &column.name, &row.pk, row.tenant.as_deref())?;
                     let bytes = column.encoding.decode(value);
                     let problem = match bytes.as_deref().map(Envelope::parse) {
                         Err(e) => Some(e.to_string()),
@@ -609,7 +595,9 @@ impl Migrator {
                         Some(p) => {
                             report.problem_count += 1;
                             if report.problems.len() < 20 {
-                                report.problems.push((row.pk, column.name.clone(), p));
+                                report
+                                    .problems
+                                    .push((row.pk.clone(), column.name.clone(), p));
                             }
                         }
                     }
@@ -619,12 +607,14 @@ impl Migrator {
             seen.total_rows = seen.total_rows.max(seen.rows);
             progress(&seen);
         }
-        for ((chunk, recorded_rows), found) in recorded.iter().zip(found) {
-            let gone = (recorded_rows - found).max(0) as u64;
+        // Rows gone since the job processed them: each finished chunk's rows now against the
+        // count recorded when it was done.
+        for (chunk, recorded_rows) in self.store.seen_chunks().await? {
+            let gone = (recorded_rows - self.store.count_in(&chunk).await?).max(0) as u64;
             if gone > 0 {
                 report.vanished_rows += gone;
                 if report.vanished.len() < 20 {
-                    report.vanished.push((*chunk, gone));
+                    report.vanished.push((chunk, gone));
                 }
             }
         }

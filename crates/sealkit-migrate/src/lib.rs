@@ -23,9 +23,12 @@
 //!   (at once by a worker with the same name);
 //! - a provider outage (`Unavailable`, `Throttled`) pauses the job — the chunk is released
 //!   and the status says why — and the job resumes when the provider answers again;
-//! - rows appended after the job started are chunked when the worker reaches them.
+//! - rows appended after the job started are chunked when the worker reaches them (integer
+//!   keys), or fall in an open-ended chunk that a re-run runs again once it has grown (text and
+//!   uuid keys, split at every `chunk_rows`th key in key order).
 //!
-//! Primary keys must be integers; columns hold BLOB/BYTEA (or TEXT in SQLite) values.
+//! Primary keys are integers, text or uuids ([`RowKey`]); columns hold BLOB/BYTEA values, or
+//! text with a declared encoding ([`StoredEncoding`]).
 //!
 //! Databases are drivers behind features, as in sqlx: `sqlite` ([`SqliteStore`]) and
 //! `postgres` ([`PgStore`]), both on by default; a PostgreSQL-only build
@@ -48,6 +51,6 @@ pub use store::PgStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    Chunk, ChunkCounts, Counts, HeldChunk, JobLedger, JobStore, JobTable, Row, Store, Update,
-    Value, open_store,
+    Chunk, ChunkCounts, Counts, HeldChunk, JobLedger, JobStore, JobTable, KeyRange, Row, RowKey,
+    Store, Update, Value, open_store,
 };

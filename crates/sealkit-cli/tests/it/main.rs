@@ -1507,3 +1507,114 @@ fn job_commands_take_the_job_name_alone_or_runs_arguments() {
     let unknown = sealkit(h, &["migrate", "status", "--db", db, "--job", "nope"], b"");
     assert_eq!(unknown.status.code(), Some(4));
 }
+
+/// A table keyed by uuid text: `migrate run` migrates it, each value bound to its key's text,
+/// and `verify --json` names rows by their text keys and gone rows by key range.
+#[test]
+fn uuid_keyed_tables_migrate_through_the_cli() {
+    use sealkit::core::legacy::{self, LegacyFormat};
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let db_path = h.join("app.db");
+    let legacy_key = sealkit::DataKey::from_bytes([0x5A; 32]);
+    let key = |n: u32| {
+        format!(
+            "{:08x}-0000-4000-8000-{:012x}",
+            n.wrapping_mul(2_654_435_761),
+            n
+        )
+    };
+    {
+        let db = rusqlite::Connection::open(&db_path).unwrap();
+        db.execute_batch("CREATE TABLE customers (id UUID PRIMARY KEY, email BLOB)")
+            .unwrap();
+        for n in 0..50u32 {
+            let value = legacy::seal(
+                LegacyFormat::AesGcmIv16,
+                &legacy_key,
+                &sealkit::random::OsRandom,
+                format!("user{n}@example.com").as_bytes(),
+                b"",
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO customers VALUES (?1, ?2)",
+                rusqlite::params![key(n), value],
+            )
+            .unwrap();
+        }
+    }
+    ok(&sealkit(h, &["keys", "create", "local://customers"], b""));
+    let encoded = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(legacy_key.expose())
+    };
+    let db = db_path.to_str().unwrap();
+    let migrate = |cmd: &str| {
+        sealkit_with(
+            h,
+            &[("ENCRYPTION_MASTER_KEY", encoded.as_str())],
+            &[
+                "--json",
+                "migrate",
+                cmd,
+                "--db",
+                db,
+                "--job",
+                "uuids",
+                "--table",
+                "customers",
+                "--column",
+                "email=aes-gcm-iv16",
+                "--to",
+                "local://customers",
+                "--chunk-rows",
+                "20",
+            ],
+            b"",
+        )
+    };
+    ok(&migrate("run"));
+    let verify: serde_json::Value = serde_json::from_slice(ok(&migrate("verify"))).unwrap();
+    assert_eq!(
+        (verify["ok"].as_u64(), verify["problems"].as_u64()),
+        (Some(50), Some(0))
+    );
+    let (k, sealed): (String, Vec<u8>) = rusqlite::Connection::open(&db_path)
+        .unwrap()
+        .query_row(
+            "SELECT id, email FROM customers WHERE id = ?1",
+            [key(7)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let opened = sealkit(
+        h,
+        &[
+            "decrypt",
+            "--context",
+            &format!("table=customers,column=email,id={k}"),
+        ],
+        &sealed,
+    );
+    assert_eq!(ok(&opened), b"user7@example.com");
+
+    let db_conn = rusqlite::Connection::open(&db_path).unwrap();
+    db_conn
+        .execute("UPDATE customers SET email = x'00' WHERE id = ?1", [key(3)])
+        .unwrap();
+    db_conn
+        .execute("DELETE FROM customers WHERE id = ?1", [key(9)])
+        .unwrap();
+    let out = migrate("verify");
+    assert_eq!(out.status.code(), Some(7));
+    let verify: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verify["first_problems"][0][0], key(3), "{verify}");
+    assert_eq!(verify["vanished_rows"], 1, "{verify}");
+    let gone = &verify["vanished"][0];
+    assert!(
+        gone.get("from").is_some() && gone.get("to").is_some(),
+        "{verify}"
+    );
+    assert!(gone.get("lo").is_none(), "{verify}");
+}

@@ -43,11 +43,44 @@ impl Value {
     }
 }
 
+/// A row's primary key: an integer (walked in key ranges), or text — PostgreSQL `text`,
+/// `varchar` or `uuid`, an SQLite key without integer affinity — walked in key order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum RowKey {
+    /// An integer key.
+    Int(i64),
+    /// A text key (a `uuid` in its canonical text form).
+    Text(String),
+}
+
+impl std::fmt::Display for RowKey {
+    /// The key as it goes into a value's context (`id`): the integer in decimal, the text as is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Int(i) => i.fmt(f),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl From<i64> for RowKey {
+    fn from(i: i64) -> Self {
+        Self::Int(i)
+    }
+}
+
+impl From<&str> for RowKey {
+    fn from(t: &str) -> Self {
+        Self::Text(t.to_string())
+    }
+}
+
 /// One row of a chunk.
 #[derive(Clone, Debug)]
 pub struct Row {
     /// The primary key.
-    pub pk: i64,
+    pub pk: RowKey,
     /// The tenant, when the job has a tenant column.
     pub tenant: Option<String>,
     /// The job's columns, in order (`None` for NULL).
@@ -58,7 +91,7 @@ pub struct Row {
 #[derive(Clone, Debug)]
 pub struct Update {
     /// The row.
-    pub pk: i64,
+    pub pk: RowKey,
     /// The column's index in the job.
     pub column: usize,
     /// The value read.
@@ -67,13 +100,56 @@ pub struct Update {
     pub new: Value,
 }
 
-/// A claimed range of primary keys, `lo..hi`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A claimed part of the table. With integer keys it is the key range `lo..hi`; with text
+/// keys, `lo` is the chunk's number and [`Chunk::keys`] the key range it covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chunk {
-    /// First key.
+    /// First key (integer keys), or the chunk's number (text keys).
     pub lo: i64,
-    /// One past the last key.
+    /// One past the last key (integer keys), or the chunk's number plus one (text keys).
     pub hi: i64,
+    /// For text keys, the keys the chunk covers.
+    pub keys: Option<KeyRange>,
+}
+
+/// The text keys a chunk covers, in the database's order for the key column: from `from`
+/// (inclusive) up to `to` (exclusive); `None` leaves that end open, so the first and last
+/// chunks also cover keys inserted below or above every key the job saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRange {
+    /// The first key, or `None` for the start of the table.
+    pub from: Option<RowKey>,
+    /// The key after the last, or `None` for the end of the table.
+    pub to: Option<RowKey>,
+}
+
+impl Chunk {
+    /// A chunk of integer keys, `lo..hi`.
+    pub fn ints(lo: i64, hi: i64) -> Self {
+        Self { lo, hi, keys: None }
+    }
+}
+
+impl std::fmt::Display for Chunk {
+    /// `keys 1000..2000`, or for text keys `keys from "a1" to "c7"` (`start` and `end` for
+    /// open ends).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.keys {
+            None => write!(f, "keys {}..{}", self.lo, self.hi),
+            Some(range) => {
+                let end = |k: &Option<RowKey>, open: &str| {
+                    k.as_ref()
+                        .map_or_else(|| open.to_string(), |k| format!("{:?}", k.to_string()))
+                };
+                write!(
+                    f,
+                    "keys from {} to {}",
+                    end(&range.from, "start"),
+                    end(&range.to, "end")
+                )
+            }
+        }
+    }
 }
 
 /// Chunk and row counts of a job.
@@ -118,15 +194,14 @@ pub struct HeldChunk {
 impl HeldChunk {
     /// A held chunk from its ledger row.
     pub(crate) fn from_lease(
-        lo: i64,
-        hi: i64,
+        chunk: Chunk,
         worker: Option<String>,
         lease_until: i64,
         lease_secs: i64,
     ) -> Self {
         let now = now();
         Self {
-            chunk: Chunk { lo, hi },
+            chunk,
             worker: worker.unwrap_or_default(),
             held_secs: now - (lease_until - lease_secs),
             lease_left_secs: lease_until - now,
@@ -171,9 +246,9 @@ pub trait JobLedger: Send + Sync + std::fmt::Debug {
     /// Claims the next chunk for `worker`, chunking rows appended since the job started.
     async fn claim(&self, worker: &str) -> Result<Option<Chunk>>;
     /// Adds to a finished chunk's counts (conflicts resolved after its commit).
-    async fn add_counts(&self, chunk: Chunk, counts: ChunkCounts) -> Result<()>;
+    async fn add_counts(&self, chunk: &Chunk, counts: ChunkCounts) -> Result<()>;
     /// Gives a chunk back (after a provider outage).
-    async fn release(&self, chunk: Chunk) -> Result<()>;
+    async fn release(&self, chunk: &Chunk) -> Result<()>;
     /// Puts every finished chunk back to pending, for a sweep that catches values written in
     /// the old format after their chunk was done.
     async fn reopen(&self) -> Result<u64>;
@@ -181,23 +256,26 @@ pub trait JobLedger: Send + Sync + std::fmt::Debug {
     async fn set_note(&self, note: Option<&str>) -> Result<()>;
     /// The job's counts; [`Error::NotFound`] for a job the database has no record of.
     async fn counts(&self) -> Result<Counts>;
-    /// The done chunks whose row count is recorded, in key order, with that count.
+    /// The done chunks whose row count is recorded, in ledger order, with that count.
     async fn seen_chunks(&self) -> Result<Vec<(Chunk, i64)>>;
 }
 
 /// The job's access to the application's table.
 #[async_trait]
 pub trait JobTable: Send + Sync {
-    /// The chunk's rows.
-    async fn rows(&self, chunk: Chunk) -> Result<Vec<Row>>;
-    /// Re-reads one value.
-    async fn read(&self, pk: i64, column: usize) -> Result<Option<Value>>;
+    /// The chunk's rows, in key order.
+    async fn rows(&self, chunk: &Chunk) -> Result<Vec<Row>>;
+    /// Re-reads one row (`None` if it is gone).
+    async fn row(&self, pk: &RowKey) -> Result<Option<Row>>;
     /// One compare-and-swap, outside a chunk; true if it took effect.
     async fn swap(&self, update: &Update) -> Result<bool>;
-    /// Up to `limit` rows with a key above `after`, for plan and verify.
-    async fn scan(&self, after: i64, limit: i64) -> Result<Vec<Row>>;
+    /// Up to `limit` rows with a key above `after` (from the first row if `None`), in key
+    /// order, for plan and verify.
+    async fn scan(&self, after: Option<&RowKey>, limit: i64) -> Result<Vec<Row>>;
     /// Rows in the table (for progress).
     async fn count_rows(&self) -> Result<i64>;
+    /// Rows in the table that fall in `chunk`'s keys now.
+    async fn count_in(&self, chunk: &Chunk) -> Result<i64>;
 }
 
 /// A job bound to a database: its ledger and its table, and the commit that spans both.
@@ -207,7 +285,7 @@ pub trait JobStore: JobLedger + JobTable {
     /// returns the updates that lost the compare-and-swap.
     async fn commit(
         &self,
-        chunk: Chunk,
+        chunk: &Chunk,
         updates: &[Update],
         counts: ChunkCounts,
     ) -> Result<Vec<Update>>;
@@ -254,6 +332,52 @@ pub(crate) fn unknown_job(job: &str) -> Error {
         "database",
         format!("migration job {job:?} (check the name, or start it with `sealkit migrate run`)"),
     )
+}
+
+/// The SQL condition that selects `chunk`'s rows by the key column `pk`, with the keys to
+/// bind in order; `param(n)` writes the `n`th placeholder (1-based). An open end of a text
+/// chunk adds no condition, so the first and last chunks cover keys below and above all the
+/// job saw.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn chunk_condition(
+    pk: &str,
+    chunk: &Chunk,
+    param: impl Fn(usize) -> String,
+) -> (String, Vec<RowKey>) {
+    let (from, to) = match &chunk.keys {
+        None => (Some(RowKey::Int(chunk.lo)), Some(RowKey::Int(chunk.hi))),
+        Some(range) => (range.from.clone(), range.to.clone()),
+    };
+    let mut conditions = Vec::new();
+    let mut keys = Vec::new();
+    if let Some(from) = from {
+        keys.push(from);
+        conditions.push(format!("{pk} >= {}", param(keys.len())));
+    }
+    if let Some(to) = to {
+        keys.push(to);
+        conditions.push(format!("{pk} < {}", param(keys.len())));
+    }
+    if conditions.is_empty() {
+        conditions.push("1 = 1".into());
+    }
+    (conditions.join(" AND "), keys)
+}
+
+/// Text-key chunks from the keys that start each chunk after the first (every
+/// `chunk_rows`th key in key order): `(number, from, to)`, the first open below, the last
+/// open above.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn text_chunks(starts: Vec<RowKey>) -> Vec<(i64, Option<RowKey>, Option<RowKey>)> {
+    let mut bounds: Vec<Option<RowKey>> = Vec::with_capacity(starts.len() + 2);
+    bounds.push(None);
+    bounds.extend(starts.into_iter().map(Some));
+    bounds.push(None);
+    bounds
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| (i as i64, w[0].clone(), w[1].clone()))
+        .collect()
 }
 
 /// The chunk size a job's first chunk starts at: `min` rounded down to a chunk boundary.

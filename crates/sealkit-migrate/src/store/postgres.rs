@@ -6,9 +6,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sealkit::{Error, Result};
 
+use tokio_postgres::types::ToSql;
+
 use super::{
-    Chunk, ChunkCounts, Counts, HeldChunk, JobLedger, JobStore, JobTable, Row, Store, Update,
-    Value, first_chunk_start, now,
+    Chunk, ChunkCounts, Counts, HeldChunk, JobLedger, JobStore, JobTable, KeyRange, Row, RowKey,
+    Store, Update, Value, chunk_condition, first_chunk_start, now, text_chunks,
 };
 use crate::spec::JobSpec;
 
@@ -35,8 +37,80 @@ impl PgDb {
 struct PgJob {
     db: Arc<PgDb>,
     spec: JobSpec,
-    /// Which job columns are text (the rest are `bytea`), checked against the catalog once.
-    text_columns: tokio::sync::OnceCell<Vec<bool>>,
+    /// The key's and columns' types, checked against the catalog once.
+    layout: tokio::sync::OnceCell<PgLayout>,
+}
+
+/// What the catalog says about a job's table.
+#[derive(Debug)]
+struct PgLayout {
+    /// The type keys are compared as: `bigint` for integer keys (walked in key ranges), or
+    /// the key's own text-like type (`text`, `varchar`, `bpchar`, `uuid`), walked in key
+    /// order.
+    key_type: &'static str,
+    /// Which job columns are text (the rest are `bytea`).
+    text: Vec<bool>,
+}
+
+impl PgLayout {
+    fn int_keys(&self) -> bool {
+        self.key_type == "bigint"
+    }
+
+    /// The `n`th placeholder, as a key of the key column's type.
+    fn key_param(&self, n: usize) -> String {
+        if self.int_keys() {
+            format!("${n}::bigint")
+        } else {
+            format!("${n}::text::{}", self.key_type)
+        }
+    }
+
+    /// The key column as read: `bigint`, or its text form.
+    fn key_read(&self, pk: &str) -> String {
+        if self.int_keys() {
+            format!("{pk}::bigint")
+        } else {
+            format!("{pk}::text")
+        }
+    }
+
+    /// A key as read at `index` of `r`.
+    fn key(&self, r: &tokio_postgres::Row, index: usize) -> RowKey {
+        if self.int_keys() {
+            RowKey::Int(r.get(index))
+        } else {
+            RowKey::Text(r.get(index))
+        }
+    }
+
+    /// A chunk from the ledger columns `lo, hi, lo_key, hi_key` at `first`.
+    fn ledger_chunk(&self, r: &tokio_postgres::Row, first: usize) -> Chunk {
+        let keys = (!self.int_keys()).then(|| KeyRange {
+            from: r.get::<_, Option<String>>(first + 2).map(RowKey::Text),
+            to: r.get::<_, Option<String>>(first + 3).map(RowKey::Text),
+        });
+        Chunk {
+            lo: r.get(first),
+            hi: r.get(first + 1),
+            keys,
+        }
+    }
+}
+
+/// A key to bind.
+fn key_param(k: &RowKey) -> Box<dyn ToSql + Sync + Send> {
+    match k {
+        RowKey::Int(i) => Box::new(*i),
+        RowKey::Text(t) => Box::new(t.clone()),
+    }
+}
+
+/// Borrows boxed parameters for a query.
+fn params(args: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect()
 }
 
 impl std::fmt::Debug for PgStore {
@@ -80,7 +154,7 @@ impl Store for PgStore {
         Arc::new(PgJob {
             db: self.db.clone(),
             spec: spec.clone(),
-            text_columns: tokio::sync::OnceCell::new(),
+            layout: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -94,6 +168,8 @@ CREATE TABLE IF NOT EXISTS sealkit_chunks (
     conflicts BIGINT NOT NULL DEFAULT 0, failed BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (job, lo));
 ALTER TABLE sealkit_chunks ADD COLUMN IF NOT EXISTS seen BIGINT NOT NULL DEFAULT -1;
+ALTER TABLE sealkit_chunks ADD COLUMN IF NOT EXISTS lo_key TEXT;
+ALTER TABLE sealkit_chunks ADD COLUMN IF NOT EXISTS hi_key TEXT;
 ";
 
 /// Classifies a PostgreSQL error: a lost or refused connection, a server shutting down,
@@ -168,14 +244,15 @@ fn pg_value(bytes: Vec<u8>, text: bool) -> Value {
     }
 }
 
-fn pg_row(r: &tokio_postgres::Row, text: &[bool]) -> Row {
-    let values = text
+fn pg_row(r: &tokio_postgres::Row, layout: &PgLayout) -> Row {
+    let values = layout
+        .text
         .iter()
         .enumerate()
         .map(|(i, &t)| r.get::<_, Option<Vec<u8>>>(2 + i).map(|b| pg_value(b, t)))
         .collect();
     Row {
-        pk: r.get(0),
+        pk: layout.key(r, 0),
         tenant: r.get::<_, Option<String>>(1),
         values,
     }
@@ -199,9 +276,10 @@ fn write_expr(expr: &str, text: bool) -> String {
     }
 }
 
-/// Checks the job's table against the catalog and says which columns are text. Keys must be
-/// integers (jobs walk key ranges); columns `bytea`, or text with a declared encoding.
-async fn column_kinds(client: &tokio_postgres::Client, spec: &JobSpec) -> Result<Vec<bool>> {
+/// Checks the job's table against the catalog: keys integers (walked in key ranges) or
+/// text-like (`text`, `varchar`, `char`, `uuid`: walked in key order); columns `bytea`, or
+/// text with a declared encoding.
+async fn table_layout(client: &tokio_postgres::Client, spec: &JobSpec) -> Result<PgLayout> {
     let rows = client
         .query(
             "SELECT column_name::text, data_type::text FROM information_schema.columns
@@ -227,13 +305,21 @@ async fn column_kinds(client: &tokio_postgres::Client, spec: &JobSpec) -> Result
         })
     };
     let pk_type = type_of(&spec.pk)?;
-    if !matches!(pk_type.as_str(), "smallint" | "integer" | "bigint") {
-        return Err(Error::misconfigured(format!(
-            "the key column {} of {} is {pk_type}: jobs walk integer key ranges (smallint, integer, bigint); add an integer key column (e.g. `ALTER TABLE {} ADD COLUMN sealkit_id bigserial UNIQUE`) and pass it with --pk",
-            spec.pk, spec.table, spec.table
-        )));
-    }
-    spec.columns
+    let key_type = match pk_type.as_str() {
+        "smallint" | "integer" | "bigint" => "bigint",
+        "text" => "text",
+        "character varying" => "varchar",
+        "character" => "bpchar",
+        "uuid" => "uuid",
+        other => {
+            return Err(Error::misconfigured(format!(
+                "the key column {} of {} is {other}: jobs walk integer (smallint, integer, bigint), text (text, varchar, char) or uuid keys; add such a key column (e.g. `ALTER TABLE {} ADD COLUMN sealkit_id bigserial UNIQUE`) and pass it with --pk",
+                spec.pk, spec.table, spec.table
+            )));
+        }
+    };
+    let text = spec
+        .columns
         .iter()
         .map(|column| {
             let data_type = type_of(&column.name)?;
@@ -250,7 +336,8 @@ async fn column_kinds(client: &tokio_postgres::Client, spec: &JobSpec) -> Result
                 ))),
             }
         })
-        .collect()
+        .collect::<Result<Vec<bool>>>()?;
+    Ok(PgLayout { key_type, text })
 }
 
 impl PgStore {
@@ -275,24 +362,24 @@ impl PgStore {
 }
 
 impl PgDb {
-    /// The job's rows that `sql` selects, with its two parameters bound to `args`.
+    /// The job's rows that `sql` selects, with its parameters bound to `args`.
     async fn query_rows(
         &self,
-        text: &[bool],
+        layout: &PgLayout,
         sql: &str,
-        args: [i64; 2],
+        args: &[Box<dyn ToSql + Sync + Send>],
         what: &str,
     ) -> Result<Vec<Row>> {
         let client = self.client.lock().await;
         let rows = client
-            .query(sql, &[&args[0], &args[1]])
+            .query(sql, &params(args))
             .await
             .map_err(|e| db_err(what, e))?;
-        Ok(rows.iter().map(|r| pg_row(r, text)).collect())
+        Ok(rows.iter().map(|r| pg_row(r, layout)).collect())
     }
 
-    fn select(spec: &JobSpec, text: &[bool]) -> String {
-        let mut cols = vec![format!("{}::bigint", spec.pk)];
+    fn select(spec: &JobSpec, layout: &PgLayout) -> String {
+        let mut cols = vec![layout.key_read(&spec.pk)];
         cols.push(
             spec.tenant_column
                 .as_ref()
@@ -302,7 +389,7 @@ impl PgDb {
         cols.extend(
             spec.columns
                 .iter()
-                .zip(text)
+                .zip(&layout.text)
                 .map(|(c, &t)| read_expr(&c.name, t)),
         );
         cols.join(", ")
@@ -324,13 +411,94 @@ impl PgDb {
         .map_err(|e| db_err("creating chunks", e))?;
         Ok(())
     }
+
+    /// Rows of the table in `chunk` now.
+    async fn count_in(
+        client: &impl tokio_postgres::GenericClient,
+        spec: &JobSpec,
+        layout: &PgLayout,
+        chunk: &Chunk,
+    ) -> Result<i64> {
+        let (condition, keys) = chunk_condition(&spec.pk, chunk, |n| layout.key_param(n));
+        let sql = format!("SELECT COUNT(*) FROM {} WHERE {condition}", spec.table);
+        let args: Vec<_> = keys.iter().map(key_param).collect();
+        Ok(client
+            .query_one(&sql, &params(&args))
+            .await
+            .map_err(|e| db_err("counting a chunk's rows", e))?
+            .get(0))
+    }
+
+    /// Creates a new text-key job's chunks: every `chunk_rows`th key in key order starts one.
+    async fn add_text_chunks(
+        tx: &tokio_postgres::Transaction<'_>,
+        spec: &JobSpec,
+        layout: &PgLayout,
+    ) -> Result<()> {
+        let sql = format!(
+            "SELECT k FROM (SELECT {key} AS k, row_number() OVER (ORDER BY {pk}) AS n FROM {t}) s
+             WHERE n % $1 = 1 AND n > 1 ORDER BY n",
+            key = layout.key_read(&spec.pk),
+            pk = spec.pk,
+            t = spec.table
+        );
+        let starts = tx
+            .query(&sql, &[&spec.chunk_rows])
+            .await
+            .map_err(|e| db_err("chunking the table's keys", e))?
+            .iter()
+            .map(|r| layout.key(r, 0))
+            .collect();
+        let (mut from, mut to) = (Vec::new(), Vec::new());
+        for (_, lo, hi) in text_chunks(starts) {
+            from.push(lo.map(|k| k.to_string()));
+            to.push(hi.map(|k| k.to_string()));
+        }
+        tx.execute(
+            "INSERT INTO sealkit_chunks (job, lo, hi, state, lo_key, hi_key)
+             SELECT $1, n - 1, n, 'pending', lo_key, hi_key FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(lo_key, hi_key, n)",
+            &[&spec.job, &from, &to],
+        )
+        .await
+        .map_err(|e| db_err("creating chunks", e))?;
+        Ok(())
+    }
+
+    /// Puts back to pending the finished text-key chunks that hold more rows than when they
+    /// were done: rows inserted since (text keys, unlike integer ones, land anywhere).
+    async fn reopen_grown(
+        tx: &tokio_postgres::Transaction<'_>,
+        spec: &JobSpec,
+        layout: &PgLayout,
+    ) -> Result<()> {
+        let done = tx
+            .query(
+                "SELECT lo, hi, lo_key, hi_key, seen FROM sealkit_chunks WHERE job = $1 AND state = 'done' AND seen >= 0",
+                &[&spec.job],
+            )
+            .await
+            .map_err(|e| db_err("reading the chunks", e))?;
+        for r in done {
+            let chunk = layout.ledger_chunk(&r, 0);
+            let seen: i64 = r.get(4);
+            if PgDb::count_in(tx, spec, layout, &chunk).await? > seen {
+                tx.execute(
+                    "UPDATE sealkit_chunks SET state = 'pending', worker = NULL WHERE job = $1 AND lo = $2",
+                    &[&spec.job, &chunk.lo],
+                )
+                .await
+                .map_err(|e| db_err("reopening a chunk", e))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl JobLedger for PgJob {
     async fn prepare(&self) -> Result<()> {
         let spec = &self.spec;
-        self.text_columns().await?;
+        let layout = self.layout().await?;
         let mut client = self.db.client.lock().await;
         create_schema(&mut client).await?;
         let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
@@ -352,12 +520,24 @@ impl JobLedger for PgJob {
                 )
                 .await
                 .map_err(|e| db_err("retrying failed chunks", e))?;
+                if !layout.int_keys() {
+                    PgDb::reopen_grown(&tx, spec, layout).await?;
+                }
             }
             Some(_) => {
                 return Err(Error::invalid_input(format!(
                     "job {} exists with another spec; use a new job name",
                     spec.job
                 )));
+            }
+            None if !layout.int_keys() => {
+                tx.execute(
+                    "INSERT INTO sealkit_jobs (job, spec, max_pk) VALUES ($1, $2, -1)",
+                    &[&spec.job, &spec.stored()],
+                )
+                .await
+                .map_err(|e| db_err("creating the job", e))?;
+                PgDb::add_text_chunks(&tx, spec, layout).await?;
             }
             None => {
                 let r = tx
@@ -387,6 +567,7 @@ impl JobLedger for PgJob {
 
     async fn claim(&self, worker: &str) -> Result<Option<Chunk>> {
         let spec = &self.spec;
+        let layout = self.layout().await?;
         let mut client = self.db.client.lock().await;
         let now = now();
         let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
@@ -396,14 +577,13 @@ impl JobLedger for PgJob {
              WHERE job = $1 AND lo = (SELECT lo FROM sealkit_chunks WHERE job = $1 AND (state = 'pending'
                    OR (state = 'running' AND (lease_until < $2 OR worker = $3)))
                    ORDER BY lo LIMIT 1 FOR UPDATE SKIP LOCKED)
-             RETURNING lo, hi";
-        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-            [&spec.job, &now, &worker, &(now + spec.lease_secs)];
+             RETURNING lo, hi, lo_key, hi_key";
+        let args: [&(dyn ToSql + Sync); 4] = [&spec.job, &now, &worker, &(now + spec.lease_secs)];
         let mut row = tx
             .query_opt(claim, &args)
             .await
             .map_err(|e| db_err("claiming a chunk", e))?;
-        if row.is_none() {
+        if row.is_none() && layout.int_keys() {
             let job = tx
                 .query_one(
                     "SELECT max_pk FROM sealkit_jobs WHERE job = $1 FOR UPDATE",
@@ -447,13 +627,10 @@ impl JobLedger for PgJob {
             }
         }
         tx.commit().await.map_err(|e| db_err("commit", e))?;
-        Ok(row.map(|r| Chunk {
-            lo: r.get(0),
-            hi: r.get(1),
-        }))
+        Ok(row.map(|r| layout.ledger_chunk(&r, 0)))
     }
 
-    async fn add_counts(&self, chunk: Chunk, counts: ChunkCounts) -> Result<()> {
+    async fn add_counts(&self, chunk: &Chunk, counts: ChunkCounts) -> Result<()> {
         let spec = &self.spec;
         let client = self.db.client.lock().await;
         client
@@ -466,7 +643,7 @@ impl JobLedger for PgJob {
         Ok(())
     }
 
-    async fn release(&self, chunk: Chunk) -> Result<()> {
+    async fn release(&self, chunk: &Chunk) -> Result<()> {
         let spec = &self.spec;
         let client = self.db.client.lock().await;
         client
@@ -499,39 +676,37 @@ impl JobLedger for PgJob {
     }
 
     async fn seen_chunks(&self) -> Result<Vec<(Chunk, i64)>> {
+        let layout = self.layout().await?;
         let mut client = self.db.client.lock().await;
         create_schema(&mut client).await?;
         let rows = client
             .query(
-                "SELECT lo, hi, seen FROM sealkit_chunks WHERE job = $1 AND seen >= 0 ORDER BY lo",
+                "SELECT lo, hi, lo_key, hi_key, seen FROM sealkit_chunks WHERE job = $1 AND seen >= 0 ORDER BY lo",
                 &[&self.spec.job],
             )
             .await
             .map_err(|e| db_err("reading the chunks", e))?;
         Ok(rows
             .iter()
-            .map(|r| {
-                (
-                    Chunk {
-                        lo: r.get(0),
-                        hi: r.get(1),
-                    },
-                    r.get(2),
-                )
-            })
+            .map(|r| (layout.ledger_chunk(r, 0), r.get(4)))
             .collect())
     }
 
     async fn counts(&self) -> Result<Counts> {
         let job = self.spec.job.as_str();
-        let mut client = self.db.client.lock().await;
-        create_schema(&mut client).await?;
-        let note: Option<String> = client
-            .query_opt("SELECT note FROM sealkit_jobs WHERE job = $1", &[&job])
-            .await
-            .map_err(|e| db_err("reading the job", e))?
-            .ok_or_else(|| super::unknown_job(job))?
-            .get(0);
+        let note: Option<String> = {
+            let mut client = self.db.client.lock().await;
+            create_schema(&mut client).await?;
+            client
+                .query_opt("SELECT note FROM sealkit_jobs WHERE job = $1", &[&job])
+                .await
+                .map_err(|e| db_err("reading the job", e))?
+                .ok_or_else(|| super::unknown_job(job))?
+                .get(0)
+        };
+        // A recorded job passed the catalog check when it was prepared.
+        let layout = self.layout().await?;
+        let client = self.db.client.lock().await;
         let r = client
             .query_one(
                 "SELECT COUNT(*) FILTER (WHERE state = 'pending'), COUNT(*) FILTER (WHERE state = 'running'),
@@ -543,13 +718,13 @@ impl JobLedger for PgJob {
             .map_err(|e| db_err("reading the job's status", e))?;
         let held = client
             .query(
-                "SELECT lo, hi, worker, lease_until FROM sealkit_chunks WHERE job = $1 AND state = 'running' ORDER BY lo",
+                "SELECT lo, hi, lo_key, hi_key, worker, lease_until FROM sealkit_chunks WHERE job = $1 AND state = 'running' ORDER BY lo",
                 &[&job],
             )
             .await
             .map_err(|e| db_err("reading held chunks", e))?
             .iter()
-            .map(|r| HeldChunk::from_lease(r.get(0), r.get(1), r.get(2), r.get(3), self.spec.lease_secs))
+            .map(|r| HeldChunk::from_lease(layout.ledger_chunk(r, 0), r.get(4), r.get(5), self.spec.lease_secs))
             .collect();
         Ok(Counts {
             pending: r.get(0),
@@ -566,84 +741,96 @@ impl JobLedger for PgJob {
 }
 
 impl PgJob {
-    /// Which job columns are text, checked against the catalog on first use.
-    async fn text_columns(&self) -> Result<&[bool]> {
-        self.text_columns
+    /// The table's layout, checked against the catalog on first use.
+    async fn layout(&self) -> Result<&PgLayout> {
+        self.layout
             .get_or_try_init(|| async {
                 let client = self.db.client.lock().await;
-                column_kinds(&client, &self.spec).await
+                table_layout(&client, &self.spec).await
             })
             .await
-            .map(Vec::as_slice)
     }
 }
 
 #[async_trait]
 impl JobTable for PgJob {
-    async fn rows(&self, chunk: Chunk) -> Result<Vec<Row>> {
+    async fn rows(&self, chunk: &Chunk) -> Result<Vec<Row>> {
         let spec = &self.spec;
-        let text = self.text_columns().await?;
+        let layout = self.layout().await?;
+        let (condition, keys) = chunk_condition(&spec.pk, chunk, |n| layout.key_param(n));
         let sql = format!(
-            "SELECT {} FROM {} WHERE {pk} >= $1::bigint AND {pk} < $2::bigint ORDER BY {pk}",
-            PgDb::select(spec, text),
+            "SELECT {} FROM {} WHERE {condition} ORDER BY {pk}",
+            PgDb::select(spec, layout),
             spec.table,
             pk = spec.pk
         );
+        let args: Vec<_> = keys.iter().map(key_param).collect();
         self.db
-            .query_rows(text, &sql, [chunk.lo, chunk.hi], "reading a chunk")
+            .query_rows(layout, &sql, &args, "reading a chunk")
             .await
     }
 
-    async fn read(&self, pk: i64, column: usize) -> Result<Option<Value>> {
+    async fn row(&self, pk: &RowKey) -> Result<Option<Row>> {
         let spec = &self.spec;
-        let text = self.text_columns().await?[column];
+        let layout = self.layout().await?;
         let sql = format!(
-            "SELECT {} FROM {} WHERE {} = $1::bigint",
-            read_expr(&spec.columns[column].name, text),
+            "SELECT {} FROM {} WHERE {} = {}",
+            PgDb::select(spec, layout),
             spec.table,
-            spec.pk
+            spec.pk,
+            layout.key_param(1)
         );
-        let client = self.db.client.lock().await;
-        let row = client
-            .query_opt(&sql, &[&pk])
-            .await
-            .map_err(|e| db_err("re-reading a value", e))?;
-        Ok(row
-            .and_then(|r| r.get::<_, Option<Vec<u8>>>(0))
-            .map(|b| pg_value(b, text)))
+        let rows = self
+            .db
+            .query_rows(layout, &sql, &[key_param(pk)], "re-reading a row")
+            .await?;
+        Ok(rows.into_iter().next())
     }
 
     async fn swap(&self, u: &Update) -> Result<bool> {
         let spec = &self.spec;
-        let text = self.text_columns().await?[u.column];
+        let layout = self.layout().await?;
+        let text = layout.text[u.column];
         let col = &spec.columns[u.column].name;
         let sql = format!(
-            "UPDATE {t} SET {col} = {new} WHERE {pk} = $2::bigint AND {col} = {old}",
+            "UPDATE {t} SET {col} = {new} WHERE {pk} = {key} AND {col} = {old}",
             t = spec.table,
             pk = spec.pk,
+            key = layout.key_param(2),
             new = write_expr("$1::bytea", text),
             old = write_expr("$3::bytea", text),
         );
+        let args: [Box<dyn ToSql + Sync + Send>; 3] = [
+            Box::new(u.new.bytes().to_vec()),
+            key_param(&u.pk),
+            Box::new(u.old.bytes().to_vec()),
+        ];
         let client = self.db.client.lock().await;
         Ok(client
-            .execute(&sql, &[&u.new.bytes(), &u.pk, &u.old.bytes()])
+            .execute(&sql, &params(&args))
             .await
             .map_err(|e| db_err("updating a value", e))?
             == 1)
     }
 
-    async fn scan(&self, after: i64, limit: i64) -> Result<Vec<Row>> {
+    async fn scan(&self, after: Option<&RowKey>, limit: i64) -> Result<Vec<Row>> {
         let spec = &self.spec;
-        let text = self.text_columns().await?;
+        let layout = self.layout().await?;
+        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let mut condition = String::new();
+        if let Some(after) = after {
+            args.push(key_param(after));
+            condition = format!("WHERE {} > {}", spec.pk, layout.key_param(1));
+        }
+        args.push(Box::new(limit));
         let sql = format!(
-            "SELECT {} FROM {} WHERE {pk} > $1::bigint ORDER BY {pk} LIMIT $2",
-            PgDb::select(spec, text),
+            "SELECT {} FROM {} {condition} ORDER BY {pk} LIMIT ${}",
+            PgDb::select(spec, layout),
             spec.table,
+            args.len(),
             pk = spec.pk
         );
-        self.db
-            .query_rows(text, &sql, [after, limit], "scanning")
-            .await
+        self.db.query_rows(layout, &sql, &args, "scanning").await
     }
 
     async fn count_rows(&self) -> Result<i64> {
@@ -655,18 +842,24 @@ impl JobTable for PgJob {
             .map_err(|e| db_err("counting rows", e))?;
         Ok(row.get(0))
     }
+
+    async fn count_in(&self, chunk: &Chunk) -> Result<i64> {
+        let layout = self.layout().await?;
+        let client = self.db.client.lock().await;
+        PgDb::count_in(&*client, &self.spec, layout, chunk).await
+    }
 }
 
 #[async_trait]
 impl JobStore for PgJob {
     async fn commit(
         &self,
-        chunk: Chunk,
+        chunk: &Chunk,
         updates: &[Update],
         counts: ChunkCounts,
     ) -> Result<Vec<Update>> {
         let spec = &self.spec;
-        let text = self.text_columns().await?;
+        let layout = self.layout().await?;
         let mut client = self.db.client.lock().await;
         let tx = client.transaction().await.map_err(|e| db_err("begin", e))?;
         // One compare-and-swap statement per column for the whole chunk.
@@ -676,24 +869,27 @@ impl JobStore for PgJob {
             if batch.is_empty() {
                 continue;
             }
-            let ids: Vec<i64> = batch.iter().map(|u| u.pk).collect();
+            // Keys travel as text and are cast to the key's type.
+            let ids: Vec<String> = batch.iter().map(|u| u.pk.to_string()).collect();
             let new: Vec<&[u8]> = batch.iter().map(|u| u.new.bytes()).collect();
             let old: Vec<&[u8]> = batch.iter().map(|u| u.old.bytes()).collect();
             let sql = format!(
-                "UPDATE {t} AS t SET {col} = {new} FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS u(id, new, old)
-                 WHERE t.{pk} = u.id AND t.{col} = {old} RETURNING t.{pk}::bigint",
+                "UPDATE {t} AS t SET {col} = {new} FROM unnest($1::text[], $2::bytea[], $3::bytea[]) AS u(id, new, old)
+                 WHERE t.{pk} = u.id::{key_type} AND t.{col} = {old} RETURNING {key}",
                 t = spec.table,
                 col = column.name,
                 pk = spec.pk,
-                new = write_expr("u.new", text[i]),
-                old = write_expr("u.old", text[i]),
+                key_type = layout.key_type,
+                key = layout.key_read(&format!("t.{}", spec.pk)),
+                new = write_expr("u.new", layout.text[i]),
+                old = write_expr("u.old", layout.text[i]),
             );
-            let done: std::collections::HashSet<i64> = tx
+            let done: std::collections::HashSet<RowKey> = tx
                 .query(&sql, &[&ids, &new, &old])
                 .await
                 .map_err(|e| db_err("updating values", e))?
                 .iter()
-                .map(|r| r.get(0))
+                .map(|r| layout.key(r, 0))
                 .collect();
             lost.extend(batch.into_iter().filter(|u| !done.contains(&u.pk)).cloned());
         }

@@ -78,7 +78,10 @@ async fn workers_finish_the_job_exactly_once(workers: usize) {
         migrated += report.migrated;
         busy += usize::from(report.chunks > 0);
         for row in report.rows {
-            assert!(seen.insert(row), "row {row} migrated by two workers");
+            assert!(
+                seen.insert(row.clone()),
+                "row {row} migrated by two workers"
+            );
         }
     }
     assert_eq!(seen.len() as i64, rows, "every row migrated");
@@ -185,8 +188,8 @@ async fn four_workers_starting_together_on_a_fresh_database_all_succeed() {
 }
 
 /// PostgreSQL column types: an `integer` key and `text` columns holding base64 and hex
-/// ciphertexts migrate, the envelopes written back as text in the same encodings; a `uuid` key,
-/// a text column without a declared encoding, or another type is a clear error naming the
+/// ciphertexts migrate, the envelopes written back as text in the same encodings; a `numeric`
+/// key, a text column without a declared encoding, or another type is a clear error naming the
 /// column and its type, before anything is changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn integer_keys_and_text_columns_migrate_and_other_types_are_refused_clearly() {
@@ -296,27 +299,28 @@ async fn integer_keys_and_text_columns_migrate_and_other_types_are_refused_clear
         integer_column.to_string().contains("integer"),
         "{integer_column}"
     );
-    let uuid_table = unique("uuidkey").replace('-', "_");
+    let numeric_table = unique("numerickey").replace('-', "_");
     db.batch_execute(&format!(
-        "CREATE TABLE {uuid_table} (id UUID PRIMARY KEY, email BYTEA)"
+        "CREATE TABLE {numeric_table} (id NUMERIC PRIMARY KEY, email BYTEA)"
     ))
     .await
     .unwrap();
     let spec = sealkit_migrate::JobSpec::new(
-        &unique("uuid-key"),
-        &uuid_table,
+        &unique("numeric-key"),
+        &numeric_table,
         "id",
         vec![ColumnSpec::new("email", "aes-gcm-iv16".parse().unwrap()).unwrap()],
         key.clone(),
     )
     .unwrap();
-    let uuid_key = migrator(&keyring, spec, store.clone())
+    let numeric_key = migrator(&keyring, spec, store.clone())
         .run("w1", &quiet)
         .await
         .unwrap_err();
-    assert_eq!(uuid_key.kind(), sealkit::ErrorKind::Misconfigured);
+    assert_eq!(numeric_key.kind(), sealkit::ErrorKind::Misconfigured);
     assert!(
-        uuid_key.to_string().contains("key column id") && uuid_key.to_string().contains("uuid"),
-        "{uuid_key}"
+        numeric_key.to_string().contains("key column id")
+            && numeric_key.to_string().contains("numeric"),
+        "{numeric_key}"
     );
 }

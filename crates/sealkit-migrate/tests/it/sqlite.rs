@@ -306,7 +306,7 @@ async fn undeclared_or_wrong_key_values_are_counted_not_lost() {
     assert!(err.to_string().contains("1 values"), "{err}");
     let verify = job.verify().await.unwrap();
     assert_eq!(verify.problem_count, 1);
-    assert_eq!(verify.problems[0].0, 5);
+    assert_eq!(verify.problems[0].0, sealkit_migrate::RowKey::Int(5));
     let db = rusqlite::Connection::open(&path).unwrap();
     let kept: Vec<u8> = db
         .query_row("SELECT email FROM customers WHERE id = 5", [], |r| r.get(0))

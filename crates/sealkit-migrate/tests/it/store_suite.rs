@@ -271,7 +271,7 @@ async fn two_workers_finish_the_job_exactly_once_on_every_backend() {
             migrated += report.migrated;
             for row in report.rows {
                 assert!(
-                    seen.insert(row),
+                    seen.insert(row.clone()),
                     "{name}: row {row} migrated by two workers"
                 );
             }
