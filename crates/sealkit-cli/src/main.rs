@@ -92,8 +92,12 @@ const EXIT_CODES: &[(u8, &[ErrorKind], &str)] = &[
     (2, &[], "usage"),
     (
         3,
-        &[ErrorKind::InvalidCiphertext, ErrorKind::Malformed],
-        "does not open (wrong key/context, altered or malformed)",
+        &[
+            ErrorKind::InvalidCiphertext,
+            ErrorKind::Malformed,
+            ErrorKind::Shredded,
+        ],
+        "does not open (wrong key/context, altered, malformed, or its data key shredded)",
     ),
     (4, &[ErrorKind::NotFound], "not found"),
     (

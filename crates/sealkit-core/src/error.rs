@@ -131,6 +131,15 @@ pub enum Error {
     /// The data key has sealed as many messages as its budget allows.
     #[error("data key message budget exhausted; generate a fresh data key")]
     MessageBudgetExhausted,
+    /// The value's data key was crypto-shredded: every wrap of it is destroyed, so the value
+    /// never opens again (by design; this is not an outage or a wrong key).
+    #[error(
+        "the data key of this value was shredded ({subject}); the value cannot be opened again"
+    )]
+    Shredded {
+        /// The subject whose keys were shredded (`tenant=42`), or the DEK id.
+        subject: String,
+    },
     /// Any other failure, with its source.
     #[error("{provider} failed: {detail}")]
     Other {
@@ -173,13 +182,15 @@ pub enum ErrorKind {
     InvalidInput,
     /// See [`Error::MessageBudgetExhausted`].
     BudgetExhausted,
+    /// See [`Error::Shredded`].
+    Shredded,
     /// See [`Error::Other`].
     Other,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         Self::Malformed,
         Self::InvalidCiphertext,
         Self::NotFound,
@@ -192,6 +203,7 @@ impl ErrorKind {
         Self::Misconfigured,
         Self::InvalidInput,
         Self::BudgetExhausted,
+        Self::Shredded,
         Self::Other,
     ];
 
@@ -210,6 +222,7 @@ impl ErrorKind {
             Self::Misconfigured => "misconfigured",
             Self::InvalidInput => "invalid_input",
             Self::BudgetExhausted => "budget_exhausted",
+            Self::Shredded => "shredded",
             Self::Other => "other",
         }
     }
@@ -237,6 +250,7 @@ impl Error {
             Self::Misconfigured { .. } => ErrorKind::Misconfigured,
             Self::InvalidInput { .. } => ErrorKind::InvalidInput,
             Self::MessageBudgetExhausted => ErrorKind::BudgetExhausted,
+            Self::Shredded { .. } => ErrorKind::Shredded,
             Self::Other { .. } => ErrorKind::Other,
         }
     }
@@ -265,7 +279,8 @@ impl Error {
             | Self::UnsupportedFormat { .. }
             | Self::InvalidCiphertext
             | Self::NotSupported { .. }
-            | Self::MessageBudgetExhausted => {}
+            | Self::MessageBudgetExhausted
+            | Self::Shredded { .. } => {}
         }
         self
     }

@@ -9,6 +9,7 @@
 //! - [`DataKey`], [`KeyUri`], [`KeyVersion`], [`KeyRef`], [`WrappedKey`]: key types.
 //! - [`provider`]: the traits that KMS and secret-store providers implement; [`registry`]: a
 //!   provider described as one value.
+//! - [`dek_store`]: the store compact-layout envelopes find their data keys in.
 //! - [`legacy`]: decoders for pre-envelope formats (for hybrid mode and migrations).
 #![no_std]
 #![forbid(unsafe_code, unused_must_use)]
@@ -21,6 +22,7 @@ extern crate std;
 mod algorithm;
 pub mod backend;
 mod context;
+pub mod dek_store;
 pub mod envelope;
 mod error;
 mod key;

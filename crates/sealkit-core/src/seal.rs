@@ -1,6 +1,6 @@
 //! Sealing and opening with a data key in hand: key derivation, commitment, nonce budget.
 
-use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -76,7 +76,7 @@ impl MessageBudget {
 /// The DEK itself is not kept, only keys derived from it.
 pub struct DekCipher {
     algorithm: Algorithm,
-    aead: Box<dyn PreparedAead>,
+    aead: Arc<dyn PreparedAead>,
     commit_key: Zeroizing<[u8; 32]>,
     dek_id: [u8; DEK_ID_LEN],
     full: Option<FullSlot>,
@@ -85,6 +85,7 @@ pub struct DekCipher {
 }
 
 /// The key slot this cipher writes in full-layout envelopes, with its commitment.
+#[derive(Clone)]
 struct FullSlot {
     slot: Vec<u8>,
     commitment: [u8; COMMITMENT_LEN],
@@ -112,7 +113,7 @@ impl DekCipher {
             .and_then(|()| hk.expand_multi_info(&[INFO_COMMIT_KEY, &code], commit_key.as_mut()))
             .and_then(|()| hk.expand_multi_info(&[INFO_DEK_ID, &code], &mut dek_id))
             .map_err(|_| Error::invalid_input("HKDF output length"))?;
-        let aead = backend.prepare(algorithm, &aead_key)?;
+        let aead = Arc::from(backend.prepare(algorithm, &aead_key)?);
         Ok(Self {
             algorithm,
             aead,
@@ -148,6 +149,21 @@ impl DekCipher {
         }
         self.budget = MessageBudget::new(limit);
         Ok(self)
+    }
+
+    /// The same DEK with a fresh budget of `limit` messages, sharing the prepared AEAD: for
+    /// a process that reserved another block of a stored DEK's shared budget.
+    pub fn with_fresh_budget(&self, limit: u64) -> Result<Self> {
+        Self {
+            algorithm: self.algorithm,
+            aead: self.aead.clone(),
+            commit_key: self.commit_key.clone(),
+            dek_id: self.dek_id,
+            full: self.full.clone(),
+            compact_prefix: self.compact_prefix.clone(),
+            budget: MessageBudget::new(self.algorithm.max_messages()),
+        }
+        .with_message_limit(limit)
     }
 
     /// The algorithm.

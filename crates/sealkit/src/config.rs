@@ -59,6 +59,18 @@ where
         .transpose()
 }
 
+fn parsed_list<'de, D, T>(de: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
+    Vec::<String>::deserialize(de)?
+        .iter()
+        .map(|text| text.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
 fn rotation_table<'de, D>(de: D) -> std::result::Result<BTreeMap<KeyUri, Duration>, D::Error>
 where
     D: Deserializer<'de>,
@@ -382,6 +394,64 @@ fn default_secret_ttl() -> u64 {
     300
 }
 
+/// The layout new envelopes get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Layout {
+    /// Self-contained: the envelope carries its wrapped DEK (127 bytes of overhead for a
+    /// local key; the export format).
+    #[default]
+    Full,
+    /// The envelope names its DEK by a 16-byte id, and the wrapped DEK lives once in the DEK
+    /// store (49 bytes of overhead with AES-256-GCM); needs `[deks] store`.
+    Compact,
+}
+
+/// Compact envelopes and the DEK store (`[deks]`).
+///
+/// ```toml
+/// [deks]
+/// store = "sqlite:/var/lib/app/app.db"   # or postgres://…, the application's own database
+/// layout = "compact"                     # or per key: compact_keys = ["local://customers"]
+/// subject = "tenant"                     # DEKs per tenant, shreddable with keys shred
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DekConfig {
+    /// The DEK store: an SQLite path (`sqlite:PATH` or a bare path) or a `postgres://` URL.
+    /// Compact envelopes are sealed and opened only with one.
+    pub store: Option<String>,
+    /// The store's table.
+    pub table: String,
+    /// The layout new envelopes get under every key.
+    pub layout: Layout,
+    /// Keys whose new envelopes are compact whatever `layout` says.
+    #[serde(deserialize_with = "parsed_list")]
+    pub compact_keys: Vec<KeyUri>,
+    /// The context key that names a DEK's subject (`tenant`, `user`), for crypto-shredding:
+    /// it must be one of `dek_scope`, so each subject's values have DEKs of their own.
+    pub subject: Option<String>,
+    /// Messages a process reserves at a time from a stored DEK's shared budget.
+    pub reserve_block: u64,
+    /// A stored DEK's message budget across every process (default: `cache.max_messages`).
+    pub message_limit: Option<u64>,
+}
+
+impl Default for DekConfig {
+    fn default() -> Self {
+        Self {
+            store: None,
+            table: "sealkit_deks".into(),
+            layout: Layout::Full,
+            compact_keys: Vec::new(),
+            subject: None,
+            reserve_block: 4096,
+            message_limit: None,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -418,6 +488,8 @@ pub struct Config {
     /// Named secrets (`[secrets.db_password]`), served by [`crate::Keyring::secret`] and
     /// checked by [`crate::Keyring::health`].
     pub secrets: BTreeMap<String, SecretConfig>,
+    /// Compact envelopes and the DEK store.
+    pub deks: DekConfig,
 }
 
 impl Default for Config {
@@ -435,6 +507,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             rotation: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            deks: DekConfig::default(),
         }
     }
 }
@@ -508,6 +581,20 @@ impl Config {
         }
         if let Some(v) = var("SEALKIT_LEGACY_KEY_ENV") {
             self.legacy.key_env = v;
+        }
+        if let Some(v) = var("SEALKIT_DEK_STORE") {
+            self.deks.store = Some(v);
+        }
+        if let Some(v) = var("SEALKIT_LAYOUT") {
+            self.deks.layout = match v.as_str() {
+                "full" => Layout::Full,
+                "compact" => Layout::Compact,
+                _ => {
+                    return Err(Error::misconfigured(format!(
+                        "SEALKIT_LAYOUT={v:?} must be full or compact"
+                    )));
+                }
+            };
         }
         for provider in crate::providers::builtin() {
             let from_env = provider.settings_from(&var);

@@ -37,9 +37,9 @@ pub mod random;
 mod resilience;
 pub mod secrets;
 
-pub use config::{Config, Mode, SecretConfig};
+pub use config::{Config, DekConfig, Layout, Mode, SecretConfig};
 pub use health::HealthReport;
-pub use keyring::{Keyring, KeyringBuilder, KeyringStats, RewrapOutcome};
+pub use keyring::{DekRewrapReport, Keyring, KeyringBuilder, KeyringStats, RewrapOutcome};
 pub use resilience::CircuitState;
 #[doc(inline)]
 pub use sealkit_core::{

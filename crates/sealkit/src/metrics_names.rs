@@ -18,3 +18,11 @@ pub const DEK_CACHE_MISSES_TOTAL: &str = "sealkit_dek_cache_misses_total";
 /// outcome. Watch it fall to zero before switching to `kms` mode: a legacy value carries no
 /// context, so while legacy reads happen a value copied between rows still opens.
 pub const LEGACY_OPENS_TOTAL: &str = "sealkit_legacy_opens_total";
+/// Counter: DEK-store reads (a compact envelope's DEK not in this process's cache, or the
+/// active DEK of a scope looked up), by `outcome`.
+pub const DEK_STORE_READS_TOTAL: &str = "sealkit_dek_store_reads_total";
+/// Counter: blocks of a stored DEK's message budget reserved by this process, by `outcome`
+/// (`granted`, or `exhausted` when the DEK had none left and a new one was made).
+pub const DEK_RESERVATIONS_TOTAL: &str = "sealkit_dek_reservations_total";
+/// Counter: stored DEKs retired (budget spent) or shredded, by `reason`.
+pub const DEK_RETIREMENTS_TOTAL: &str = "sealkit_dek_retirements_total";

@@ -54,11 +54,13 @@ pub enum Operation {
     ListKeys,
     /// A health probe.
     HealthCheck,
+    /// A subject's data keys crypto-shredded in the DEK store (the context names the subject).
+    ShredDeks,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Seal,
         Self::Open,
         Self::OpenLegacy,
@@ -73,6 +75,7 @@ impl Operation {
         Self::DescribeKey,
         Self::ListKeys,
         Self::HealthCheck,
+        Self::ShredDeks,
     ];
 
     /// Stable snake-case name.
@@ -92,6 +95,7 @@ impl Operation {
             Self::DescribeKey => "describe_key",
             Self::ListKeys => "list_keys",
             Self::HealthCheck => "health_check",
+            Self::ShredDeks => "shred_deks",
         }
     }
 

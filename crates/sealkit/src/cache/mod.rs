@@ -15,6 +15,8 @@ pub(crate) struct SealEntry {
     pub(crate) key: KeyRef,
     pub(crate) created: CoarseInstant,
     pub(crate) bytes: AtomicU64,
+    /// Whether it seals compact envelopes (its budget is a block reserved from the DEK store).
+    pub(crate) compact: bool,
     pub(crate) encrypted: metrics::Counter,
     pub(crate) duration: metrics::Histogram,
 }

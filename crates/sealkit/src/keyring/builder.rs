@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sealkit_core::dek_store::DekStore;
 use sealkit_core::legacy::LegacyKey;
 use sealkit_core::provider::{KeyAdmin, KeyEncryption, SecretSource};
 use sealkit_core::registry::{ProviderParts, ProviderSettings};
@@ -34,6 +35,7 @@ pub struct KeyringBuilder {
     backend: &'static dyn AeadBackend,
     configured_providers: bool,
     named_secret_sources: Option<SecretSources>,
+    dek_store: Option<Arc<dyn DekStore>>,
 }
 
 impl std::fmt::Debug for KeyringBuilder {
@@ -56,7 +58,14 @@ impl KeyringBuilder {
             backend: default_backend(),
             configured_providers: true,
             named_secret_sources: None,
+            dek_store: None,
         }
+    }
+
+    /// Uses `store` for compact envelopes (instead of opening `[deks] store`).
+    pub fn with_dek_store(mut self, store: Arc<dyn DekStore>) -> Self {
+        self.dek_store = Some(store);
+        self
     }
 
     /// The sources the configured secrets (`[secrets.NAME]`) are read from, instead of
@@ -102,8 +111,16 @@ impl KeyringBuilder {
     }
 
     /// Builds the keyring, first fetching the keys the configuration names by secret reference
-    /// (the audit key, the legacy key: [`Config::fetch_secret_keys`]).
+    /// (the audit key, the legacy key: [`Config::fetch_secret_keys`]) and opening the DEK store
+    /// `[deks] store` names (features `dek-store-sqlite`, `dek-store-postgres`).
     pub async fn build_async(mut self) -> Result<Keyring> {
+        #[cfg(any(feature = "dek-store-sqlite", feature = "dek-store-postgres"))]
+        if self.dek_store.is_none()
+            && let Some(db) = &self.config.deks.store
+        {
+            self.dek_store =
+                Some(sealkit_dekstore::open_dek_store(db, &self.config.deks.table).await?);
+        }
         if self.config.has_secret_keys_to_fetch() {
             let mut sources = match &self.named_secret_sources {
                 Some(sources) => sources.clone(),
@@ -238,6 +255,7 @@ impl KeyringBuilder {
             .cache
             .max_messages
             .clamp(1, config.algorithm.max_messages());
+        let deks = dek_store(self.dek_store, &config, max_messages)?;
         Ok(Keyring {
             inner: Arc::new(Inner {
                 providers,
@@ -265,7 +283,48 @@ impl KeyringBuilder {
                 cache_misses: AtomicU64::new(0),
                 legacy_opens: AtomicU64::new(0),
                 secrets,
+                deks,
             }),
         })
     }
+}
+
+/// The keyring's DEK store: the one given, checked against `[deks]`.
+fn dek_store(
+    store: Option<Arc<dyn DekStore>>,
+    config: &Config,
+    max_messages: u64,
+) -> Result<Option<super::compact::Deks>> {
+    let deks = &config.deks;
+    if let Some(field) = &deks.subject
+        && !config.dek_scope.contains(field)
+    {
+        return Err(Error::misconfigured(format!(
+            "[deks] subject = {field:?} must be one of dek_scope ({}), so that each subject's values have DEKs of their own",
+            config.dek_scope.join(", ")
+        )));
+    }
+    let Some(store) = store else {
+        if let Some(db) = &deks.store {
+            return Err(Error::misconfigured(format!(
+                "[deks] store = {db:?} is opened by KeyringBuilder::build_async (with the dek-store-sqlite or dek-store-postgres feature); or pass it with with_dek_store"
+            )));
+        }
+        if deks.layout == crate::config::Layout::Compact || !deks.compact_keys.is_empty() {
+            return Err(Error::misconfigured(
+                "compact envelopes need a DEK store: set [deks] store (or SEALKIT_DEK_STORE)",
+            ));
+        }
+        return Ok(None);
+    };
+    let limit = deks
+        .message_limit
+        .unwrap_or(max_messages)
+        .clamp(1, config.algorithm.max_messages());
+    Ok(Some(super::compact::Deks::new(
+        store,
+        deks,
+        limit,
+        (config.cache.max_entries, config.cache.max_open_entries),
+    )))
 }

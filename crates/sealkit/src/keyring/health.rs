@@ -1,4 +1,5 @@
-//! Health checks: every provider, the legacy key, configured secrets and audit sinks.
+//! Health checks: every provider, the legacy key, the DEK store, configured secrets and
+//! audit sinks.
 
 use std::time::Instant;
 
@@ -49,6 +50,16 @@ impl Keyring {
             reports.push(HealthReport::from_result(
                 "legacy key",
                 legacy.as_ref().map(|_| ()),
+                started.elapsed(),
+            ));
+        }
+        if let Some(store) = self.dek_store() {
+            // A one-row read: the table exists and answers.
+            let started = Instant::now();
+            let read = store.list(None, 1).await.map(|_| ());
+            reports.push(HealthReport::from_result(
+                format!("DEK store {}", store.describe()),
+                read.as_ref().map(|_| ()),
                 started.elapsed(),
             ));
         }

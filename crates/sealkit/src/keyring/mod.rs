@@ -8,6 +8,7 @@
 
 mod admin;
 mod builder;
+mod compact;
 mod health;
 mod open;
 mod rewrap;
@@ -23,6 +24,7 @@ use sealkit_core::provider::{KeyAdmin, KeyEncryption};
 use sealkit_core::{AeadBackend, Algorithm, KeyUri, KeyVersion};
 
 pub use builder::KeyringBuilder;
+pub use compact::DekRewrapReport;
 
 use crate::audit::AuditSink;
 use crate::cache::{BoundedCache, CoarseInstant, OpenEntry, SealEntry, SwapCache};
@@ -104,6 +106,8 @@ struct Inner {
     legacy_opens: AtomicU64,
     /// The configured secrets, by name.
     secrets: BTreeMap<String, SecretChain>,
+    /// The DEK store compact envelopes use, when configured.
+    deks: Option<compact::Deks>,
 }
 
 impl std::fmt::Debug for Keyring {

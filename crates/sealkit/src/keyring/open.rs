@@ -8,7 +8,7 @@ use std::time::Instant;
 use sealkit_core::envelope::KeySlot;
 use sealkit_core::legacy::{self, LegacyFormat};
 use sealkit_core::{
-    Algorithm, DataKey, DekCipher, EncryptionContext, Envelope, KeyRef, WrappedKey,
+    Algorithm, DataKey, DekCipher, EncryptionContext, Envelope, EnvelopeLayout, KeyRef, WrappedKey,
 };
 
 use super::Keyring;
@@ -186,6 +186,9 @@ impl Keyring {
         context: &EncryptionContext,
         now: CoarseInstant,
     ) -> Result<Vec<u8>> {
+        if envelope.layout() == EnvelopeLayout::Compact {
+            return self.open_compact(envelope, context, now).await;
+        }
         let (entry, uncached) = match self.cipher_for(envelope, context, now).await {
             Ok(found) => found,
             Err(e) => {

@@ -9,7 +9,7 @@ use sealkit_core::{DekCipher, EncryptionContext, KeyUri};
 
 use super::Keyring;
 use crate::audit::Operation;
-use crate::cache::{CoarseInstant, LATENCY_SAMPLE, SealEntry, SealKey};
+use crate::cache::{CoarseInstant, LATENCY_SAMPLE, SealEntry, SealKey, SwapCache};
 use crate::config::Mode;
 use crate::metrics_names as m;
 use crate::random::OsRandom;
@@ -41,6 +41,9 @@ impl Keyring {
             );
             return result;
         }
+        if self.compact_for(key) {
+            return self.seal_compact(key, plaintext, context).await;
+        }
         let now = CoarseInstant::now();
         if let Some(result) = self.seal_cached(key, plaintext, context, now) {
             return result;
@@ -59,8 +62,21 @@ impl Keyring {
         context: &EncryptionContext,
         now: CoarseInstant,
     ) -> Option<Result<Vec<u8>>> {
+        self.seal_cached_in(&self.inner.seal_cache, key, plaintext, context, now)
+    }
+
+    /// [`Self::seal_cached`] with the sealers of `cache` (full or compact).
+    #[inline]
+    pub(super) fn seal_cached_in(
+        &self,
+        cache: &SwapCache<SealEntry>,
+        key: &KeyUri,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+        now: CoarseInstant,
+    ) -> Option<Result<Vec<u8>>> {
         let cache_key = SealKey::new(key, context, &self.inner.dek_scope);
-        let hit = self.inner.seal_cache.with(&cache_key, |entry| {
+        let hit = cache.with(&cache_key, |entry| {
             if !entry.admit(&self.inner.cache, plaintext.len(), now) {
                 return None;
             }
@@ -76,7 +92,7 @@ impl Keyring {
             }
             // Stale: too old, too many bytes or messages.
             Some(None) => {
-                self.retire_sealers(self.inner.seal_cache.remove(&cache_key));
+                self.retire_sealers(cache.remove(&cache_key));
                 None
             }
             None => None,
@@ -92,24 +108,41 @@ impl Keyring {
         context: &EncryptionContext,
         now: CoarseInstant,
     ) -> Result<Vec<u8>> {
+        self.seal_fresh_in(&self.inner.seal_cache, false, key, plaintext, context, now)
+            .await
+    }
+
+    /// [`Self::seal_fresh`] with the sealers of `cache`, making compact sealers (a block of a
+    /// stored DEK's budget) if `compact`.
+    pub(super) async fn seal_fresh_in(
+        &self,
+        cache: &SwapCache<SealEntry>,
+        compact: bool,
+        key: &KeyUri,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+        now: CoarseInstant,
+    ) -> Result<Vec<u8>> {
         let cache_key = SealKey::new(key, context, &self.inner.dek_scope);
         for attempt in 0..3 {
             if attempt > 0
-                && let Some(result) = self.seal_cached(key, plaintext, context, now)
+                && let Some(result) = self.seal_cached_in(cache, key, plaintext, context, now)
             {
                 return result;
             }
             self.inner.cache_misses.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(m::DEK_CACHE_MISSES_TOTAL, "cache" => "seal").increment(1);
-            let entry = self.new_sealer(key, context, now).await?;
+            let entry = if compact {
+                self.new_compact_sealer(key, context, now).await?
+            } else {
+                self.new_sealer(key, context, now).await?
+            };
             entry
                 .bytes
                 .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-            self.retire_sealers(self.inner.seal_cache.insert(&cache_key, entry.clone()));
+            self.retire_sealers(cache.insert(&cache_key, entry.clone()));
             match self.seal_with_entry(&entry, key, plaintext, context) {
-                Err(Error::MessageBudgetExhausted) => {
-                    self.retire_sealers(self.inner.seal_cache.remove(&cache_key))
-                }
+                Err(Error::MessageBudgetExhausted) => self.retire_sealers(cache.remove(&cache_key)),
                 result => return result,
             }
         }
@@ -140,7 +173,11 @@ impl Keyring {
             .used()
             .is_multiple_of(LATENCY_SAMPLE)
             .then(Instant::now);
-        let result = entry.cipher.seal(&OsRandom, context, plaintext);
+        let result = if entry.compact {
+            entry.cipher.seal_compact(&OsRandom, context, plaintext)
+        } else {
+            entry.cipher.seal(&OsRandom, context, plaintext)
+        };
         match &result {
             Ok(_) => {
                 entry.encrypted.increment(1);
@@ -221,6 +258,7 @@ impl Keyring {
             key: wrapped.key.clone(),
             created: now,
             bytes: AtomicU64::new(0),
+            compact: false,
             encrypted: metrics::counter!(m::ENCRYPT_TOTAL, "provider" => scheme.clone(), "key_version" => version),
             duration: metrics::histogram!(m::OPERATION_DURATION, "operation" => "seal", "provider" => scheme),
         }))
