@@ -27,9 +27,11 @@ impl Ctx {
     }
 
     /// The keyring of [`Ctx::config`], its audit key fetched from a secret source if so
-    /// configured.
+    /// configured, and its DEK store (`[deks] store`) opened.
     pub(crate) async fn keyring(&self) -> anyhow::Result<Keyring> {
-        Ok(Keyring::builder(self.resolved_config().await?).build()?)
+        Ok(Keyring::builder(self.resolved_config().await?)
+            .build_async()
+            .await?)
     }
 
     /// [`Ctx::config`] with the keys it names by secret reference fetched (the audit key, the
@@ -172,6 +174,10 @@ pub(crate) struct EncryptArgs {
     /// Write the envelope as base64 text (one line), for text columns, JSON or a terminal.
     #[arg(long)]
     armor: bool,
+    /// Seal a compact envelope (a DEK id; the wrapped DEK stays in the DEK store, `[deks]
+    /// store` or SEALKIT_DEK_STORE) whatever the configured layout.
+    #[arg(long)]
+    compact: bool,
     #[command(flatten)]
     io: Io,
 }
@@ -180,7 +186,7 @@ pub(crate) async fn encrypt(ctx: &Ctx, args: EncryptArgs) -> anyhow::Result<()> 
     let keyring = ctx.keyring().await?;
     let context = parse_context(&args.context)?;
     let plaintext = args.io.read()?;
-    let sealed = match &args.key {
+    let key = match &args.key {
         Some(key) => {
             let (uri, version) = KeyUri::parse_with_version(key)?;
             if version.is_some() {
@@ -188,9 +194,18 @@ pub(crate) async fn encrypt(ctx: &Ctx, args: EncryptArgs) -> anyhow::Result<()> 
                     "new data is always sealed under the key's primary version; drop the #vN suffix"
                 ));
             }
-            keyring.seal_with(&uri, &plaintext, &context).await?
+            uri
         }
-        None => keyring.seal(&plaintext, &context).await?,
+        None => keyring.default_key().cloned().ok_or_else(|| {
+            sealkit::Error::misconfigured(
+                "no key: pass --key, or set default_key (SEALKIT_DEFAULT_KEY)",
+            )
+        })?,
+    };
+    let sealed = if args.compact {
+        keyring.seal_compact(&key, &plaintext, &context).await?
+    } else {
+        keyring.seal_with(&key, &plaintext, &context).await?
     };
     keyring.flush_audit()?;
     if args.armor {
@@ -319,6 +334,16 @@ pub(crate) enum KeysCommand {
         key: String,
         /// The period, or `off`.
         period: String,
+    },
+    /// Crypto-shred a subject: destroy every wrap of its DEKs in the DEK store, so its
+    /// compact values never open again (see docs/runbooks/crypto-shredding.md).
+    Shred {
+        /// The subject, FIELD=VALUE as `[deks] subject` names it: tenant=42
+        #[arg(long)]
+        scope: String,
+        /// Confirms that the subject's compact values become unrecoverable.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -459,6 +484,18 @@ pub(crate) async fn keys(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> 
                     Some(p) => format!("{key} now rotates every {} s at the provider", p.as_secs()),
                     None => format!("{key} no longer rotates at the provider"),
                 },
+            );
+        }
+        KeysCommand::Shred { scope, yes } => {
+            if !yes {
+                anyhow::bail!(sealkit::Error::invalid_input(format!(
+                    "shredding {scope} makes every compact value of it unrecoverable; add --yes to confirm"
+                )));
+            }
+            let shredded = keyring.shred(&scope).await?;
+            ctx.print(
+                json!({ "subject": scope, "shredded_deks": shredded }),
+                || format!("shredded {shredded} DEKs of {scope}"),
             );
         }
         KeysCommand::Disable { key } => {

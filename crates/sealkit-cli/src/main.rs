@@ -5,6 +5,7 @@
 //! or key disabled; 6 provider unavailable or throttling; 7 misconfigured; 1 anything else.
 
 mod commands;
+mod deks;
 mod metrics_export;
 mod migrate;
 mod progress;
@@ -69,6 +70,10 @@ enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(commands::AuditCommand),
+    /// The DEK store of compact envelopes: list, count, rewrap (rotation and provider moves
+    /// without touching data), drop old wraps.
+    #[command(subcommand)]
+    Deks(deks::DeksCommand),
     /// The main job on embedded defaults: local keys, an SQLite database of customers.
     Quickstart(quickstart::QuickstartArgs),
 }
@@ -203,6 +208,7 @@ fn main() -> ExitCode {
             Command::Keys(k) => commands::keys(&ctx, k).await,
             Command::Health => commands::health(&ctx).await,
             Command::Audit(a) => commands::audit(&ctx, a).await,
+            Command::Deks(d) => deks::run(&ctx, d).await,
             Command::Secrets(s) => commands::secrets(&ctx, s).await,
             Command::Migrate(m) => migrate::run(&ctx, m).await,
             Command::Quickstart(a) => quickstart::run(&ctx, a).await,

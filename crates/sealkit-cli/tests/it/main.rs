@@ -1618,3 +1618,119 @@ fn uuid_keyed_tables_migrate_through_the_cli() {
     );
     assert!(gone.get("lo").is_none(), "{verify}");
 }
+
+/// Compact envelopes through the CLI: separate processes share a stored DEK's budget (three
+/// messages each, one reserved at a time) and retire it at the limit; `deks stats` counts
+/// them; a rotation rewraps the stored DEKs and leaves every envelope as it was;
+/// `keys shred` makes one tenant's values fail with exit 3 while another's open.
+#[test]
+fn compact_envelopes_shared_budgets_rotation_and_shredding_through_the_cli() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let config = h.join("sealkit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_key = \"local://customers\"\n[deks]\nstore = \"sqlite:{}\"\nsubject = \"tenant\"\nmessage_limit = 3\nreserve_block = 1\n",
+            h.join("app.db").display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut all = vec!["--config", cfg];
+        all.extend_from_slice(args);
+        sealkit(h, &all, stdin)
+    };
+    ok(&run(&["keys", "create", "local://customers"], b""));
+    let ctx_of =
+        |tenant: u32, id: u32| format!("tenant={tenant},table=customers,column=email,id={id}");
+    // Seven processes seal for tenant 1: DEKs of three messages each.
+    let mut sealed = Vec::new();
+    for id in 0..7 {
+        let c = ctx_of(1, id);
+        let out = run(
+            &["encrypt", "--compact", "--context", &c],
+            b"sixty-four bytes of tenant one's data, give or take a few more...",
+        );
+        let envelope = ok(&out).to_vec();
+        assert_eq!(envelope[3], 2, "compact layout");
+        sealed.push((c, envelope));
+    }
+    let ids: Vec<&[u8]> = sealed.iter().map(|(_, e)| &e[5..21]).collect();
+    assert!(
+        ids[0] == ids[1] && ids[1] == ids[2],
+        "three processes share a DEK"
+    );
+    assert!(ids[3] != ids[2] && ids[3] == ids[4] && ids[4] == ids[5]);
+    assert!(ids[6] != ids[5]);
+    let stats: serde_json::Value =
+        serde_json::from_slice(ok(&run(&["--json", "deks", "stats"], b""))).unwrap();
+    let count = |state: &str| {
+        stats["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["state"] == state)
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!((count("retired"), count("active")), (2, 1), "{stats}");
+
+    // Tenant 2, and a rotation that rewraps stored DEKs only.
+    let c2 = ctx_of(2, 1);
+    let other = ok(&run(
+        &["encrypt", "--compact", "--context", &c2],
+        b"tenant two",
+    ))
+    .to_vec();
+    ok(&run(&["keys", "rotate", "local://customers"], b""));
+    let rewrap: serde_json::Value = serde_json::from_slice(ok(&run(
+        &["--json", "deks", "rewrap", "--from", "local://customers"],
+        b"",
+    )))
+    .unwrap();
+    assert_eq!(rewrap["rewrapped"], 4, "{rewrap}");
+    ok(&run(&["keys", "disable", "local://customers#v1"], b""));
+    for (c, envelope) in &sealed {
+        ok(&run(&["decrypt", "--context", c], envelope));
+    }
+    assert_eq!(
+        ok(&run(&["decrypt", "--context", &c2], &other)),
+        b"tenant two"
+    );
+
+    // Shredding tenant 1.
+    let refused = run(&["keys", "shred", "--scope", "tenant=1"], b"");
+    assert_eq!(refused.status.code(), Some(7), "needs --yes");
+    let shred: serde_json::Value = serde_json::from_slice(ok(&run(
+        &["--json", "keys", "shred", "--scope", "tenant=1", "--yes"],
+        b"",
+    )))
+    .unwrap();
+    assert_eq!(shred["shredded_deks"], 3, "{shred}");
+    let audit = std::fs::read_to_string(h.join("audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"shred_deks\"") && l.contains("tenant")),
+        "the shred is audited with its subject"
+    );
+    let gone = run(&["decrypt", "--context", &sealed[0].0], &sealed[0].1);
+    assert_eq!(gone.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("shredded"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+    assert_eq!(
+        ok(&run(&["decrypt", "--context", &c2], &other)),
+        b"tenant two"
+    );
+    let health = run(&["health"], b"");
+    assert!(
+        String::from_utf8_lossy(&health.stdout).contains("DEK store"),
+        "{}",
+        String::from_utf8_lossy(&health.stdout)
+    );
+}
