@@ -63,7 +63,7 @@ enum Command {
     /// Re-encrypt a table's columns: legacy formats to KMS envelopes, KEK rotation, provider to
     /// provider. Resumable; several workers may share a job on PostgreSQL.
     #[command(subcommand)]
-    Migrate(migrate::MigrateCommand),
+    Migrate(Box<migrate::MigrateCommand>),
     /// Resolve a secret through a fallback chain of sources and print it to stdout.
     #[command(subcommand)]
     Secrets(commands::SecretsCommand),
@@ -210,7 +210,7 @@ fn main() -> ExitCode {
             Command::Audit(a) => commands::audit(&ctx, a).await,
             Command::Deks(d) => deks::run(&ctx, d).await,
             Command::Secrets(s) => commands::secrets(&ctx, s).await,
-            Command::Migrate(m) => migrate::run(&ctx, m).await,
+            Command::Migrate(m) => migrate::run(&ctx, *m).await,
             Command::Quickstart(a) => quickstart::run(&ctx, a).await,
         };
         exporter.finish()?;

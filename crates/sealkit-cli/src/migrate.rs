@@ -52,6 +52,10 @@ pub(crate) struct JobArgs {
     /// The environment variable holding the legacy key (base64 of 32 bytes).
     #[arg(long, default_value = "ENCRYPTION_MASTER_KEY")]
     legacy_key_env: String,
+    /// Convert envelopes to this layout: `compact` (DEKs in the DEK store, `[deks] store`) or
+    /// `full` (self-contained, for export). Without it each envelope keeps its layout.
+    #[arg(long, value_parser = ["full", "compact"])]
+    layout: Option<String>,
 }
 
 /// `migrate` subcommands.
@@ -144,6 +148,11 @@ impl JobArgs {
         spec.kms_calls_per_sec = self.kms_rate;
         spec.reseal = self.reseal;
         spec.force_plaintext = self.force_plaintext;
+        spec.layout = match self.layout.as_deref() {
+            Some("compact") => Some(sealkit::Layout::Compact),
+            Some(_) => Some(sealkit::Layout::Full),
+            None => None,
+        };
         Ok(spec)
     }
 
@@ -156,7 +165,7 @@ impl JobArgs {
         } else {
             config.legacy.key.clone()
         };
-        let keyring = Keyring::builder(config).build()?;
+        let keyring = Keyring::builder(config).build_async().await?;
         let store = sealkit_migrate::open_store(&self.db).await?;
         let spec = self.spec(&*store).await?;
         let mut migrator = Migrator::new(keyring, spec, store);

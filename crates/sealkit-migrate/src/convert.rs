@@ -1,9 +1,9 @@
 //! Converting one value: decide whether it is already under the target, and if not, produce
 //! its envelope under the target.
 
-use sealkit::core::Envelope;
 use sealkit::core::legacy;
-use sealkit::{EncryptionContext, Error, KeyVersion, Keyring, Result, RewrapOutcome};
+use sealkit::core::{Envelope, EnvelopeLayout};
+use sealkit::{EncryptionContext, Error, KeyVersion, Keyring, Layout, Result, RewrapOutcome};
 use zeroize::Zeroizing;
 
 use crate::decode::Decoders;
@@ -45,11 +45,39 @@ pub(crate) fn context(
 }
 
 impl Converter<'_> {
-    /// Whether an envelope is already where the job takes it.
+    /// Whether an envelope is already where the job takes it: a full one under the target's
+    /// primary version (unless the job converts to compact), a compact one unless the job
+    /// converts to full (a compact envelope's key lives in the DEK store, which `sealkit deks
+    /// rewrap` rotates).
     fn is_done(&self, envelope: &Envelope<'_>) -> bool {
-        match envelope.key_ref() {
-            Some(Ok(key)) => key.uri == self.spec.target && &key.version == self.primary,
-            _ => false,
+        match (envelope.layout(), self.spec.layout) {
+            (EnvelopeLayout::Compact, Some(Layout::Full)) => false,
+            (EnvelopeLayout::Compact, _) => true,
+            (_, Some(Layout::Compact)) => false,
+            _ => match envelope.key_ref() {
+                Some(Ok(key)) => key.uri == self.spec.target && &key.version == self.primary,
+                _ => false,
+            },
+        }
+    }
+
+    /// Whether the layout changes: the value must be opened and sealed again.
+    fn changes_layout(&self, envelope: &Envelope<'_>) -> bool {
+        matches!(
+            (envelope.layout(), self.spec.layout),
+            (EnvelopeLayout::Full, Some(Layout::Compact))
+                | (EnvelopeLayout::Compact, Some(Layout::Full))
+        )
+    }
+
+    /// Seals `plaintext` under the target in the job's layout (as the keyring is configured,
+    /// when the job names none).
+    async fn seal(&self, plaintext: &[u8], ctx: &EncryptionContext) -> Result<Vec<u8>> {
+        let target = &self.spec.target;
+        match self.spec.layout {
+            Some(Layout::Compact) => self.keyring.seal_compact(target, plaintext, ctx).await,
+            Some(Layout::Full) => self.keyring.seal_full(target, plaintext, ctx).await,
+            _ => self.keyring.seal_with(target, plaintext, ctx).await,
         }
     }
 
@@ -62,7 +90,7 @@ impl Converter<'_> {
         if Envelope::looks_like(value)
             && let Ok(envelope) = Envelope::parse(value)
         {
-            let as_envelope = self.convert_envelope(&envelope, value, ctx).await;
+            let as_envelope = self.convert_envelope(source, &envelope, value, ctx).await;
             match (&as_envelope, source) {
                 // A legacy column's value may start like an envelope by chance (a random IV
                 // beginning with the magic bytes): when it does not open as one, try it as
@@ -85,21 +113,23 @@ impl Converter<'_> {
     /// An envelope: kept when already under the target, else rewrapped (or resealed).
     async fn convert_envelope(
         &self,
+        source: &SourceFormat,
         envelope: &Envelope<'_>,
         value: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<Decision> {
         if self.is_done(envelope) {
+            if envelope.layout() == EnvelopeLayout::Compact && *source != SourceFormat::Envelope {
+                // A legacy value can start like a compact envelope by chance: it is kept only
+                // if it opens as one.
+                self.keyring.open(value, ctx).await?;
+            }
             return Ok(Decision::Keep);
         }
-        if self.spec.reseal {
-            // Fresh DEK: open, then seal again under the target.
+        if self.spec.reseal || self.changes_layout(envelope) {
+            // Fresh DEK (or another layout): open, then seal again under the target.
             let plaintext = Zeroizing::new(self.keyring.open(value, ctx).await?);
-            return Ok(Decision::Write(
-                self.keyring
-                    .seal_with(&self.spec.target, &plaintext, ctx)
-                    .await?,
-            ));
+            return Ok(Decision::Write(self.seal(&plaintext, ctx).await?));
         }
         // An envelope under another key or version: rewrap (data untouched).
         match self
@@ -135,10 +165,6 @@ impl Converter<'_> {
             )));
         }
         let plaintext: Zeroizing<Vec<u8>> = self.decoders.get(source)?.decode(value).await?;
-        Ok(Decision::Write(
-            self.keyring
-                .seal_with(&self.spec.target, &plaintext, ctx)
-                .await?,
-        ))
+        Ok(Decision::Write(self.seal(&plaintext, ctx).await?))
     }
 }

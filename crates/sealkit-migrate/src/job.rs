@@ -542,6 +542,51 @@ impl Migrator {
         Ok(plan)
     }
 
+    /// Why a compact envelope is not where the job takes values, if it is not: its DEK (read
+    /// from the keyring's DEK store once per DEK) must be wrapped under the target's primary
+    /// version, and the value must open.
+    async fn compact_problem(
+        &self,
+        envelope: &Envelope<'_>,
+        value: &[u8],
+        ctx: &sealkit::EncryptionContext,
+        primary: &sealkit::KeyVersion,
+        dek_keys: &mut std::collections::HashMap<[u8; 16], Option<sealkit::KeyRef>>,
+    ) -> Result<()> {
+        let sealkit::core::envelope::KeySlot::DekId(id) = envelope.slot() else {
+            return Ok(());
+        };
+        let store = self.keyring.dek_store().ok_or_else(|| {
+            Error::misconfigured("compact envelopes need the keyring's DEK store ([deks] store)")
+        })?;
+        if !dek_keys.contains_key(id) {
+            let key = store
+                .get(id)
+                .await?
+                .and_then(|r| r.wraps.first().map(|w| w.key.clone()));
+            dek_keys.insert(*id, key);
+        }
+        match &dek_keys[id] {
+            Some(k) if k.uri == self.spec.target && &k.version == primary => {}
+            Some(k) => {
+                return Err(Error::invalid_input(format!(
+                    "compact, its DEK under {k}, not {}#v{primary} (run `sealkit deks rewrap`)",
+                    self.spec.target
+                )));
+            }
+            None => {
+                return Err(Error::invalid_input(
+                    "compact, its DEK missing from the DEK store or shredded",
+                ));
+            }
+        }
+        self.keyring
+            .open(value, ctx)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::invalid_input(format!("does not open: {e}")))
+    }
+
     /// Opens every value under the target key's primary version with its context.
     pub async fn verify(&self) -> Result<VerifyReport> {
         self.verify_with_progress(&|_| {}).await
@@ -561,6 +606,8 @@ impl Migrator {
         };
         progress(&seen);
         let mut after: Option<RowKey> = None;
+        // Compact envelopes' DEKs: the key and version each is wrapped under, read once.
+        let mut dek_keys = std::collections::HashMap::new();
         loop {
             let rows = self.store.scan(after.as_ref(), 5000).await?;
             let Some(last) = rows.last() else { break };
@@ -577,6 +624,12 @@ impl Migrator {
                     let problem = match bytes.as_deref().map(Envelope::parse) {
                         Err(e) => Some(e.to_string()),
                         Ok(Err(_)) => Some("not an envelope (not migrated)".to_string()),
+                        Ok(Ok(env))
+                            if self.spec.layout == Some(sealkit::Layout::Compact)
+                                && env.layout() == sealkit::core::EnvelopeLayout::Full =>
+                        {
+                            Some("full layout, not compact".to_string())
+                        }
                         Ok(Ok(env)) => match env.key_ref().and_then(Result::ok) {
                             Some(k) if k.uri == self.spec.target && k.version == primary => self
                                 .keyring
@@ -587,7 +640,20 @@ impl Migrator {
                             Some(k) => {
                                 Some(format!("under {k}, not {}#v{primary}", self.spec.target))
                             }
-                            None => Some("compact envelope".to_string()),
+                            None if self.spec.layout == Some(sealkit::Layout::Full) => {
+                                Some("compact layout, not full".to_string())
+                            }
+                            None => self
+                                .compact_problem(
+                                    &env,
+                                    bytes.as_deref().unwrap_or_default(),
+                                    &ctx,
+                                    &primary,
+                                    &mut dek_keys,
+                                )
+                                .await
+                                .err()
+                                .map(|e| e.to_string()),
                         },
                     };
                     match problem {

@@ -201,7 +201,7 @@ pub struct JobSpec {
     pub job: String,
     /// The table.
     pub table: String,
-    /// Its integer primary key column.
+    /// Its primary key column (integer, text or uuid).
     pub pk: String,
     /// The columns to move.
     pub columns: Vec<ColumnSpec>,
@@ -221,6 +221,12 @@ pub struct JobSpec {
     /// Seal `plaintext` columns' values even when they look like ciphertexts (Fernet tokens,
     /// `vault:v…`): without it such values are refused, not sealed as if they were data.
     pub force_plaintext: bool,
+    /// The envelope layout every value ends up in: `Some(Compact)` converts full envelopes
+    /// to compact ones (their DEKs in the keyring's DEK store), `Some(Full)` the reverse (the
+    /// self-contained export format). `None` keeps each envelope's layout (compact ones are
+    /// rotated in the DEK store, `sealkit deks rewrap`) and seals new ones as the keyring is
+    /// configured.
+    pub layout: Option<sealkit::Layout>,
 }
 
 /// The stored form of a spec, to refuse resuming a job with a different one.
@@ -258,6 +264,7 @@ impl JobSpec {
             lease_secs: 60,
             reseal: false,
             force_plaintext: false,
+            layout: None,
         })
     }
 

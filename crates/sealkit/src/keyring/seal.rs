@@ -44,6 +44,17 @@ impl Keyring {
         if self.compact_for(key) {
             return self.seal_compact(key, plaintext, context).await;
         }
+        self.seal_full(key, plaintext, context).await
+    }
+
+    /// Seals `plaintext` under `key` as a full-layout (self-contained) envelope, whatever the
+    /// configured layout: the export format.
+    pub async fn seal_full(
+        &self,
+        key: &KeyUri,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>> {
         let now = CoarseInstant::now();
         if let Some(result) = self.seal_cached(key, plaintext, context, now) {
             return result;
