@@ -72,6 +72,49 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
+    // Compact envelopes: the same key, its DEKs in an SQLite DEK store (read once per DEK;
+    // a seal reserves a block of 4,096 messages from the store now and then).
+    let deks_home = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.default_key = Some(KeyUri::parse("local://bench").unwrap());
+    config
+        .provider("local")
+        .set("home", home.path().to_str().unwrap());
+    config.deks.store = Some(format!(
+        "sqlite:{}",
+        deks_home.path().join("deks.db").display()
+    ));
+    config.deks.layout = sealkit::Layout::Compact;
+    let compact = rt.block_on(Keyring::builder(config).build_async()).unwrap();
+    let sealed_compact = rt.block_on(compact.seal(&field, &ctx)).unwrap();
+    let (kc, sealed_compact_ref) = (&compact, &sealed_compact);
+    group.bench_function("facade_seal_compact", |b| {
+        b.iter_custom(|iters| {
+            time_in_task(&rt, iters, move || async move {
+                kc.seal(field_ref, ctx_ref).await.unwrap()
+            })
+        })
+    });
+    group.bench_function("facade_open_compact", |b| {
+        b.iter_custom(|iters| {
+            time_in_task(&rt, iters, move || async move {
+                kc.open(sealed_compact_ref, ctx_ref).await.unwrap()
+            })
+        })
+    });
+    // Envelope overhead per plaintext size: printed, not timed.
+    for size in [0usize, 16, 64, 256, 1024, 4096, 65536] {
+        let plaintext = vec![0x61u8; size];
+        let full = rt.block_on(keyring.seal(&plaintext, &ctx)).unwrap().len() - size;
+        let small = rt.block_on(compact.seal(&plaintext, &ctx)).unwrap().len() - size;
+        let share = |overhead: usize| 100.0 * overhead as f64 / (size + overhead) as f64;
+        println!(
+            "envelope_overhead plaintext={size} full={full} ({:.1} % of the envelope) compact={small} ({:.1} %)",
+            share(full),
+            share(small)
+        );
+    }
+
     // The same keyring with a MAC-chained audit file recording every seal and open (the
     // default when a file is configured): the caller's cost of auditing.
     let audit_home = tempfile::tempdir().unwrap();

@@ -149,8 +149,7 @@ async fn pg_floor(url: &str, table: &str) -> f64 {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        println!("migrate: bench");
+    if !sealkit_benches::selected("migrate") {
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -31,3 +31,15 @@ where
         started.elapsed()
     })
 }
+
+/// Whether a one-shot (non-criterion) bench called `name` runs: with no filter on the command
+/// line, or a filter it contains (`cargo xtask bench rotation`); `--list` lists it instead.
+pub fn selected(name: &str) -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        println!("{name}: bench");
+        return false;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
