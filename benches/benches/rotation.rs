@@ -27,13 +27,22 @@ async fn fill(keyring: &Keyring, key: &KeyUri, db: &std::path::Path) {
     let mut conn = rusqlite::Connection::open(db).unwrap();
     conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, email BLOB)")
         .unwrap();
+    // Sealed before the insert transaction starts: a compact seal may reserve messages in the
+    // DEK store, which needs SQLite's write lock (see docs/runbooks/dek-store.md).
+    let mut sealed = Vec::with_capacity(ROWS as usize);
+    for id in 1..=ROWS {
+        sealed.push(
+            keyring
+                .seal_with(key, &[0x61; 64], &context(id))
+                .await
+                .unwrap(),
+        );
+    }
     let tx = conn.transaction().unwrap();
     {
         let mut insert = tx.prepare("INSERT INTO t VALUES (?1, ?2)").unwrap();
-        for id in 1..=ROWS {
-            let ctx = context(id);
-            let sealed = keyring.seal_with(key, &[0x61; 64], &ctx).await.unwrap();
-            insert.execute(rusqlite::params![id, sealed]).unwrap();
+        for (id, value) in (1..=ROWS).zip(&sealed) {
+            insert.execute(rusqlite::params![id, value]).unwrap();
         }
     }
     tx.commit().unwrap();

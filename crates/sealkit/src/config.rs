@@ -35,6 +35,11 @@ pub const ENV_VARIABLES: &[(&str, &str)] = &[
         "SEALKIT_LEGACY_KEY_ENV",
         "`legacy.key_env`: the variable holding the legacy key",
     ),
+    (
+        "SEALKIT_DEK_STORE",
+        "`deks.store`: the DEK store of compact envelopes (an SQLite path or a postgres:// URL)",
+    ),
+    ("SEALKIT_LAYOUT", "`deks.layout`: full or compact"),
 ];
 
 /// Parses a field with `FromStr`; serde's error then names the field.
