@@ -51,7 +51,7 @@ async fn reservations_from_many_connections_never_exceed_the_budget() {
     for (name, connections) in stores(&dir, 4).await {
         connections[0].insert(&record(1, None, 1000)).await.unwrap();
         let mut tasks = Vec::new();
-        for store in connections.iter().cloned() {
+        for store in connections.clone() {
             tasks.push(tokio::spawn(async move {
                 let mut granted = 0;
                 loop {
