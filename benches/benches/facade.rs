@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     // Compact envelopes: the same key, its DEKs in an SQLite DEK store (read once per DEK;
-    // a seal reserves a block of 4,096 messages from the store now and then).
+    // a seal reserves a block of 65,536 messages from the store now and then).
     let deks_home = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.default_key = Some(KeyUri::parse("local://bench").unwrap());

@@ -451,7 +451,7 @@ impl Default for DekConfig {
             layout: Layout::Full,
             compact_keys: Vec::new(),
             subject: None,
-            reserve_block: 4096,
+            reserve_block: 65_536,
             message_limit: None,
         }
     }
