@@ -1734,3 +1734,45 @@ fn compact_envelopes_shared_budgets_rotation_and_shredding_through_the_cli() {
         String::from_utf8_lossy(&health.stdout)
     );
 }
+
+/// The same compact round trip with the DEK store in PostgreSQL: several processes seal
+/// under one stored DEK, `deks list` shows its shared reservations, and values open.
+#[test]
+fn compact_envelopes_with_a_postgresql_dek_store_through_the_cli() {
+    use sealkit_conformance::peers::{peer_env, unique};
+    let Some(url) = peer_env("SEALKIT_TEST_PG_URL", "PostgreSQL") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let config = h.join("sealkit.toml");
+    let table = unique("cli_deks").replace('-', "_");
+    std::fs::write(
+        &config,
+        format!("default_key = \"local://customers\"\n[deks]\nstore = \"{url}\"\ntable = \"{table}\"\nlayout = \"compact\"\nreserve_block = 2\n"),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut all = vec!["--config", cfg];
+        all.extend_from_slice(args);
+        sealkit(h, &all, stdin)
+    };
+    ok(&run(&["keys", "create", "local://customers"], b""));
+    let mut sealed = Vec::new();
+    for id in 0..4 {
+        let c = format!("table=customers,column=email,id={id}");
+        let envelope = ok(&run(&["encrypt", "--context", &c], b"pg")).to_vec();
+        assert_eq!(envelope.len(), 2 + 49, "compact by configuration");
+        sealed.push((c, envelope));
+    }
+    for (c, envelope) in &sealed {
+        assert_eq!(ok(&run(&["decrypt", "--context", c], envelope)), b"pg");
+    }
+    let list: serde_json::Value =
+        serde_json::from_slice(ok(&run(&["--json", "deks", "list"], b""))).unwrap();
+    let deks = list["deks"].as_array().unwrap();
+    assert_eq!(deks.len(), 1, "four processes, one DEK: {list}");
+    assert_eq!(deks[0]["reserved"], 8, "a block of 2 per process: {list}");
+    assert_eq!(deks[0]["state"], "active", "{list}");
+}
