@@ -207,6 +207,7 @@ pub(crate) async fn encrypt(ctx: &Ctx, args: EncryptArgs) -> anyhow::Result<()> 
     } else {
         keyring.seal_with(&key, &plaintext, &context).await?
     };
+    keyring.flush_dek_use().await;
     keyring.flush_audit()?;
     if args.armor {
         let mut text = base64::engine::general_purpose::STANDARD.encode(&sealed);

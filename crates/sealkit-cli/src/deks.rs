@@ -52,6 +52,7 @@ fn record_json(r: &DekRecord) -> serde_json::Value {
         "created": iso8601(r.created_unix.max(0) as u64),
         "message_limit": r.message_limit,
         "reserved": r.reserved,
+        "used": r.used,
         "state": r.state.as_str(),
     })
 }
@@ -77,9 +78,10 @@ pub(crate) async fn run(ctx: &Ctx, command: DeksCommand) -> anyhow::Result<()> {
                         .map(|w| format!("{}#v{}", w.key.uri, w.key.version))
                         .collect();
                     println!(
-                        "{}  {:<9} {:>8}/{:<8} {}  {}{}",
+                        "{}  {:<9} used {:>8}, reserved {:>8} of {:<8} {}  {}{}",
                         hex::encode(r.id),
                         r.state.as_str(),
+                        r.used,
                         r.reserved,
                         r.message_limit,
                         if wraps.is_empty() {

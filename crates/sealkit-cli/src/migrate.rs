@@ -422,11 +422,13 @@ pub(crate) async fn run(ctx: &Ctx, command: MigrateCommand) -> anyhow::Result<()
                 };
                 let progress = progress.clone();
                 tasks.push(tokio::spawn(async move {
-                    if sweep && w == 0 {
+                    let report = if sweep && w == 0 {
                         migrator.sweep(&name, &*progress).await
                     } else {
                         migrator.run(&name, &*progress).await
-                    }
+                    };
+                    migrator.keyring().flush_dek_use().await;
+                    report
                 }));
             }
             let mut migrated = 0;

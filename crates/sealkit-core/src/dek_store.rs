@@ -78,6 +78,10 @@ pub struct DekRecord {
     pub message_limit: u64,
     /// Messages reserved so far by sealing processes (each seals at most what it reserved).
     pub reserved: u64,
+    /// Messages sealed, as processes report them (when a block is done, and when they flush
+    /// on exit): at most `reserved`, and lower while blocks are in use or when a process died
+    /// before it reported.
+    pub used: u64,
     /// Its state.
     pub state: DekState,
 }
@@ -103,6 +107,7 @@ impl DekRecord {
             created_unix: 0,
             message_limit,
             reserved: 0,
+            used: 0,
             state: DekState::Active,
         }
     }
@@ -162,6 +167,10 @@ pub trait DekStore: Send + Sync + Debug {
     /// returns how many were granted (0 when its budget is spent or it is no longer active;
     /// a DEK whose budget is spent is retired by the same statement).
     async fn reserve(&self, id: &DekId, messages: u64) -> Result<u64>;
+
+    /// Adds `messages` to a DEK's count of messages sealed (a process reporting a block's
+    /// use).
+    async fn record_use(&self, id: &DekId, messages: u64) -> Result<()>;
 
     /// Retires an active DEK (it keeps opening values).
     async fn retire(&self, id: &DekId) -> Result<()>;

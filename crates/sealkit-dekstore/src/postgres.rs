@@ -48,7 +48,7 @@ fn pg_err(what: &str, e: tokio_postgres::Error) -> Error {
 }
 
 const COLUMNS: &str =
-    "id, key_uri, scope, subject, algorithm, wraps, created, message_limit, reserved, state";
+    "id, key_uri, scope, subject, algorithm, wraps, created, message_limit, reserved, state, used";
 
 fn record(r: &tokio_postgres::Row) -> Result<DekRecord> {
     let id: Vec<u8> = r.get(0);
@@ -63,6 +63,7 @@ fn record(r: &tokio_postgres::Row) -> Result<DekRecord> {
     rec.subject = r.get(3);
     rec.created_unix = r.get(6);
     rec.reserved = r.get::<_, i64>(8).max(0) as u64;
+    rec.used = r.get::<_, i64>(10).max(0) as u64;
     rec.state = state(r.get::<_, &str>(9), &id)?;
     Ok(rec)
 }
@@ -131,7 +132,8 @@ impl DekStore for PgDekStore {
                  CREATE TABLE IF NOT EXISTS {t} (
                     id BYTEA PRIMARY KEY, key_uri TEXT NOT NULL, scope TEXT NOT NULL, subject TEXT,
                     algorithm SMALLINT NOT NULL, wraps TEXT NOT NULL, created BIGINT NOT NULL,
-                    message_limit BIGINT NOT NULL, reserved BIGINT NOT NULL, state TEXT NOT NULL);
+                    message_limit BIGINT NOT NULL, reserved BIGINT NOT NULL, state TEXT NOT NULL,
+                    used BIGINT NOT NULL DEFAULT 0);
                  CREATE INDEX IF NOT EXISTS {t}_active ON {t} (key_uri, scope, state);
                  CREATE INDEX IF NOT EXISTS {t}_subject ON {t} (subject);
                  COMMIT;"
@@ -142,11 +144,11 @@ impl DekStore for PgDekStore {
 
     async fn insert(&self, r: &DekRecord) -> Result<()> {
         let sql = format!(
-            "INSERT INTO {} ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO {} ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             self.table
         );
         let code = i16::from(r.algorithm.code());
-        let (limit, reserved) = (r.message_limit as i64, r.reserved as i64);
+        let (limit, reserved, used) = (r.message_limit as i64, r.reserved as i64, r.used as i64);
         self.execute(
             "storing a DEK",
             &sql,
@@ -161,6 +163,7 @@ impl DekStore for PgDekStore {
                 &limit,
                 &reserved,
                 &r.state.as_str(),
+                &used,
             ],
         )
         .await
@@ -214,6 +217,17 @@ impl DekStore for PgDekStore {
             .await
             .map_err(|e| pg_err("reserving a DEK's messages", e))?;
         Ok(row.map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
+    }
+
+    async fn record_use(&self, id: &DekId, messages: u64) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET used = LEAST(reserved, used + $2) WHERE id = $1",
+            self.table
+        );
+        let messages = messages.min(i64::MAX as u64) as i64;
+        self.execute("recording a DEK's use", &sql, &[&id.as_slice(), &messages])
+            .await
+            .map(|_| ())
     }
 
     async fn retire(&self, id: &DekId) -> Result<()> {

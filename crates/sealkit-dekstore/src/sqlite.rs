@@ -44,7 +44,7 @@ fn sqlite_err(what: &str, e: rusqlite::Error) -> Error {
 }
 
 const COLUMNS: &str =
-    "id, key_uri, scope, subject, algorithm, wraps, created, message_limit, reserved, state";
+    "id, key_uri, scope, subject, algorithm, wraps, created, message_limit, reserved, state, used";
 
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<DekRecord>> {
     let id: Vec<u8> = r.get(0)?;
@@ -57,6 +57,7 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<DekRecord>> {
     let limit: i64 = r.get(7)?;
     let reserved: i64 = r.get(8)?;
     let state_name: String = r.get(9)?;
+    let used: i64 = r.get(10)?;
     Ok((|| {
         let mut rec = DekRecord::new(
             dek_id(&id)?,
@@ -69,6 +70,7 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<DekRecord>> {
         rec.subject = subject;
         rec.created_unix = created;
         rec.reserved = reserved.max(0) as u64;
+        rec.used = used.max(0) as u64;
         rec.state = state(&state_name, &id)?;
         Ok(rec)
     })())
@@ -132,7 +134,8 @@ impl DekStore for SqliteDekStore {
                 "CREATE TABLE IF NOT EXISTS {t} (
                     id BLOB PRIMARY KEY, key_uri TEXT NOT NULL, scope TEXT NOT NULL, subject TEXT,
                     algorithm INTEGER NOT NULL, wraps TEXT NOT NULL, created INTEGER NOT NULL,
-                    message_limit INTEGER NOT NULL, reserved INTEGER NOT NULL, state TEXT NOT NULL);
+                    message_limit INTEGER NOT NULL, reserved INTEGER NOT NULL, state TEXT NOT NULL,
+                    used INTEGER NOT NULL DEFAULT 0);
                  CREATE INDEX IF NOT EXISTS {t}_active ON {t} (key_uri, scope, state);
                  CREATE INDEX IF NOT EXISTS {t}_subject ON {t} (subject);"
             ))
@@ -141,7 +144,7 @@ impl DekStore for SqliteDekStore {
 
     async fn insert(&self, r: &DekRecord) -> Result<()> {
         let sql = format!(
-            "INSERT INTO {} ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO {} ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             self.table
         );
         self.with("storing a DEK", |c| {
@@ -157,7 +160,8 @@ impl DekStore for SqliteDekStore {
                     r.created_unix,
                     r.message_limit as i64,
                     r.reserved as i64,
-                    r.state.as_str()
+                    r.state.as_str(),
+                    r.used as i64
                 ],
             )
             .map(|_| ())
@@ -216,6 +220,20 @@ impl DekStore for SqliteDekStore {
             )?;
             tx.commit()?;
             Ok(granted as u64)
+        })
+    }
+
+    async fn record_use(&self, id: &DekId, messages: u64) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET used = MIN(reserved, used + ?2) WHERE id = ?1",
+            self.table
+        );
+        self.with("recording a DEK's use", |c| {
+            c.execute(
+                &sql,
+                params![id.as_slice(), messages.min(i64::MAX as u64) as i64],
+            )
+            .map(|_| ())
         })
     }
 

@@ -51,6 +51,7 @@ async fn the_golden_row_is_written_and_read_as_specified() {
     record.subject = Some(text(&g, "subject").to_string());
     record.created_unix = g["created"].as_i64().unwrap();
     record.reserved = g["reserved"].as_u64().unwrap();
+    record.used = g["used"].as_u64().unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("app.db");
@@ -61,7 +62,7 @@ async fn the_golden_row_is_written_and_read_as_specified() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     let row = conn
         .query_row(
-            "SELECT hex(id), key_uri, scope, subject, algorithm, wraps, created, message_limit, reserved, state FROM sealkit_deks",
+            "SELECT hex(id), key_uri, scope, subject, algorithm, wraps, created, message_limit, reserved, state, used FROM sealkit_deks",
             [],
             |r| {
                 Ok((
@@ -75,6 +76,7 @@ async fn the_golden_row_is_written_and_read_as_specified() {
                     r.get::<_, i64>(7)?,
                     r.get::<_, i64>(8)?,
                     r.get::<_, String>(9)?,
+                    r.get::<_, i64>(10)?,
                 ))
             },
         )
@@ -93,6 +95,7 @@ async fn the_golden_row_is_written_and_read_as_specified() {
     assert_eq!(row.7, g["message_limit"].as_i64().unwrap());
     assert_eq!(row.8, g["reserved"].as_i64().unwrap());
     assert_eq!(row.9, text(&g, "state"));
+    assert_eq!(row.10, g["used"].as_i64().unwrap());
     assert_eq!(store.get(&record.id).await.unwrap(), Some(record.clone()));
     assert_eq!(record.state, DekState::Active);
 }

@@ -134,6 +134,11 @@ impl Migrator {
         self
     }
 
+    /// The keyring the job seals and opens with.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
     /// The job.
     pub fn spec(&self) -> &JobSpec {
         &self.spec

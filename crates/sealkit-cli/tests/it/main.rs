@@ -1676,6 +1676,20 @@ fn compact_envelopes_shared_budgets_rotation_and_shredding_through_the_cli() {
             .sum::<u64>()
     };
     assert_eq!((count("retired"), count("active")), (2, 1), "{stats}");
+    let list: serde_json::Value =
+        serde_json::from_slice(ok(&run(&["--json", "deks", "list"], b""))).unwrap();
+    let mut used: Vec<(u64, u64)> = list["deks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["reserved"].as_u64().unwrap(), d["used"].as_u64().unwrap()))
+        .collect();
+    used.sort_unstable();
+    assert_eq!(
+        used,
+        [(1, 1), (3, 3), (3, 3)],
+        "each process reports what it sealed: {list}"
+    );
 
     // Tenant 2, and a rotation that rewraps stored DEKs only.
     let c2 = ctx_of(2, 1);
@@ -1774,5 +1788,9 @@ fn compact_envelopes_with_a_postgresql_dek_store_through_the_cli() {
     let deks = list["deks"].as_array().unwrap();
     assert_eq!(deks.len(), 1, "four processes, one DEK: {list}");
     assert_eq!(deks[0]["reserved"], 8, "a block of 2 per process: {list}");
+    assert_eq!(
+        deks[0]["used"], 4,
+        "one seal per process, reported at exit: {list}"
+    );
     assert_eq!(deks[0]["state"], "active", "{list}");
 }

@@ -17,6 +17,8 @@ pub(crate) struct SealEntry {
     pub(crate) bytes: AtomicU64,
     /// Whether it seals compact envelopes (its budget is a block reserved from the DEK store).
     pub(crate) compact: bool,
+    /// Messages of its budget already reported to the DEK store as used (compact only).
+    pub(crate) reported: AtomicU64,
     pub(crate) encrypted: metrics::Counter,
     pub(crate) duration: metrics::Histogram,
 }
@@ -201,6 +203,12 @@ impl<V, S: std::hash::BuildHasher + Default> BoundedCache<V, S> {
 }
 
 impl SealEntry {
+    /// Messages sealed since the last report, marked reported.
+    pub(crate) fn unreported_use(&self) -> u64 {
+        let used = self.cipher.budget().used();
+        used.saturating_sub(self.reported.swap(used, Ordering::Relaxed))
+    }
+
     /// Seals served by this entry from the cache: all but the first, which the miss that
     /// created the entry made.
     pub(crate) fn hits(&self) -> u64 {

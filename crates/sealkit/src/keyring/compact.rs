@@ -28,6 +28,8 @@ pub(crate) struct Deks {
     pub(crate) sealers: SwapCache<SealEntry>,
     /// Stored DEKs unwrapped in this process, by id: each is read from the store once.
     ciphers: BoundedCache<StoredDek>,
+    /// Messages sealed by retired compact sealers and not yet reported to the store, by DEK.
+    unreported: std::sync::Mutex<Vec<(DekId, u64)>>,
 }
 
 /// A stored DEK unwrapped in this process.
@@ -55,6 +57,7 @@ impl Deks {
             limit: config.message_limit.unwrap_or(max_messages).max(1),
             sealers: SwapCache::new(capacity.0),
             ciphers: BoundedCache::new(capacity.1),
+            unreported: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -157,6 +160,7 @@ impl Keyring {
         now: CoarseInstant,
     ) -> Result<Arc<SealEntry>> {
         let deks = self.deks()?;
+        self.report_dek_use(deks).await;
         let scope = self.scope_of(context);
         let scope_text = scope_json(&scope);
         let algorithm = self.inner.algorithm;
@@ -233,9 +237,61 @@ impl Keyring {
             created: now,
             bytes: AtomicU64::new(0),
             compact: true,
+            reported: AtomicU64::new(0),
             encrypted: metrics::counter!(m::ENCRYPT_TOTAL, "provider" => scheme.clone(), "key_version" => version),
             duration: metrics::histogram!(m::OPERATION_DURATION, "operation" => "seal", "provider" => scheme),
         })
+    }
+
+    /// Notes the messages retired compact sealers used, to report to the store.
+    pub(super) fn note_dek_use(&self, dropped: &[Arc<SealEntry>]) {
+        let Some(deks) = self.inner.deks.as_ref() else {
+            return;
+        };
+        let used: Vec<(DekId, u64)> = dropped
+            .iter()
+            .filter(|e| e.compact)
+            .map(|e| (e.cipher.dek_id(), e.unreported_use()))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        if !used.is_empty() {
+            deks.unreported
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(used);
+        }
+    }
+
+    /// Reports noted use to the store (best effort: the shared budget rests on reservations;
+    /// `used` is what operators read).
+    async fn report_dek_use(&self, deks: &Deks) {
+        let pending =
+            std::mem::take(&mut *deks.unreported.lock().unwrap_or_else(|e| e.into_inner()));
+        for (id, messages) in pending {
+            if let Err(e) = deks.store.record_use(&id, messages).await {
+                tracing::warn!(dek = %hex::encode(id), error = %e, "could not record a DEK's use");
+            }
+        }
+    }
+
+    /// Reports to the DEK store how many messages this process has sealed under each stored
+    /// DEK (including blocks still in use), so that `sealkit deks list` shows it. Call it
+    /// before the process exits; a process that does not leaves its blocks counted as
+    /// reserved only.
+    pub async fn flush_dek_use(&self) {
+        let Some(deks) = self.inner.deks.as_ref() else {
+            return;
+        };
+        let mut live = Vec::new();
+        deks.sealers.retain(|e| {
+            live.push((e.cipher.dek_id(), e.unreported_use()));
+            true
+        });
+        deks.unreported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(live.into_iter().filter(|(_, n)| *n > 0));
+        self.report_dek_use(deks).await;
     }
 
     /// The subject a scope names (`tenant=42`), when `[deks] subject` is set and the scope

@@ -166,6 +166,7 @@ impl Keyring {
         self.inner
             .retired_seal_hits
             .fetch_add(hits, Ordering::Relaxed);
+        self.note_dek_use(&dropped);
     }
 
     /// Seals with a cached or fresh DEK, recording metrics and the audit event.
@@ -270,6 +271,7 @@ impl Keyring {
             created: now,
             bytes: AtomicU64::new(0),
             compact: false,
+            reported: AtomicU64::new(0),
             encrypted: metrics::counter!(m::ENCRYPT_TOTAL, "provider" => scheme.clone(), "key_version" => version),
             duration: metrics::histogram!(m::OPERATION_DURATION, "operation" => "seal", "provider" => scheme),
         }))

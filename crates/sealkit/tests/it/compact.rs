@@ -310,6 +310,21 @@ async fn two_processes_share_a_dek_budget_and_retire_it_at_the_limit() {
             uses.values().any(|(_, who)| who.len() == 2),
             "{name}: both processes sealed under one DEK: {uses:?}"
         );
+        // Each process reports what it sealed: the stored counts add up to the 24 seals.
+        a.flush_dek_use().await;
+        b.flush_dek_use().await;
+        let stored = a.dek_store().unwrap().list(None, 100).await.unwrap();
+        assert_eq!(
+            stored.iter().map(|r| r.used).sum::<u64>(),
+            24,
+            "{name}: {stored:?}"
+        );
+        assert!(
+            stored
+                .iter()
+                .all(|r| r.used <= r.reserved && r.reserved <= 10),
+            "{name}"
+        );
         let stats = a.dek_stats().await.unwrap();
         let retired: u64 = stats
             .iter()
