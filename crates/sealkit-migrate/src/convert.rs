@@ -25,7 +25,13 @@ pub(crate) struct Converter<'a> {
     pub(crate) decoders: &'a Decoders,
     /// The target's primary version, for rewrap jobs.
     pub(crate) primary: &'a KeyVersion,
+    /// Whether each compact envelope's stored DEK is wrapped under the target's primary
+    /// version, as read from the DEK store (once per DEK per job run).
+    pub(crate) current_deks: &'a CurrentDeks,
 }
+
+/// Stored DEKs known to be (or not to be) under the target's primary version.
+pub(crate) type CurrentDeks = std::sync::Mutex<std::collections::HashMap<[u8; 16], bool>>;
 
 /// The context a row's value is bound to.
 pub(crate) fn context(
@@ -61,6 +67,34 @@ impl Converter<'_> {
         }
     }
 
+    /// Whether a compact envelope's stored DEK is wrapped under the target's primary version.
+    async fn dek_is_current(&self, envelope: &Envelope<'_>) -> Result<bool> {
+        let sealkit::core::envelope::KeySlot::DekId(id) = envelope.slot() else {
+            return Ok(false);
+        };
+        if let Some(&known) = self
+            .current_deks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
+            return Ok(known);
+        }
+        let store = self.keyring.dek_store().ok_or_else(|| {
+            Error::misconfigured("compact envelopes need the keyring's DEK store ([deks] store)")
+        })?;
+        let current = store.get(id).await?.is_some_and(|r| {
+            r.wraps
+                .first()
+                .is_some_and(|w| w.key.uri == self.spec.target && &w.key.version == self.primary)
+        });
+        self.current_deks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(*id, current);
+        Ok(current)
+    }
+
     /// Whether the layout changes: the value must be opened and sealed again.
     fn changes_layout(&self, envelope: &Envelope<'_>) -> bool {
         matches!(
@@ -70,13 +104,22 @@ impl Converter<'_> {
         )
     }
 
-    /// Seals `plaintext` under the target in the job's layout (as the keyring is configured,
-    /// when the job names none).
-    async fn seal(&self, plaintext: &[u8], ctx: &EncryptionContext) -> Result<Vec<u8>> {
+    /// Seals `plaintext` under the target in the job's layout; when the job names none, in
+    /// `was` (the layout of the envelope it replaces), or as the keyring is configured.
+    async fn seal(
+        &self,
+        plaintext: &[u8],
+        ctx: &EncryptionContext,
+        was: Option<EnvelopeLayout>,
+    ) -> Result<Vec<u8>> {
         let target = &self.spec.target;
-        match self.spec.layout {
-            Some(Layout::Compact) => self.keyring.seal_compact(target, plaintext, ctx).await,
-            Some(Layout::Full) => self.keyring.seal_full(target, plaintext, ctx).await,
+        match (self.spec.layout, was) {
+            (Some(Layout::Compact), _) | (None, Some(EnvelopeLayout::Compact)) => {
+                self.keyring.seal_compact(target, plaintext, ctx).await
+            }
+            (Some(Layout::Full), _) | (None, Some(EnvelopeLayout::Full)) => {
+                self.keyring.seal_full(target, plaintext, ctx).await
+            }
             _ => self.keyring.seal_with(target, plaintext, ctx).await,
         }
     }
@@ -119,17 +162,26 @@ impl Converter<'_> {
         ctx: &EncryptionContext,
     ) -> Result<Decision> {
         if self.is_done(envelope) {
-            if envelope.layout() == EnvelopeLayout::Compact && *source != SourceFormat::Envelope {
+            let compact = envelope.layout() == EnvelopeLayout::Compact;
+            if compact && *source != SourceFormat::Envelope {
                 // A legacy value can start like a compact envelope by chance: it is kept only
                 // if it opens as one.
                 self.keyring.open(value, ctx).await?;
             }
-            return Ok(Decision::Keep);
+            // A reseal (after a key compromise) renews compact values whose DEK was made
+            // under an older version: their DEKs must be assumed exposed.
+            if !(compact && self.spec.reseal && !self.dek_is_current(envelope).await?) {
+                return Ok(Decision::Keep);
+            }
         }
         if self.spec.reseal || self.changes_layout(envelope) {
-            // Fresh DEK (or another layout): open, then seal again under the target.
+            // Fresh DEK (or another layout): open, then seal again under the target (a
+            // compact reseal gets a new DEK: the sealing keyring retires DEKs made before the
+            // key's rotation).
             let plaintext = Zeroizing::new(self.keyring.open(value, ctx).await?);
-            return Ok(Decision::Write(self.seal(&plaintext, ctx).await?));
+            return Ok(Decision::Write(
+                self.seal(&plaintext, ctx, Some(envelope.layout())).await?,
+            ));
         }
         // An envelope under another key or version: rewrap (data untouched).
         match self
@@ -165,6 +217,6 @@ impl Converter<'_> {
             )));
         }
         let plaintext: Zeroizing<Vec<u8>> = self.decoders.get(source)?.decode(value).await?;
-        Ok(Decision::Write(self.seal(&plaintext, ctx).await?))
+        Ok(Decision::Write(self.seal(&plaintext, ctx, None).await?))
     }
 }

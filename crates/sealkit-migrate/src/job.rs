@@ -88,6 +88,7 @@ pub struct Migrator {
     store: Arc<dyn JobStore>,
     decoders: crate::decode::Decoders,
     max_pause: Duration,
+    current_deks: crate::convert::CurrentDeks,
 }
 
 impl std::fmt::Debug for Migrator {
@@ -110,6 +111,7 @@ impl Migrator {
             spec,
             decoders: crate::decode::Decoders::default(),
             max_pause: Duration::from_secs(300),
+            current_deks: Default::default(),
         }
     }
 
@@ -306,6 +308,7 @@ impl Migrator {
             spec: &self.spec,
             decoders: &self.decoders,
             primary,
+            current_deks: &self.current_deks,
         }
     }
 

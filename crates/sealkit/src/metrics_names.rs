@@ -24,5 +24,6 @@ pub const DEK_STORE_READS_TOTAL: &str = "sealkit_dek_store_reads_total";
 /// Counter: blocks of a stored DEK's message budget reserved by this process, by `outcome`
 /// (`granted`, or `exhausted` when the DEK had none left and a new one was made).
 pub const DEK_RESERVATIONS_TOTAL: &str = "sealkit_dek_reservations_total";
-/// Counter: stored DEKs retired (budget spent) or shredded, by `reason`.
+/// Counter: stored DEKs retired (`budget` spent, or made before the key `rotated`) or
+/// `shredded`, by `reason`.
 pub const DEK_RETIREMENTS_TOTAL: &str = "sealkit_dek_retirements_total";

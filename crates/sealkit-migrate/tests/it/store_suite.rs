@@ -825,3 +825,51 @@ async fn compact_jobs_rotations_and_moves_leave_data_rows_alone_on_every_backend
         }
     }
 }
+
+/// After a key compromise, a reseal job renews compact values whose DEKs were made under the
+/// exposed version: each gets a new DEK under the new primary, stays compact and opens; a
+/// second run finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reseal_renews_the_deks_of_compact_values_on_every_backend() {
+    for (name, backend) in backends() {
+        let table = backend.fill(120).await;
+        let (home, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let keyring = compact_keyring(backend.as_ref(), &table, home.path(), other.path()).await;
+        let key = target(&keyring, "reseal").await;
+        let mut to_compact = spec(&table, key.clone(), 50);
+        to_compact.layout = Some(sealkit::Layout::Compact);
+        migrator(&keyring, to_compact, backend.store().await)
+            .run("w1", &quiet)
+            .await
+            .unwrap();
+        let exposed: HashSet<Vec<u8>> = backend
+            .emails(&table)
+            .await
+            .into_iter()
+            .map(|(_, v)| v[5..21].to_vec())
+            .collect();
+        keyring.rotate_key(&key).await.unwrap();
+        let mut reseal = spec(&table, key.clone(), 50);
+        reseal.job = format!("{table}-reseal");
+        reseal.columns = vec!["email=envelope".parse().unwrap()];
+        reseal.reseal = true;
+        let job = migrator(&keyring, reseal.clone(), backend.store().await);
+        let report = job.run("w1", &quiet).await.unwrap();
+        assert_eq!((report.migrated, report.failed), (120, 0), "{name}");
+        for (id, value) in backend.emails(&table).await {
+            assert_eq!(
+                value.len(),
+                email(id, 0).len() + 49,
+                "{name}: still compact"
+            );
+            assert!(!exposed.contains(&value[5..21]), "{name}: a new DEK");
+        }
+        assert_eq!(job.verify().await.unwrap().problem_count, 0, "{name}");
+        reseal.job = format!("{table}-reseal-again");
+        let again = migrator(&keyring, reseal, backend.store().await)
+            .run("w1", &quiet)
+            .await
+            .unwrap();
+        assert_eq!((again.migrated, again.skipped), (0, 120), "{name}");
+    }
+}

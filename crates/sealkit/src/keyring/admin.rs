@@ -55,6 +55,9 @@ impl Keyring {
         );
         if result.is_ok() {
             self.retire_sealers(self.inner.seal_cache.retain(|e| &e.key.uri != key));
+            if let Some(deks) = &self.inner.deks {
+                self.retire_sealers(deks.sealers.retain(|e| &e.key.uri != key));
+            }
             self.forget_primary(key);
         }
         result

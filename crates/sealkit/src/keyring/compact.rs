@@ -166,16 +166,32 @@ impl Keyring {
         let algorithm = self.inner.algorithm;
         let active = deks.store.active(key, &scope_text, algorithm).await;
         read_metric(&active);
-        if let Some(record) = active? {
-            let granted = deks.store.reserve(&record.id, deks.block).await?;
-            if granted > 0 {
-                metrics::counter!(m::DEK_RESERVATIONS_TOTAL, "outcome" => "granted").increment(1);
-                let stored = self.stored_cipher(&record, now).await?;
-                let cipher = Arc::new(stored.cipher.with_fresh_budget(granted)?);
-                return Ok(self.compact_entry(cipher, stored.key.clone(), now));
+        let primary = self.current_version(key).await?;
+        match active? {
+            Some(record)
+                if record
+                    .wraps
+                    .first()
+                    .is_some_and(|w| w.key.version == primary) =>
+            {
+                let granted = deks.store.reserve(&record.id, deks.block).await?;
+                if granted > 0 {
+                    metrics::counter!(m::DEK_RESERVATIONS_TOTAL, "outcome" => "granted")
+                        .increment(1);
+                    let stored = self.stored_cipher(&record, now).await?;
+                    let cipher = Arc::new(stored.cipher.with_fresh_budget(granted)?);
+                    return Ok(self.compact_entry(cipher, stored.key.clone(), now));
+                }
+                metrics::counter!(m::DEK_RESERVATIONS_TOTAL, "outcome" => "exhausted").increment(1);
+                metrics::counter!(m::DEK_RETIREMENTS_TOTAL, "reason" => "budget").increment(1);
             }
-            metrics::counter!(m::DEK_RESERVATIONS_TOTAL, "outcome" => "exhausted").increment(1);
-            metrics::counter!(m::DEK_RETIREMENTS_TOTAL, "reason" => "budget").increment(1);
+            Some(record) => {
+                // Made before the key rotated (and not rewrapped since): new data goes under
+                // a new DEK of the primary version, as with the full layout.
+                deks.store.retire(&record.id).await?;
+                metrics::counter!(m::DEK_RETIREMENTS_TOTAL, "reason" => "rotated").increment(1);
+            }
+            None => {}
         }
         // A new DEK: generated and wrapped by the provider, stored with its first block
         // reserved.

@@ -448,3 +448,45 @@ async fn compact_without_a_store_is_refused_clearly() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Misconfigured);
 }
+
+/// After a rotation, new values get a new DEK under the primary version even before the
+/// stored DEKs are rewrapped (the scope's old active DEK retires); old values still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_retires_the_active_dek_for_new_values() {
+    for store in Store::all() {
+        let name = store.name();
+        let home = tempfile::tempdir().unwrap();
+        let key = uri("local://customers");
+        let k = store.keyring(home.path(), |_| {}).await;
+        k.create_key(&key).await.unwrap();
+        let c = ctx("customers", "email", 1);
+        let before = k.seal(b"old", &c).await.unwrap();
+        let new_version = k.rotate_key(&key).await.unwrap();
+        // Another process (no cached sealer) seals after the rotation.
+        let other = store.keyring(home.path(), |_| {}).await;
+        let after = other.seal(b"new", &c).await.unwrap();
+        assert_ne!(dek_id(&before), dek_id(&after), "{name}: a new DEK");
+        let stored = other
+            .dek_store()
+            .unwrap()
+            .get(&dek_id(&after))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.wraps[0].key.version, new_version, "{name}");
+        let old = other
+            .dek_store()
+            .unwrap()
+            .get(&dek_id(&before))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            old.state,
+            sealkit::core::dek_store::DekState::Retired,
+            "{name}"
+        );
+        assert_eq!(other.open(&before, &c).await.unwrap(), b"old", "{name}");
+        assert_eq!(other.open(&after, &c).await.unwrap(), b"new", "{name}");
+    }
+}
