@@ -50,10 +50,14 @@ fn map_kind(provider: &str, error: &GaxError, what: &str) -> Error {
 fn from_code(provider: &str, code: Code, what: &str, detail: String) -> Error {
     match code {
         Code::NotFound => Error::not_found(provider, what.to_string()),
-        Code::PermissionDenied | Code::Unauthenticated => Error::permission_denied(
-            provider,
-            format!("{detail}; grant roles/secretmanager.secretAccessor on the secret"),
-        ),
+        Code::PermissionDenied | Code::Unauthenticated => {
+            let role = if provider == "gcp-kms" {
+                "roles/cloudkms.cryptoKeyEncrypterDecrypter on the key"
+            } else {
+                "roles/secretmanager.secretAccessor on the secret"
+            };
+            Error::permission_denied(provider, format!("{detail}; grant {role}"))
+        }
         Code::ResourceExhausted => Error::throttled(provider, detail),
         Code::Unavailable | Code::DeadlineExceeded | Code::Internal | Code::Aborted => {
             Error::unavailable(provider, detail)

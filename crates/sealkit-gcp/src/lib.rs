@@ -1,4 +1,5 @@
-//! Sealkit's secret source for Google Cloud Secret Manager.
+//! Sealkit's Google Cloud provider: Cloud KMS keys ([`GcpKms`], `gcp-kms://projects/P/
+//! locations/L/keyRings/R/cryptoKeys/K`) and Secret Manager secrets ([`GcpSecrets`]).
 //!
 //! [`GcpSecrets`] reads secret versions (`latest`, a number, or an alias) with Google's
 //! official client (`google-cloud-secretmanager-v1`) and checks each payload's CRC32C.
@@ -10,8 +11,12 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod kms;
 mod secrets;
 mod settings;
 
+pub use kms::{GcpKms, SCHEME};
 pub use secrets::GcpSecrets;
-pub use settings::{GcpSettings, PROJECT_VARIABLES, PROVIDER, SECRETS_ENDPOINT_VARIABLE};
+pub use settings::{
+    GcpSettings, KMS_ENDPOINT_VARIABLE, PROJECT_VARIABLES, PROVIDER, SECRETS_ENDPOINT_VARIABLE,
+};

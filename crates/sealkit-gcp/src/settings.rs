@@ -29,6 +29,18 @@ const SETTINGS: &[Setting] = &[
         secret: false,
     },
     Setting {
+        name: "kms_endpoint",
+        variables: &[KMS_ENDPOINT_VARIABLE],
+        help: "another Cloud KMS endpoint (a test peer), called without credentials",
+        secret: false,
+    },
+    Setting {
+        name: "location",
+        variables: &["SEALKIT_GCP_KMS_LOCATION"],
+        help: "the Cloud KMS location whose keys `keys list` shows (default global)",
+        secret: false,
+    },
+    Setting {
         name: "timeout_ms",
         variables: &["SEALKIT_GCP_TIMEOUT_MS"],
         help: "time one request may take (default 10000)",
@@ -36,11 +48,11 @@ const SETTINGS: &[Setting] = &[
     },
 ];
 
-/// Google Cloud (Secret Manager secrets) as one value, for the facade's registry. Detected
-/// when a project, a credentials file or an endpoint override is set.
+/// Google Cloud (Cloud KMS keys, Secret Manager secrets) as one value, for the facade's
+/// registry. Detected when a project, a credentials file or an endpoint override is set.
 pub const PROVIDER: ProviderDescriptor = ProviderDescriptor {
     name: "gcp",
-    scheme: None,
+    scheme: Some(crate::kms::SCHEME),
     secret_sources: &["gcp-secrets"],
     settings: SETTINGS,
     detect: |settings| !settings.is_empty(),
@@ -49,7 +61,9 @@ pub const PROVIDER: ProviderDescriptor = ProviderDescriptor {
 
 fn build_from_settings(settings: &ProviderSettings) -> Result<ProviderParts> {
     let settings = GcpSettings::from_provider_settings(settings)?;
-    Ok(ProviderParts::new().with_secrets(Arc::new(crate::GcpSecrets::new(settings))))
+    Ok(ProviderParts::new()
+        .with_managed_keys(Arc::new(crate::GcpKms::new(settings.clone())))
+        .with_secrets(Arc::new(crate::GcpSecrets::new(settings))))
 }
 
 /// The project that short secret names belong to, an optional endpoint override and the time
@@ -58,6 +72,8 @@ fn build_from_settings(settings: &ProviderSettings) -> Result<ProviderParts> {
 pub struct GcpSettings {
     project: Option<String>,
     secrets_endpoint: Option<String>,
+    kms_endpoint: Option<String>,
+    location: String,
     timeout: Duration,
 }
 
@@ -66,6 +82,8 @@ impl Default for GcpSettings {
         Self {
             project: None,
             secrets_endpoint: None,
+            kms_endpoint: None,
+            location: "global".into(),
             timeout: Self::DEFAULT_TIMEOUT,
         }
     }
@@ -80,6 +98,9 @@ pub const PROJECT_VARIABLES: [&str; 3] = [
 
 /// The variable that overrides the Secret Manager endpoint.
 pub const SECRETS_ENDPOINT_VARIABLE: &str = "SEALKIT_GCP_SECRETS_ENDPOINT";
+
+/// The variable that overrides the Cloud KMS endpoint.
+pub const KMS_ENDPOINT_VARIABLE: &str = "SEALKIT_GCP_KMS_ENDPOINT";
 
 impl GcpSettings {
     /// How long one request may take unless [`GcpSettings::with_timeout`] says otherwise.
@@ -97,8 +118,12 @@ impl GcpSettings {
         let mut out = Self {
             project: settings.get("project").map(str::to_string),
             secrets_endpoint: settings.get("secrets_endpoint").map(str::to_string),
+            kms_endpoint: settings.get("kms_endpoint").map(str::to_string),
             ..Self::default()
         };
+        if let Some(location) = settings.get("location") {
+            out.location = location.to_string();
+        }
         if let Some(ms) = settings.parse::<u64>("timeout_ms")? {
             out.timeout = Duration::from_millis(ms);
         }
@@ -116,6 +141,26 @@ impl GcpSettings {
     pub fn with_secrets_endpoint(mut self, url: impl Into<String>) -> Self {
         self.secrets_endpoint = Some(url.into());
         self
+    }
+
+    /// Sends Cloud KMS requests to `url` (a test peer, a private endpoint), without
+    /// credentials.
+    pub fn with_kms_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.kms_endpoint = Some(url.into());
+        self
+    }
+
+    /// The Cloud KMS endpoint override.
+    pub fn kms_endpoint(&self) -> Option<&str> {
+        self.kms_endpoint.as_deref()
+    }
+
+    /// `projects/P/locations/L` of the configured project and location, whose keys
+    /// `list_keys` lists.
+    pub fn kms_location(&self) -> Option<String> {
+        self.project
+            .as_ref()
+            .map(|p| format!("projects/{p}/locations/{}", self.location))
     }
 
     /// Bounds each request (connect, send, receive) to `timeout`.

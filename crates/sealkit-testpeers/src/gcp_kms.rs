@@ -517,7 +517,9 @@ impl CloudKms {
                 let items = k
                     .versions
                     .iter()
-                    .filter(|v| match r.param("filter") {
+                    // `filter` as the service takes it for states (`state=ENABLED`); an
+                    // empty one, as clients send by default, filters nothing.
+                    .filter(|v| match r.param("filter").filter(|f| !f.is_empty()) {
                         Some(f) => f.contains(v.state),
                         None => true,
                     })

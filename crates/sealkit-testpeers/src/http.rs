@@ -3,7 +3,8 @@
 //!
 //! Faults (JSON body `{"mode": …, "count": N, "retry_after": S}`, `count` default 1):
 //! `throttle` (429 with `Retry-After`), `unavailable` (503), `stall` (no answer for an hour),
-//! `reset` (the connection is closed without an answer); `none` clears them.
+//! `reset` (the connection is closed without an answer); `none` clears them. With
+//! `SEALKIT_TESTPEERS_LOG` set, every request and answer is written to stderr.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -190,7 +191,19 @@ async fn answer(
             .map(str::to_string),
         body,
     };
-    Ok(respond(service.handle(&request)))
+    let answer = service.handle(&request);
+    if std::env::var_os("SEALKIT_TESTPEERS_LOG").is_some() {
+        eprintln!(
+            "{} {}?{} {} -> {} {}",
+            request.method,
+            request.path,
+            query,
+            String::from_utf8_lossy(&request.body),
+            answer.status.as_u16(),
+            answer.body
+        );
+    }
+    Ok(respond(answer))
 }
 
 fn set_fault(faults: &Mutex<Faults>, body: &[u8]) -> Response<Full<Bytes>> {

@@ -602,8 +602,10 @@ fn local_keys_through_the_cli_contract() {
     delete_key(&run, "local://contract", &sealed);
 }
 
-/// Google Cloud Secret Manager, configured only by the usual variables plus the endpoint
-/// override: `secrets get` by version, and `health` fetching a configured secret.
+/// Google Cloud, configured only by the usual variables plus the endpoint overrides:
+/// `secrets get` by version, `health` fetching a configured secret (and listing the Cloud KMS
+/// keys of the project: configuring Google Cloud configures both halves), and a Cloud KMS key
+/// through the CLI contract.
 #[test]
 fn gcp_secret_manager_through_the_cli_and_health() {
     use sealkit_conformance::peers::{peer_env, unique};
@@ -611,6 +613,10 @@ fn gcp_secret_manager_through_the_cli_and_health() {
         "SEALKIT_TEST_GCP_SECRETS_ENDPOINT",
         "the Secret Manager emulator",
     ) else {
+        return;
+    };
+    let Some(kms_endpoint) = peer_env("SEALKIT_TEST_GCP_KMS_ENDPOINT", "the Cloud KMS test peer")
+    else {
         return;
     };
     let project = "sealkit-cli";
@@ -632,6 +638,7 @@ fn gcp_secret_manager_through_the_cli_and_health() {
     let env = [
         ("GOOGLE_CLOUD_PROJECT", project),
         ("SEALKIT_GCP_SECRETS_ENDPOINT", endpoint.as_str()),
+        ("SEALKIT_GCP_KMS_ENDPOINT", kms_endpoint.as_str()),
     ];
     let run = |args: &[&str]| sealkit_with(h, &env, args, b"");
     assert_eq!(
@@ -683,6 +690,20 @@ fn gcp_secret_manager_through_the_cli_and_health() {
         "{missing}"
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("password\""));
+    assert_eq!(
+        check("provider gcp-kms".into())["healthy"],
+        true,
+        "{health}"
+    );
+
+    // A Cloud KMS key through the CLI contract.
+    let key = format!(
+        "gcp-kms://projects/{project}/locations/global/keyRings/cli/cryptoKeys/{}",
+        unique("k")
+    );
+    let run_sealkit = |args: &[&str], stdin: &[u8]| sealkit_with(h, &env, args, stdin);
+    let (sealed, _) = create_seal_rotate_rewrap(&run_sealkit, &key);
+    delete_key(&run_sealkit, &key, &sealed);
 }
 
 /// Kill the migration worker with SIGKILL at 10 points of a 100,000-row job, restart it each
