@@ -1,4 +1,5 @@
-//! Seal/open latency per provider against its local peer, with and without DEK caching, and
+//! Seal/open latency per provider against its local peer (OpenBao, moto, the Cloud KMS test
+//! peer), with and without DEK caching, and
 //! KMS calls per 10,000 seals. Peers come from `cargo xtask peers up` (`target/peers/peers.env`
 //! is read when the variables are not set); a provider whose peer is absent is skipped.
 //! Run: `cargo xtask bench providers`.
@@ -60,6 +61,26 @@ fn subjects() -> Vec<Subject> {
         });
     } else {
         eprintln!("skipped aws: moto is not running (cargo xtask peers up)");
+    }
+    if let Some(endpoint) = peer("SEALKIT_TEST_GCP_KMS_ENDPOINT") {
+        out.push(Subject {
+            name: "gcp",
+            key: format!(
+                "gcp-kms://projects/bench/locations/global/keyRings/bench/cryptoKeys/k-{}",
+                std::process::id()
+            ),
+            builder: Box::new(move |c| {
+                let settings = sealkit::gcp::GcpSettings::default()
+                    .with_project("bench")
+                    .with_kms_endpoint(endpoint.clone());
+                Keyring::builder(c)
+                    .with_managed_provider(Arc::new(sealkit::gcp::GcpKms::new(settings)))
+                    .build()
+                    .unwrap()
+            }),
+        });
+    } else {
+        eprintln!("skipped gcp: the Cloud KMS test peer is not running (cargo xtask peers up)");
     }
     out
 }
