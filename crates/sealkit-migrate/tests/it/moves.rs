@@ -1,4 +1,5 @@
-//! Provider → provider: local key store → Vault Transit, then the old provider retired.
+//! Provider → provider: local key store → Vault Transit or Google Cloud KMS, then the old
+//! provider retired.
 
 use std::sync::Arc;
 
@@ -165,4 +166,100 @@ async fn vault_transit_ciphertexts_are_migrated_to_envelopes() {
         .unwrap();
     let ctx = EncryptionContext::parse("table=accounts,column=token,id=7").unwrap();
     assert_eq!(keyring.open(&value, &ctx).await.unwrap(), b"tok-7");
+}
+
+/// Provider → provider onto Google Cloud KMS (its test peer): a job moves local-key envelopes
+/// to a `gcp-kms://` key, verify proves the cut-over, a rotation rewrap job moves them to the
+/// new primary, and a keyring with Cloud KMS alone opens everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_to_google_cloud_kms_then_rotate() {
+    let Some(endpoint) = sealkit_conformance::peers::peer_env(
+        "SEALKIT_TEST_GCP_KMS_ENDPOINT",
+        "the Cloud KMS test peer",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let project = unique("move");
+    let gcp = || {
+        Arc::new(sealkit::gcp::GcpKms::new(
+            sealkit::gcp::GcpSettings::default()
+                .with_project(&project)
+                .with_kms_endpoint(endpoint.clone()),
+        ))
+    };
+    let mut config = Config::default();
+    config
+        .provider("local")
+        .set("home", dir.path().to_str().unwrap());
+    let both = Keyring::builder(config.clone())
+        .with_managed_provider(gcp())
+        .build()
+        .unwrap();
+    let old = KeyUri::parse("local://pii").unwrap();
+    let new = KeyUri::parse(&format!(
+        "gcp-kms://projects/{project}/locations/global/keyRings/app/cryptoKeys/pii"
+    ))
+    .unwrap();
+    both.create_key(&old).await.unwrap();
+    both.create_key(&new).await.unwrap();
+    let path = dir.path().join("app.db");
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("CREATE TABLE people (id INTEGER PRIMARY KEY, ssn BLOB)")
+        .unwrap();
+    let ctx =
+        |id: i64| EncryptionContext::parse(&format!("table=people,column=ssn,id={id}")).unwrap();
+    for id in 1..=200i64 {
+        let sealed = both
+            .seal_with(&old, format!("000-00-{id:04}").as_bytes(), &ctx(id))
+            .await
+            .unwrap();
+        db.execute(
+            "INSERT INTO people VALUES (?1, ?2)",
+            rusqlite::params![id, sealed],
+        )
+        .unwrap();
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
+    let spec = JobSpec::new(
+        "local-to-gcp",
+        "people",
+        "id",
+        vec!["ssn=envelope".parse::<ColumnSpec>().unwrap()],
+        new.clone(),
+    )
+    .unwrap();
+    let job = Migrator::new(both.clone(), spec.clone(), store.clone());
+    assert_eq!(job.run("w1", &quiet).await.unwrap().migrated, 200);
+    assert_eq!(
+        job.verify().await.unwrap().problem_count,
+        0,
+        "cut-over proof"
+    );
+
+    // A KEK rotation at Cloud KMS: a rewrap job moves every DEK to the new primary.
+    both.rotate_key(&new).await.unwrap();
+    let mut rotate = spec.clone();
+    rotate.job = "gcp-rotate".into();
+    let job = Migrator::new(both.clone(), rotate, store.clone());
+    assert_eq!(job.run("w1", &quiet).await.unwrap().migrated, 200);
+    assert_eq!(job.verify().await.unwrap().problem_count, 0);
+
+    let gcp_only = Keyring::builder(config)
+        .with_managed_provider(gcp())
+        .without_configured_providers()
+        .build()
+        .unwrap();
+    let mut stmt = db.prepare("SELECT id, ssn FROM people").unwrap();
+    let rows: Vec<(i64, Vec<u8>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (id, value) in rows {
+        assert_eq!(
+            gcp_only.open(&value, &ctx(id)).await.unwrap(),
+            format!("000-00-{id:04}").as_bytes()
+        );
+    }
 }
