@@ -146,9 +146,9 @@ impl GcpKms {
                     .with_retry_policy(NeverRetry)
                     .with_attempt_timeout(self.settings.timeout());
                 if let Some(endpoint) = self.settings.kms_endpoint() {
-                    builder = builder.with_endpoint(endpoint).with_credentials(
-                        google_cloud_auth::credentials::anonymous::Builder::new().build(),
-                    );
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_credentials(self.endpoint_credentials()?);
                 }
                 builder.build().await.map_err(|e| {
                     Error::misconfigured(format!(
@@ -158,6 +158,26 @@ impl GcpKms {
                 })
             })
             .await
+    }
+
+    /// The credentials for an endpoint override: the service-account key file when one is
+    /// set, else none (anonymous).
+    fn endpoint_credentials(&self) -> Result<google_cloud_auth::credentials::Credentials> {
+        let Some(path) = self.settings.credentials_file() else {
+            return Ok(google_cloud_auth::credentials::anonymous::Builder::new().build());
+        };
+        let unreadable = |detail: String| {
+            Error::misconfigured(format!(
+                "the service-account key file {}: {detail}",
+                path.display()
+            ))
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+        let key: serde_json::Value =
+            serde_json::from_str(&text).map_err(|_| unreadable("not JSON".into()))?;
+        google_cloud_auth::credentials::service_account::Builder::new(key)
+            .build()
+            .map_err(|e| unreadable(e.to_string()))
     }
 
     async fn crypto_key(&self, key: &KeyUri) -> Result<CryptoKey> {

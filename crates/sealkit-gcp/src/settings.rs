@@ -31,7 +31,7 @@ const SETTINGS: &[Setting] = &[
     Setting {
         name: "kms_endpoint",
         variables: &[KMS_ENDPOINT_VARIABLE],
-        help: "another Cloud KMS endpoint (a test peer), called without credentials",
+        help: "another Cloud KMS endpoint (a test peer), called with the `credentials` key file, or without credentials",
         secret: false,
     },
     Setting {
@@ -71,6 +71,7 @@ fn build_from_settings(settings: &ProviderSettings) -> Result<ProviderParts> {
 #[derive(Debug, Clone)]
 pub struct GcpSettings {
     project: Option<String>,
+    credentials: Option<std::path::PathBuf>,
     secrets_endpoint: Option<String>,
     kms_endpoint: Option<String>,
     location: String,
@@ -81,6 +82,7 @@ impl Default for GcpSettings {
     fn default() -> Self {
         Self {
             project: None,
+            credentials: None,
             secrets_endpoint: None,
             kms_endpoint: None,
             location: "global".into(),
@@ -119,6 +121,7 @@ impl GcpSettings {
             project: settings.get("project").map(str::to_string),
             secrets_endpoint: settings.get("secrets_endpoint").map(str::to_string),
             kms_endpoint: settings.get("kms_endpoint").map(str::to_string),
+            credentials: settings.get("credentials").map(std::path::PathBuf::from),
             ..Self::default()
         };
         if let Some(location) = settings.get("location") {
@@ -143,8 +146,20 @@ impl GcpSettings {
         self
     }
 
+    /// A service-account key file for requests to an endpoint override (Google's client reads
+    /// Application Default Credentials, `GOOGLE_APPLICATION_CREDENTIALS`, by itself otherwise).
+    pub fn with_credentials_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.credentials = Some(path.into());
+        self
+    }
+
+    /// The service-account key file, if one is set.
+    pub fn credentials_file(&self) -> Option<&std::path::Path> {
+        self.credentials.as_deref()
+    }
+
     /// Sends Cloud KMS requests to `url` (a test peer, a private endpoint), without
-    /// credentials.
+    /// credentials unless a key file is set ([`GcpSettings::with_credentials_file`]).
     pub fn with_kms_endpoint(mut self, url: impl Into<String>) -> Self {
         self.kms_endpoint = Some(url.into());
         self

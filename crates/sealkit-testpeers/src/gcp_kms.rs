@@ -17,6 +17,7 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::{Value, json};
 
+use crate::gcp_auth::Auth;
 use crate::http::{PeerRequest, PeerResponse, Service};
 use crate::time::{now_rfc3339, rfc3339_after};
 
@@ -25,10 +26,12 @@ const MAX_PAGE: usize = 1000;
 /// The default for `destroyScheduledDuration` (30 days).
 const DEFAULT_DESTROY_DELAY_SECS: u64 = 30 * 86_400;
 
-/// The Cloud KMS test peer.
+/// The Cloud KMS test peer: anonymous by default, or requiring Google's service-account
+/// authentication ([`CloudKms::with_auth`]).
 pub struct CloudKms {
     state: Mutex<BTreeMap<String, KeyRing>>,
     rng: SystemRandom,
+    auth: Option<Auth>,
 }
 
 impl Default for CloudKms {
@@ -36,7 +39,24 @@ impl Default for CloudKms {
         Self {
             state: Mutex::new(BTreeMap::new()),
             rng: SystemRandom::new(),
+            auth: None,
         }
+    }
+}
+
+impl CloudKms {
+    /// A peer that answers only requests bearing a token of `auth`'s accounts (401
+    /// `UNAUTHENTICATED` otherwise), and serves their token endpoint at `POST /token`.
+    pub fn with_auth(auth: Auth) -> Self {
+        Self {
+            auth: Some(auth),
+            ..Self::default()
+        }
+    }
+
+    /// The authentication it requires, if any.
+    pub fn auth(&self) -> Option<&Auth> {
+        self.auth.as_ref()
     }
 }
 
@@ -757,6 +777,27 @@ fn valid_id(id: &str) -> bool {
 
 impl Service for CloudKms {
     fn handle(&self, request: &PeerRequest) -> PeerResponse {
+        if let Some(auth) = &self.auth {
+            if request.path == "/token" && request.method == Method::POST {
+                return auth.token_endpoint(&request.body);
+            }
+            if let Err(why) = auth.check(request.authorization.as_deref()) {
+                return PeerResponse {
+                    status: StatusCode::UNAUTHORIZED,
+                    body: error_body(
+                        StatusCode::UNAUTHORIZED,
+                        "UNAUTHENTICATED",
+                        &format!(
+                            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. ({why})"
+                        ),
+                    ),
+                    headers: vec![(
+                        "www-authenticate",
+                        "Bearer realm=\"https://accounts.google.com/\"".into(),
+                    )],
+                };
+            }
+        }
         match self.route(request) {
             Ok(mut body) => {
                 if request

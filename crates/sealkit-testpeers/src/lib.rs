@@ -3,12 +3,15 @@
 //! is checked against the vendor's official client (`fidelity/`, run by the tests), so it
 //! cannot drift into a mock.
 //!
-//! - [`gcp_kms::CloudKms`]: Google Cloud KMS v1, REST/JSON.
+//! - [`gcp_kms::CloudKms`]: Google Cloud KMS v1, REST/JSON, anonymous or with Google's
+//!   service-account authentication ([`gcp_auth`]: self-signed JWTs and an OAuth2 token
+//!   endpoint).
 //!
 //! Every peer serves through [`http::serve`], whose `POST /_peer/fault` injects the failures
 //! services have (429 with `Retry-After`, 503, stalls, reset connections).
 #![forbid(unsafe_code)]
 
+pub mod gcp_auth;
 pub mod gcp_kms;
 pub mod http;
 mod time;

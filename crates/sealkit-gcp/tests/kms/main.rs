@@ -168,3 +168,60 @@ async fn the_facade_seals_under_cloud_kms_keys_and_retries_throttling() {
         "{health:?}"
     );
 }
+
+/// A peer that requires Google's service-account authentication: the provider, given the key
+/// file the peer made, signs its requests (self-signed JWTs, as Google's client does) and is
+/// served; without it, it is refused as unauthenticated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_key_file_authenticates_and_nothing_else_does() {
+    use sealkit_testpeers::gcp_auth::{Auth, ServiceAccount};
+    let account = ServiceAccount::generate("app@sealkit-test.iam.gserviceaccount.com").unwrap();
+    let peer = std::sync::Arc::new(sealkit_testpeers::gcp_kms::CloudKms::with_auth(Auth::new(
+        vec![account],
+    )));
+    let addr = sealkit_testpeers::http::serve(peer.clone(), 0)
+        .await
+        .unwrap();
+    let token_uri = format!("http://{addr}/token");
+    let auth = peer.auth().unwrap();
+    auth.set_token_uri(token_uri.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key.json");
+    std::fs::write(
+        &key_file,
+        auth.accounts()[0]
+            .key_file("sealkit-test", &token_uri)
+            .to_string(),
+    )
+    .unwrap();
+    let endpoint = format!("http://{addr}");
+    let k = key("sealkit-test", "authed");
+
+    let anonymous = provider(&endpoint, "sealkit-test");
+    let err = anonymous.create_key(&k).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(
+        err.to_string().contains("cloudkms"),
+        "names the role: {err}"
+    );
+
+    let signed = GcpKms::new(
+        GcpSettings::default()
+            .with_project("sealkit-test")
+            .with_kms_endpoint(&endpoint)
+            .with_credentials_file(&key_file),
+    );
+    signed.create_key(&k).await.unwrap();
+    let g = signed.generate_data_key(&k, &ctx()).await.unwrap();
+    assert_eq!(
+        signed.unwrap(&g.wrapped, &ctx()).await.unwrap().expose(),
+        g.plaintext.expose()
+    );
+    let missing = GcpKms::new(
+        GcpSettings::default()
+            .with_kms_endpoint(&endpoint)
+            .with_credentials_file(dir.path().join("nope.json")),
+    );
+    let err = missing.key_metadata(&k).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Misconfigured, "{err}");
+}
