@@ -195,20 +195,7 @@ impl Keyring {
         }
         // A new DEK: generated and wrapped by the provider, stored with its first block
         // reserved.
-        let provider = self.provider(key.scheme())?.clone();
-        let generated = self
-            .kms_call(key.scheme(), Operation::GenerateDataKey, || {
-                provider.generate_data_key(key, &scope)
-            })
-            .await;
-        self.audit(
-            Operation::GenerateDataKey,
-            generated.as_ref().ok().map(|g| &g.wrapped.key),
-            Some(key),
-            Some(&scope),
-            generated.as_ref().err(),
-        );
-        let generated = generated?;
+        let generated = self.generate_dek(key, &scope).await?;
         let cipher = DekCipher::new(self.inner.backend, algorithm, &generated.plaintext)?;
         let first = deks.block.min(deks.limit);
         let mut record = DekRecord::new(

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use sealkit_core::legacy;
+use sealkit_core::provider::GeneratedDataKey;
 use sealkit_core::{DekCipher, EncryptionContext, KeyUri};
 
 use super::Keyring;
@@ -226,27 +227,36 @@ impl Keyring {
         Some(Arc::downgrade(&entry.cipher))
     }
 
-    pub(super) async fn new_sealer(
+    /// A fresh DEK for `scope`, generated and wrapped under `key` by its provider (a KMS
+    /// call, audited).
+    pub(super) async fn generate_dek(
         &self,
         key: &KeyUri,
-        context: &EncryptionContext,
-        now: CoarseInstant,
-    ) -> Result<Arc<SealEntry>> {
+        scope: &EncryptionContext,
+    ) -> Result<GeneratedDataKey> {
         let provider = self.provider(key.scheme())?.clone();
-        let scope = self.scope_of(context);
         let generated = self
             .kms_call(key.scheme(), Operation::GenerateDataKey, || {
-                provider.generate_data_key(key, &scope)
+                provider.generate_data_key(key, scope)
             })
             .await;
         self.audit(
             Operation::GenerateDataKey,
             generated.as_ref().ok().map(|g| &g.wrapped.key),
             Some(key),
-            Some(&scope),
+            Some(scope),
             generated.as_ref().err(),
         );
-        let generated = generated?;
+        generated
+    }
+
+    pub(super) async fn new_sealer(
+        &self,
+        key: &KeyUri,
+        context: &EncryptionContext,
+        now: CoarseInstant,
+    ) -> Result<Arc<SealEntry>> {
+        let generated = self.generate_dek(key, &self.scope_of(context)).await?;
         let cipher = Arc::new(
             DekCipher::new(
                 self.inner.backend,
