@@ -203,6 +203,28 @@ impl<V, S: std::hash::BuildHasher + Default> BoundedCache<V, S> {
 }
 
 impl SealEntry {
+    /// A sealer for `cipher`, the DEK wrapped under `key`, made `now`; `compact` if it seals
+    /// compact envelopes (its budget a block reserved from the DEK store).
+    pub(crate) fn new(
+        cipher: Arc<DekCipher>,
+        key: KeyRef,
+        now: CoarseInstant,
+        compact: bool,
+    ) -> Arc<Self> {
+        use crate::metrics_names as m;
+        let (scheme, version) = (key.scheme().to_string(), key.version.to_string());
+        Arc::new(Self {
+            cipher,
+            key,
+            created: now,
+            bytes: AtomicU64::new(0),
+            compact,
+            reported: AtomicU64::new(0),
+            encrypted: metrics::counter!(m::ENCRYPT_TOTAL, "provider" => scheme.clone(), "key_version" => version),
+            duration: metrics::histogram!(m::OPERATION_DURATION, "operation" => "seal", "provider" => scheme),
+        })
+    }
+
     /// Messages sealed since the last report, marked reported.
     pub(crate) fn unreported_use(&self) -> u64 {
         let used = self.cipher.budget().used();
@@ -416,6 +438,11 @@ impl<V> SwapCache<V> {
     /// Sums `f` over the entries.
     pub(crate) fn sum(&self, mut f: impl FnMut(&V) -> u64) -> u64 {
         self.table.load().iter().map(|slot| f(&slot.value)).sum()
+    }
+
+    /// Runs `f` on every entry, without locking or copying the table.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&V)) {
+        self.table.load().iter().for_each(|slot| f(&slot.value));
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -3,7 +3,6 @@
 //! wrapping the stored DEKs (no data row written), and crypto-shredding a subject's DEKs.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use sealkit_core::dek_store::{DekCount, DekId, DekRecord, DekState, DekStore};
 use sealkit_core::envelope::KeySlot;
@@ -180,7 +179,7 @@ impl Keyring {
                         .increment(1);
                     let stored = self.stored_cipher(&record, now).await?;
                     let cipher = Arc::new(stored.cipher.with_fresh_budget(granted)?);
-                    return Ok(self.compact_entry(cipher, stored.key.clone(), now));
+                    return Ok(SealEntry::new(cipher, stored.key.clone(), now, true));
                 }
                 metrics::counter!(m::DEK_RESERVATIONS_TOTAL, "outcome" => "exhausted").increment(1);
                 metrics::counter!(m::DEK_RETIREMENTS_TOTAL, "reason" => "budget").increment(1);
@@ -224,26 +223,7 @@ impl Keyring {
             }),
         );
         let sealing = Arc::new(cipher.with_fresh_budget(first)?);
-        Ok(self.compact_entry(sealing, generated.wrapped.key, now))
-    }
-
-    fn compact_entry(
-        &self,
-        cipher: Arc<DekCipher>,
-        key: KeyRef,
-        now: CoarseInstant,
-    ) -> Arc<SealEntry> {
-        let (scheme, version) = (key.scheme().to_string(), key.version.to_string());
-        Arc::new(SealEntry {
-            cipher,
-            key,
-            created: now,
-            bytes: AtomicU64::new(0),
-            compact: true,
-            reported: AtomicU64::new(0),
-            encrypted: metrics::counter!(m::ENCRYPT_TOTAL, "provider" => scheme.clone(), "key_version" => version),
-            duration: metrics::histogram!(m::OPERATION_DURATION, "operation" => "seal", "provider" => scheme),
-        })
+        Ok(SealEntry::new(sealing, generated.wrapped.key, now, true))
     }
 
     /// Notes the messages retired compact sealers used, to report to the store.
@@ -286,10 +266,8 @@ impl Keyring {
             return;
         };
         let mut live = Vec::new();
-        deks.sealers.retain(|e| {
-            live.push((e.cipher.dek_id(), e.unreported_use()));
-            true
-        });
+        deks.sealers
+            .for_each(|e| live.push((e.cipher.dek_id(), e.unreported_use())));
         deks.unreported
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -304,6 +282,17 @@ impl Keyring {
         scope.get(field).map(|value| format!("{field}={value}"))
     }
 
+    /// The cipher of stored DEK `id` if this process has it within the cache's age bound (an
+    /// older one is dropped).
+    fn cached_cipher(&self, deks: &Deks, id: &DekId, now: CoarseInstant) -> Option<Arc<StoredDek>> {
+        let found = deks.ciphers.get(id)?;
+        if within_age(&self.inner.cache, found.created, now) {
+            return Some(found);
+        }
+        deks.ciphers.remove(id);
+        None
+    }
+
     /// A stored DEK's cipher: from this process's cache, or unwrapped from its row. The
     /// unwrapped key must derive the row's id (compared in constant time): a row whose wraps
     /// were swapped for another's, or altered, is refused.
@@ -313,11 +302,8 @@ impl Keyring {
         now: CoarseInstant,
     ) -> Result<Arc<StoredDek>> {
         let deks = self.deks()?;
-        if let Some(found) = deks.ciphers.get(&record.id) {
-            if within_age(&self.inner.cache, found.created, now) {
-                return Ok(found);
-            }
-            deks.ciphers.remove(&record.id);
+        if let Some(found) = self.cached_cipher(deks, &record.id, now) {
+            return Ok(found);
         }
         if record.state == DekState::Shredded {
             return Err(shredded(record));
@@ -413,9 +399,7 @@ impl Keyring {
     /// The cipher of the stored DEK `id`: cached, or read from the store and unwrapped.
     async fn compact_cipher(&self, id: &DekId, now: CoarseInstant) -> Result<Arc<StoredDek>> {
         let deks = self.deks()?;
-        if let Some(found) = deks.ciphers.get(id)
-            && within_age(&self.inner.cache, found.created, now)
-        {
+        if let Some(found) = self.cached_cipher(deks, id, now) {
             return Ok(found);
         }
         let record = deks.store.get(id).await;

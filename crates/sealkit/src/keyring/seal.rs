@@ -1,7 +1,7 @@
 //! Sealing: the cached-DEK fast path and the provider slow path.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use sealkit_core::legacy;
@@ -274,17 +274,7 @@ impl Keyring {
                 .to_vec(),
             open_entry,
         );
-        let (scheme, version) = (key.scheme().to_string(), wrapped.key.version.to_string());
-        Ok(Arc::new(SealEntry {
-            cipher,
-            key: wrapped.key.clone(),
-            created: now,
-            bytes: AtomicU64::new(0),
-            compact: false,
-            reported: AtomicU64::new(0),
-            encrypted: metrics::counter!(m::ENCRYPT_TOTAL, "provider" => scheme.clone(), "key_version" => version),
-            duration: metrics::histogram!(m::OPERATION_DURATION, "operation" => "seal", "provider" => scheme),
-        }))
+        Ok(SealEntry::new(cipher, wrapped.key.clone(), now, false))
     }
 
     /// Seals many fields under the default key; fields sharing a DEK scope share one DEK.
