@@ -15,11 +15,7 @@ use std::hint::black_box;
 const AUDIT_BURST: u64 = 20_000;
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = sealkit_benches::runtime(1);
     let home = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.default_key = Some(KeyUri::parse("local://bench").unwrap());

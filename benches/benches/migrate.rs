@@ -152,11 +152,7 @@ fn main() {
     if !sealkit_benches::selected("migrate") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = sealkit_benches::runtime(2);
     rt.block_on(async {
         let home = tempfile::tempdir().unwrap();
         let mut config = Config::default();

@@ -86,11 +86,7 @@ fn subjects() -> Vec<Subject> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = sealkit_benches::runtime(2);
     let home = tempfile::tempdir().unwrap();
     let field = [0x61u8; 64];
     let ctx = EncryptionContext::parse("table=customers,column=email,id=1").unwrap();

@@ -86,11 +86,7 @@ fn main() {
     if !sealkit_benches::selected("rotation") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = sealkit_benches::runtime(2);
     rt.block_on(async {
         println!("| KEK rotation, {ROWS} rows × 64 B, SQLite | seconds | data rows written | KMS calls | DEKs |");
         println!("|---|---|---|---|---|");

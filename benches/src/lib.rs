@@ -16,6 +16,15 @@ pub fn peer(var: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(&format!("{var}=")).map(str::to_string))
 }
 
+/// A multi-threaded tokio runtime with `workers` threads, as every bench runs on.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// Times `iters` awaits of `op()` inside one task on `rt`, as an application awaits inside
 /// its own task: the executor's per-`block_on` cost is not part of what is measured.
 pub fn time_in_task<Op, Fut>(rt: &tokio::runtime::Runtime, iters: u64, mut op: Op) -> Duration

@@ -44,6 +44,32 @@ impl Default for CloudKms {
     }
 }
 
+/// Serves, on 127.0.0.1:`port` (0: any free port), a Cloud KMS peer that requires a new
+/// service account `email`, and writes that account's JSON key file for `project` (its
+/// `token_uri` the peer's token endpoint) to `key_file`. Returns the address.
+pub async fn serve_authenticated(
+    port: u16,
+    email: &str,
+    project: &str,
+    key_file: &std::path::Path,
+) -> std::io::Result<std::net::SocketAddr> {
+    let peer = std::sync::Arc::new(CloudKms::with_auth(Auth::new(vec![
+        crate::gcp_auth::ServiceAccount::generate(email)?,
+    ])));
+    let addr = crate::http::serve(peer.clone(), port).await?;
+    let token_uri = format!("http://{addr}/token");
+    let auth = peer
+        .auth
+        .as_ref()
+        .unwrap_or_else(|| unreachable!("made with auth"));
+    auth.set_token_uri(token_uri.clone());
+    std::fs::write(
+        key_file,
+        auth.accounts()[0].key_file(project, &token_uri).to_string(),
+    )?;
+    Ok(addr)
+}
+
 impl CloudKms {
     /// A peer that answers only requests bearing a token of `auth`'s accounts (401
     /// `UNAUTHENTICATED` otherwise), and serves their token endpoint at `POST /token`.
@@ -52,11 +78,6 @@ impl CloudKms {
             auth: Some(auth),
             ..Self::default()
         }
-    }
-
-    /// The authentication it requires, if any.
-    pub fn auth(&self) -> Option<&Auth> {
-        self.auth.as_ref()
     }
 }
 

@@ -6,9 +6,8 @@
 
 use std::sync::Arc;
 
-use sealkit_testpeers::gcp_auth::{Auth, ServiceAccount};
-use sealkit_testpeers::gcp_kms::CloudKms;
-use sealkit_testpeers::http::{Service, serve};
+use sealkit_testpeers::gcp_kms::{CloudKms, serve_authenticated};
+use sealkit_testpeers::http::serve;
 
 fn usage() -> ! {
     eprintln!(
@@ -35,35 +34,25 @@ async fn main() {
             _ => usage(),
         }
     }
-    let peer = match &key_file {
-        None => Arc::new(CloudKms::default()),
-        Some(_) => {
-            let account =
-                ServiceAccount::generate("sealkit-peer@sealkit-test.iam.gserviceaccount.com")
-                    .unwrap_or_else(|e| {
-                        eprintln!("sealkit-testpeers: cannot make a service account: {e}");
-                        std::process::exit(1)
-                    });
-            Arc::new(CloudKms::with_auth(Auth::new(vec![account])))
+    let served = match &key_file {
+        None => serve(Arc::new(CloudKms::default()), port).await,
+        Some(file) => {
+            serve_authenticated(
+                port,
+                "sealkit-peer@sealkit-test.iam.gserviceaccount.com",
+                "sealkit-test",
+                std::path::Path::new(file),
+            )
+            .await
         }
     };
-    let service: Arc<dyn Service> = peer.clone();
-    let addr = match serve(service, port).await {
+    let addr = match served {
         Ok(addr) => addr,
         Err(e) => {
-            eprintln!("sealkit-testpeers: cannot listen on 127.0.0.1:{port}: {e}");
+            eprintln!("sealkit-testpeers: cannot serve on 127.0.0.1:{port}: {e}");
             std::process::exit(1)
         }
     };
-    if let (Some(file), Some(auth)) = (&key_file, peer.auth()) {
-        let token_uri = format!("http://{addr}/token");
-        auth.set_token_uri(token_uri.clone());
-        let key = auth.accounts()[0].key_file("sealkit-test", &token_uri);
-        if let Err(e) = std::fs::write(file, key.to_string()) {
-            eprintln!("sealkit-testpeers: cannot write {file}: {e}");
-            std::process::exit(1)
-        }
-    }
     if let Some(file) = port_file
         && let Err(e) = std::fs::write(&file, addr.port().to_string())
     {

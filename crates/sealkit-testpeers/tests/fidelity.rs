@@ -39,24 +39,18 @@ async fn googles_client_drives_the_cloud_kms_peer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn googles_libraries_authenticate_with_a_key_file_the_peer_made() {
-    use sealkit_testpeers::gcp_auth::{Auth, ServiceAccount};
     let Some(python) = peer_env("SEALKIT_TEST_PEERS_PYTHON", "the peers' Python venv") else {
         return;
     };
-    let account = ServiceAccount::generate("app@sealkit-test.iam.gserviceaccount.com").unwrap();
-    let peer = Arc::new(CloudKms::with_auth(Auth::new(vec![account])));
-    let addr = serve(peer.clone(), 0).await.unwrap();
-    let auth = peer.auth().unwrap();
-    let token_uri = format!("http://{addr}/token");
-    auth.set_token_uri(token_uri.clone());
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("key.json");
-    std::fs::write(
+    let addr = sealkit_testpeers::gcp_kms::serve_authenticated(
+        0,
+        "app@sealkit-test.iam.gserviceaccount.com",
+        "sealkit-test",
         &key_file,
-        auth.accounts()[0]
-            .key_file("sealkit-test", &token_uri)
-            .to_string(),
     )
+    .await
     .unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fidelity/gcp_kms_auth.py");
     let out = tokio::process::Command::new(python)

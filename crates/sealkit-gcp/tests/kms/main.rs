@@ -174,25 +174,15 @@ async fn the_facade_seals_under_cloud_kms_keys_and_retries_throttling() {
 /// served; without it, it is refused as unauthenticated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_account_key_file_authenticates_and_nothing_else_does() {
-    use sealkit_testpeers::gcp_auth::{Auth, ServiceAccount};
-    let account = ServiceAccount::generate("app@sealkit-test.iam.gserviceaccount.com").unwrap();
-    let peer = std::sync::Arc::new(sealkit_testpeers::gcp_kms::CloudKms::with_auth(Auth::new(
-        vec![account],
-    )));
-    let addr = sealkit_testpeers::http::serve(peer.clone(), 0)
-        .await
-        .unwrap();
-    let token_uri = format!("http://{addr}/token");
-    let auth = peer.auth().unwrap();
-    auth.set_token_uri(token_uri.clone());
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("key.json");
-    std::fs::write(
+    let addr = sealkit_testpeers::gcp_kms::serve_authenticated(
+        0,
+        "app@sealkit-test.iam.gserviceaccount.com",
+        "sealkit-test",
         &key_file,
-        auth.accounts()[0]
-            .key_file("sealkit-test", &token_uri)
-            .to_string(),
     )
+    .await
     .unwrap();
     let endpoint = format!("http://{addr}");
     let k = key("sealkit-test", "authed");
