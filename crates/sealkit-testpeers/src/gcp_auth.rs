@@ -15,7 +15,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, RsaKeyPair, UnparsedPublicKey};
 use serde_json::{Value, json};
 
-use crate::http::PeerResponse;
+use crate::http::{PeerRequest, PeerResponse};
 
 /// Seconds of clock skew allowed on `iat` and `exp`.
 const SKEW: u64 = 300;
@@ -193,17 +193,8 @@ impl Auth {
     }
 
     /// `POST /token`: the JWT-bearer grant (RFC 7523) Google's token endpoint serves.
-    pub fn token_endpoint(&self, body: &[u8]) -> PeerResponse {
-        let form: HashMap<String, String> = String::from_utf8_lossy(body)
-            .split('&')
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| {
-                (
-                    crate::http::percent_decode(k),
-                    crate::http::percent_decode(&v.replace('+', " ")),
-                )
-            })
-            .collect();
+    pub fn token_endpoint(&self, request: &PeerRequest) -> PeerResponse {
+        let form = request.form();
         let refuse = |error: &str, description: String| PeerResponse {
             status: StatusCode::BAD_REQUEST,
             body: json!({ "error": error, "error_description": description }),

@@ -800,7 +800,7 @@ impl Service for CloudKms {
     fn handle(&self, request: &PeerRequest) -> PeerResponse {
         if let Some(auth) = &self.auth {
             if request.path == "/token" && request.method == Method::POST {
-                return auth.token_endpoint(&request.body);
+                return auth.token_endpoint(request);
             }
             if let Err(why) = auth.check(request.authorization.as_deref()) {
                 return PeerResponse {

@@ -28,6 +28,8 @@ pub struct PeerRequest {
     pub query: Vec<(String, String)>,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
+    /// Every header, names in lower case.
+    pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Bytes,
 }
@@ -39,6 +41,23 @@ impl PeerRequest {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// A header's value (`name` in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as an `application/x-www-form-urlencoded` form.
+    pub fn form(&self) -> std::collections::HashMap<String, String> {
+        String::from_utf8_lossy(&self.body)
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (percent_decode(k), percent_decode(&v.replace('+', " "))))
+            .collect()
     }
 }
 
@@ -84,6 +103,23 @@ struct Faults {
 /// Serves `service` on 127.0.0.1:`port` (0: any free port); returns the address, and runs
 /// until the process ends.
 pub async fn serve(service: Arc<dyn Service>, port: u16) -> std::io::Result<SocketAddr> {
+    serve_on(service, port, None).await
+}
+
+/// Serves `service` over TLS (`tls`) on 127.0.0.1:`port`, like [`serve`].
+pub async fn serve_tls(
+    service: Arc<dyn Service>,
+    port: u16,
+    tls: tokio_rustls::TlsAcceptor,
+) -> std::io::Result<SocketAddr> {
+    serve_on(service, port, Some(tls)).await
+}
+
+async fn serve_on(
+    service: Arc<dyn Service>,
+    port: u16,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let faults = Arc::new(Mutex::new(Faults::default()));
@@ -92,16 +128,28 @@ pub async fn serve(service: Arc<dyn Service>, port: u16) -> std::io::Result<Sock
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (service, faults) = (service.clone(), faults.clone());
+            let (service, faults, tls) = (service.clone(), faults.clone(), tls.clone());
             tokio::spawn(async move {
                 let handler = service_fn(move |req| {
                     let (service, faults) = (service.clone(), faults.clone());
                     async move { answer(&*service, &faults, req).await }
                 });
                 // A `reset` fault ends the connection with an error: nothing is answered.
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), handler)
-                    .await;
+                match tls {
+                    None => {
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), handler)
+                            .await;
+                    }
+                    Some(tls) => {
+                        // A client that does not trust the certificate ends the handshake.
+                        if let Ok(stream) = tls.accept(stream).await {
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), handler)
+                                .await;
+                        }
+                    }
+                }
             });
         }
     });
@@ -189,6 +237,11 @@ async fn answer(
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
         body,
     };
     let answer = service.handle(&request);
@@ -222,7 +275,13 @@ fn set_fault(faults: &Mutex<Faults>, body: &[u8]) -> Response<Full<Bytes>> {
 }
 
 fn respond(r: PeerResponse) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(r.body.to_string())));
+    // `null` is an empty body (`204 No Content`).
+    let body = if r.body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(r.body.to_string())
+    };
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = r.status;
     let headers = response.headers_mut();
     headers.insert(

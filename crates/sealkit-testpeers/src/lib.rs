@@ -7,11 +7,18 @@
 //!   service-account authentication ([`gcp_auth`]: self-signed JWTs and an OAuth2 token
 //!   endpoint).
 //!
+//! - [`azure_kv::KeyVault`]: Azure Key Vault keys and secrets over HTTPS ([`tls`]), behind
+//!   the Entra-style tenant of [`azure_auth`] (client secrets, federated tokens, a managed
+//!   identity endpoint).
+//!
 //! Every peer serves through [`http::serve`], whose `POST /_peer/fault` injects the failures
 //! services have (429 with `Retry-After`, 503, stalls, reset connections).
 #![forbid(unsafe_code)]
 
+pub mod azure_auth;
+pub mod azure_kv;
 pub mod gcp_auth;
 pub mod gcp_kms;
 pub mod http;
+pub mod tls;
 mod time;

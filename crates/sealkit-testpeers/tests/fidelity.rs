@@ -1,5 +1,7 @@
-//! The Cloud KMS test peer against Google's own client: `fidelity/gcp_kms.py` drives it with
-//! `google-cloud-kms` (REST transport) through every operation it serves. The Python comes
+//! The test peers against the vendors' own clients: `fidelity/gcp_kms.py` drives the Cloud
+//! KMS peer with `google-cloud-kms` (REST transport), `fidelity/azure_kv.py` the Key Vault
+//! peer with `azure-keyvault-keys`, `azure-keyvault-secrets` and `azure-identity`, each
+//! through every operation the peer serves. The Python comes
 //! from the peers' venv (`cargo xtask peers up` installs the client and exports
 //! `SEALKIT_TEST_PEERS_PYTHON`).
 
@@ -63,6 +65,34 @@ async fn googles_libraries_authenticate_with_a_key_file_the_peer_made() {
     assert!(
         out.status.success(),
         "Google's libraries could not authenticate to the peer:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("checks passed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn microsofts_clients_drive_the_key_vault_peer() {
+    let Some(python) = peer_env("SEALKIT_TEST_PEERS_PYTHON", "the peers' Python venv") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    sealkit_testpeers::azure_kv::serve_key_vault(dir.path(), 0)
+        .await
+        .unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fidelity/azure_kv.py");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(dir.path())
+        .env_remove("IDENTITY_ENDPOINT")
+        .env_remove("IDENTITY_HEADER")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "azure-keyvault-keys, azure-keyvault-secrets and azure-identity could not drive the \
+         peer:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -65,7 +65,12 @@ pub use sealkit_aws as aws;
 #[doc(inline)]
 pub use sealkit_vault as vault;
 
-/// The Google Cloud provider (Secret Manager secrets).
+/// The Google Cloud provider (Cloud KMS keys, Secret Manager secrets).
 #[cfg(feature = "gcp")]
 #[doc(inline)]
 pub use sealkit_gcp as gcp;
+
+/// The Azure provider (Key Vault keys and secrets).
+#[cfg(feature = "azure")]
+#[doc(inline)]
+pub use sealkit_azure as azure;

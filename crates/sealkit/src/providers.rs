@@ -18,6 +18,8 @@ static BUILTIN: &[&ProviderDescriptor] = &[
     &sealkit_aws::PROVIDER,
     #[cfg(feature = "gcp")]
     &sealkit_gcp::PROVIDER,
+    #[cfg(feature = "azure")]
+    &sealkit_azure::PROVIDER,
 ];
 
 /// Every compiled-in provider.
@@ -25,7 +27,7 @@ pub fn builtin() -> &'static [&'static ProviderDescriptor] {
     BUILTIN
 }
 
-/// The provider named `name` (`local`, `vault`, `aws`, `gcp`), or an error that lists the
+/// The provider named `name` (`local`, `vault`, `aws`, `gcp`, `azure`), or an error that lists the
 /// compiled-in ones.
 pub fn by_name(name: &str) -> Result<&'static ProviderDescriptor> {
     BUILTIN
