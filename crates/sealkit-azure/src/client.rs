@@ -44,8 +44,9 @@ impl HttpClient for ConnectTo {
         };
         request.insert_header("host", authority);
         let url = request.url_mut();
-        url.set_host(Some(&self.host))
-            .map_err(|e| azure_core::Error::with_error(azure_core::error::ErrorKind::Other, e, "connect_to host"))?;
+        url.set_host(Some(&self.host)).map_err(|e| {
+            azure_core::Error::with_error(azure_core::error::ErrorKind::Other, e, "connect_to host")
+        })?;
         let _ = url.set_port(Some(self.port));
         self.inner.execute_request(&request).await
     }
@@ -103,9 +104,7 @@ impl Clients {
                     .rsplit_once(':')
                     .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
                     .ok_or_else(|| {
-                        Error::misconfigured(format!(
-                            "connect_to {target:?} is not HOST:PORT"
-                        ))
+                        Error::misconfigured(format!("connect_to {target:?} is not HOST:PORT"))
                     })?;
                 Arc::new(ConnectTo {
                     inner: client,
@@ -142,9 +141,13 @@ impl Clients {
             client_options: self.vault_options(),
             ..KeyClientOptions::default()
         };
-        let client = KeyClient::new(&format!("https://{host}"), self.credential.clone(), Some(options))
-            .map(Arc::new)
-            .map_err(|e| Error::invalid_input(format!("vault host {host:?}: {e}")))?;
+        let client = KeyClient::new(
+            &format!("https://{host}"),
+            self.credential.clone(),
+            Some(options),
+        )
+        .map(Arc::new)
+        .map_err(|e| Error::invalid_input(format!("vault host {host:?}: {e}")))?;
         cache.insert(host.to_string(), client.clone());
         Ok(client)
     }
@@ -159,10 +162,13 @@ impl Clients {
             client_options: self.vault_options(),
             ..SecretClientOptions::default()
         };
-        let client =
-            SecretClient::new(&format!("https://{host}"), self.credential.clone(), Some(options))
-                .map(Arc::new)
-                .map_err(|e| Error::invalid_input(format!("vault host {host:?}: {e}")))?;
+        let client = SecretClient::new(
+            &format!("https://{host}"),
+            self.credential.clone(),
+            Some(options),
+        )
+        .map(Arc::new)
+        .map_err(|e| Error::invalid_input(format!("vault host {host:?}: {e}")))?;
         cache.insert(host.to_string(), client.clone());
         Ok(client)
     }
@@ -182,7 +188,10 @@ fn options(settings: &AzureSettings, transport: Arc<dyn HttpClient>) -> ClientOp
     options
 }
 
-fn credential(settings: &AzureSettings, options: ClientOptions) -> Result<Arc<dyn TokenCredential>> {
+fn credential(
+    settings: &AzureSettings,
+    options: ClientOptions,
+) -> Result<Arc<dyn TokenCredential>> {
     let refused = |e: azure_core::Error| {
         Error::misconfigured(format!(
             "cannot sign in to Microsoft Entra ID with a {}: {e}",
@@ -216,12 +225,10 @@ fn credential(settings: &AzureSettings, options: ClientOptions) -> Result<Arc<dy
             WorkloadIdentityCredential::new(Some(o)).map_err(refused)?
         }
         SignIn::ManagedIdentity { client_id } => {
-            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
-                user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-                client_options: options,
-                ..ManagedIdentityCredentialOptions::default()
-            }))
-            .map_err(refused)?
+            let mut o = ManagedIdentityCredentialOptions::default();
+            o.user_assigned_id = client_id.clone().map(UserAssignedId::ClientId);
+            o.client_options = options;
+            ManagedIdentityCredential::new(Some(o)).map_err(refused)?
         }
     })
 }

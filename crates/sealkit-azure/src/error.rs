@@ -32,10 +32,16 @@ fn map_kind(provider: &str, error: &azure_core::Error, what: &str) -> Error {
                 // Key Vault answers 403 both for a missing permission and for an object
                 // that is disabled, expired or not yet valid.
                 let text = detail.to_ascii_lowercase();
-                if text.contains("disabled") || text.contains("expired") || text.contains("not yet valid") {
+                if text.contains("disabled")
+                    || text.contains("expired")
+                    || text.contains("not yet valid")
+                {
                     Error::key_disabled(what.to_string())
                 } else {
-                    Error::permission_denied(provider, format!("{detail}; grant {}", role(provider)))
+                    Error::permission_denied(
+                        provider,
+                        format!("{detail}; grant {}", role(provider)),
+                    )
                 }
             }
             StatusCode::Conflict => Error::already_exists(provider, what.to_string()),
@@ -49,11 +55,16 @@ fn map_kind(provider: &str, error: &azure_core::Error, what: &str) -> Error {
         AzureKind::Credential => {
             // A token endpoint that cannot be reached is an outage, not a refusal.
             if detail.contains("failed to execute `reqwest` request") {
-                Error::unavailable(provider, format!("{detail}; Microsoft Entra ID is unreachable"))
+                Error::unavailable(
+                    provider,
+                    format!("{detail}; Microsoft Entra ID is unreachable"),
+                )
             } else {
                 Error::permission_denied(
                     provider,
-                    format!("{detail}; check the sign-in (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET or the managed identity)"),
+                    format!(
+                        "{detail}; check the sign-in (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET or the managed identity)"
+                    ),
                 )
             }
         }

@@ -21,8 +21,7 @@ use sealkit_core::provider::{
     refuse_retiring_primary, version_not_found,
 };
 use sealkit_core::{
-    DataKey, EncryptionContext, Error, KeyRef, KeyUri, KeyVersion, Result, WrappedKey,
-    ct_eq_bytes,
+    DataKey, EncryptionContext, Error, KeyRef, KeyUri, KeyVersion, Result, WrappedKey, ct_eq_bytes,
 };
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -82,7 +81,10 @@ fn version_of(kid: Option<&str>) -> Result<KeyVersion> {
         .next()
         .filter(|v| !v.is_empty())
         .ok_or_else(|| {
-            Error::unavailable(SCHEME, format!("the response names no key version ({kid:?})"))
+            Error::unavailable(
+                SCHEME,
+                format!("the response names no key version ({kid:?})"),
+            )
         })
         .and_then(KeyVersion::new)
 }
@@ -162,7 +164,10 @@ impl AzureKeyVault {
             .map_err(|e| map(SCHEME, e, &what))?;
         let version = version_of(out.kid.as_deref())?;
         let bytes = out.result.ok_or_else(|| {
-            Error::unavailable(SCHEME, format!("{what}: the response carries no wrapped key"))
+            Error::unavailable(
+                SCHEME,
+                format!("{what}: the response carries no wrapped key"),
+            )
         })?;
         Ok(WrappedKey::new(KeyRef::new(key.clone(), version), bytes))
     }
@@ -456,7 +461,10 @@ mod tests {
         let dek = DataKey::from_bytes([7u8; 32]);
         let sealed = payload(&dek, &ctx("1"));
         assert_eq!(sealed.len(), PAYLOAD_LEN);
-        assert_eq!(open_payload(&sealed, &ctx("1")).unwrap().expose(), dek.expose());
+        assert_eq!(
+            open_payload(&sealed, &ctx("1")).unwrap().expose(),
+            dek.expose()
+        );
         assert!(matches!(
             open_payload(&sealed, &ctx("2")),
             Err(Error::InvalidCiphertext)

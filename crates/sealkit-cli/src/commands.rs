@@ -754,7 +754,7 @@ pub(crate) enum SecretsCommand {
 }
 
 /// The chain for `specs` over `sources`: one configured `[secrets.NAME]` name, or links.
-fn secret_chain(
+pub(crate) fn secret_chain(
     config: &Config,
     sources: &sealkit::secrets::SecretSources,
     specs: &[String],

@@ -16,6 +16,10 @@ pub(crate) struct JobArgs {
     /// The database: an SQLite path (or sqlite:PATH) or a postgres:// URL.
     #[arg(long)]
     db: String,
+    /// The PostgreSQL password, from a secret: SOURCE:NAME (azure-kv-secrets:VAULT/db#password,
+    /// aws-secrets:…, env:VAR) or a configured [secrets.NAME]; never on the command line.
+    #[arg(long, value_name = "SECRET")]
+    db_password: Option<String>,
     /// The job's name (state is kept under it in the database).
     #[arg(long)]
     job: String,
@@ -165,8 +169,29 @@ impl JobArgs {
         } else {
             config.legacy.key.clone()
         };
+        let password = match &self.db_password {
+            Some(spec) => {
+                let sources = sealkit::secrets::SecretSources::from_providers(&config.providers)?;
+                let chain = crate::commands::secret_chain(
+                    &config,
+                    &sources,
+                    std::slice::from_ref(spec),
+                    sealkit::secrets::FallbackPolicy::OnUnavailable,
+                )?;
+                let resolved = chain.resolve().await?;
+                tracing::info!(source = %resolved.source, "database password");
+                Some(resolved.secret)
+            }
+            None => None,
+        };
         let keyring = Keyring::builder(config).build_async().await?;
-        let store = sealkit_migrate::open_store(&self.db).await?;
+        let store = sealkit_migrate::open_store_with_password(
+            &self.db,
+            password
+                .as_ref()
+                .map(|p| secrecy::ExposeSecret::expose_secret(&p.value).as_slice()),
+        )
+        .await?;
         let spec = self.spec(&*store).await?;
         let mut migrator = Migrator::new(keyring, spec, store);
         if let Some(legacy) = legacy {

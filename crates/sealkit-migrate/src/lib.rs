@@ -52,5 +52,5 @@ pub use store::PgStore;
 pub use store::SqliteStore;
 pub use store::{
     Chunk, ChunkCounts, Counts, HeldChunk, JobLedger, JobStore, JobTable, KeyRange, Row, RowKey,
-    Store, Update, Value, open_store,
+    Store, Update, Value, open_store, open_store_with_password,
 };

@@ -353,7 +353,12 @@ impl Directory {
             )),
         };
         if let Err((code, description)) = signed_in {
-            return entra_error(StatusCode::UNAUTHORIZED, "invalid_client", code, description);
+            return entra_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                code,
+                description,
+            );
         }
         let scope = field("scope");
         let Some(resource) = scope.strip_suffix("/.default") else {
@@ -392,7 +397,9 @@ impl Directory {
         let claims = verify(&self.federation, assertion).map_err(|e| {
             (
                 700211,
-                format!("No matching federated identity record found for presented assertion: {e}."),
+                format!(
+                    "No matching federated identity record found for presented assertion: {e}."
+                ),
             )
         })?;
         let audience_ok = match &claims["aud"] {
@@ -479,5 +486,4 @@ impl Directory {
             .find(|p| p.client_id == appid)
             .ok_or_else(|| "AKV10016: Token validation failed: unknown application.".into())
     }
-
 }

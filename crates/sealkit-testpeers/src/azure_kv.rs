@@ -45,7 +45,14 @@ const LATEST_API_VERSION: &str = "2026-04-01";
 /// Days a deleted object stays recoverable.
 const RECOVERABLE_DAYS: u64 = 90;
 /// The operations an RSA key may allow.
-const RSA_KEY_OPS: &[&str] = &["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"];
+const RSA_KEY_OPS: &[&str] = &[
+    "encrypt",
+    "decrypt",
+    "sign",
+    "verify",
+    "wrapKey",
+    "unwrapKey",
+];
 /// The longest secret value the service accepts.
 const MAX_SECRET_BYTES: usize = 25 * 1024;
 /// Items per page of a list unless `maxresults` says otherwise.
@@ -278,7 +285,13 @@ fn generate_rsa(bits: u32) -> Result<RsaPrivateKey, Failure> {
         .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
         .arg(format!("rsa_keygen_bits:{bits}"))
         .output()
-        .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
+        .map_err(|e| {
+            fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        })?;
     let pem = String::from_utf8_lossy(&out.stdout);
     RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| {
         fail(
@@ -325,9 +338,7 @@ fn tags_of(value: &Value) -> Result<Option<Value>, Failure> {
         Value::Object(map) if map.values().all(Value::is_string) && map.len() <= 15 => {
             Ok(Some(value.clone()))
         }
-        _ => Err(bad(
-            "tags must be an object of at most 15 string values",
-        )),
+        _ => Err(bad("tags must be an object of at most 15 string values")),
     }
 }
 
@@ -477,8 +488,16 @@ impl KeyVault {
         }
     }
 
-    fn vault_request(&self, request: &PeerRequest, segments: Vec<&str>, host: &str) -> PeerResponse {
-        let principal = match self.directory.authenticate(request.authorization.as_deref()) {
+    fn vault_request(
+        &self,
+        request: &PeerRequest,
+        segments: Vec<&str>,
+        host: &str,
+    ) -> PeerResponse {
+        let principal = match self
+            .directory
+            .authenticate(request.authorization.as_deref())
+        {
             Ok(p) => p,
             Err(message) => return self.challenge(message),
         };
@@ -524,7 +543,13 @@ impl KeyVault {
         }
     }
 
-    fn dispatch(&self, vault: &mut Vault, who: &Principal, host: &str, call: &VaultCall<'_>) -> Answer {
+    fn dispatch(
+        &self,
+        vault: &mut Vault,
+        who: &Principal,
+        host: &str,
+        call: &VaultCall<'_>,
+    ) -> Answer {
         let s = &call.segments;
         let m = call.method;
         let (kind, permission) = match (s.as_slice(), m) {
@@ -627,7 +652,10 @@ impl KeyVault {
                         Ok(Value::Null)
                     }
                     "recover" => {
-                        let key = vault.keys.get_mut(name).ok_or_else(|| key_not_found(name))?;
+                        let key = vault
+                            .keys
+                            .get_mut(name)
+                            .ok_or_else(|| key_not_found(name))?;
                         key.deleted = None;
                         Ok(key.version(name, "")?.bundle(base, name))
                     }
@@ -1056,7 +1084,9 @@ fn page(items: Vec<Value>, call: &VaultCall<'_>) -> Answer {
             "{}/{}?api-version={}&$skiptoken={}&maxresults={size}",
             call.base,
             call.segments.join("/"),
-            call.request.param("api-version").unwrap_or(LATEST_API_VERSION),
+            call.request
+                .param("api-version")
+                .unwrap_or(LATEST_API_VERSION),
             start + size
         )
     });

@@ -20,5 +20,5 @@ pub mod azure_kv;
 pub mod gcp_auth;
 pub mod gcp_kms;
 pub mod http;
-pub mod tls;
 mod time;
+pub mod tls;

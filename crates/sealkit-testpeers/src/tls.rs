@@ -22,7 +22,10 @@ pub struct PeerCertificate {
 }
 
 fn openssl(args: &[&str], dir: &Path) -> std::io::Result<()> {
-    let out = Command::new("openssl").args(args).current_dir(dir).output()?;
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()?;
     if out.status.success() {
         Ok(())
     } else {
@@ -39,7 +42,13 @@ impl PeerCertificate {
     /// then holds `ca.pem` (to trust), `server.pem` and `server.key`.
     pub fn generate(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
         let mut ca = vec!["req", "-x509"];
         ca.extend(ec);
         ca.extend([

@@ -73,7 +73,9 @@ impl Peer {
             .unwrap();
         let status = client
             .post(format!("https://{}/_peer/fault", self.addr))
-            .body(format!(r#"{{"mode":"{mode}","count":{count},"retry_after":1}}"#))
+            .body(format!(
+                r#"{{"mode":"{mode}","count":{count},"retry_after":1}}"#
+            ))
             .send()
             .await
             .unwrap()
@@ -105,7 +107,11 @@ async fn wraps_bind_the_scope_and_name_the_version_that_wrapped() {
     let meta = kv.create_key(&k).await.unwrap();
     let g = kv.generate_data_key(&k, &ctx()).await.unwrap();
     assert_eq!(g.wrapped.key.version, meta.primary);
-    assert_eq!(g.wrapped.key.version.as_str().len(), 32, "Key Vault's version id");
+    assert_eq!(
+        g.wrapped.key.version.as_str().len(),
+        32,
+        "Key Vault's version id"
+    );
     assert_eq!(g.wrapped.bytes.len(), 384, "RSA 3072 ciphertext");
     let other = EncryptionContext::parse("table=customers,column=email,id=8").unwrap();
     let err = kv.unwrap(&g.wrapped, &other).await.unwrap_err();
@@ -129,7 +135,11 @@ async fn wraps_bind_the_scope_and_name_the_version_that_wrapped() {
         .set_version_state(&k, &v2, VersionState::Destroyed)
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput, "the primary is not destroyed: {err}");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidInput,
+        "the primary is not destroyed: {err}"
+    );
     kv.set_version_state(&k, &meta.primary, VersionState::Destroyed)
         .await
         .unwrap();
@@ -139,7 +149,11 @@ async fn wraps_bind_the_scope_and_name_the_version_that_wrapped() {
         .set_version_state(&k, &meta.primary, VersionState::Enabled)
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput, "a destroyed version stays so: {err}");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidInput,
+        "a destroyed version stays so: {err}"
+    );
     assert_eq!(kv.list_keys(None).await.unwrap(), vec![k.clone()]);
     let bad = KeyUri::parse("azure-kv://v.vault.azure.net/secrets/x").unwrap();
     let err = kv.generate_data_key(&bad, &ctx()).await.unwrap_err();
@@ -162,11 +176,16 @@ async fn sign_ins_are_checked_and_refusals_say_what_to_grant() {
     let err = reader.generate_data_key(&k, &ctx()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert!(err.to_string().contains("Key Vault Crypto User"), "{err}");
-    let workload = AzureKeyVault::new(peer.with(SignIn::WorkloadIdentity {
-        tenant_id: peer.creds["tenant_id"].as_str().unwrap().into(),
-        client_id: peer.creds["workload"]["client_id"].as_str().unwrap().into(),
-        token_file: peer.creds["workload"]["token_file"].as_str().unwrap().into(),
-    }));
+    let workload = AzureKeyVault::new(
+        peer.with(SignIn::WorkloadIdentity {
+            tenant_id: peer.creds["tenant_id"].as_str().unwrap().into(),
+            client_id: peer.creds["workload"]["client_id"].as_str().unwrap().into(),
+            token_file: peer.creds["workload"]["token_file"]
+                .as_str()
+                .unwrap()
+                .into(),
+        }),
+    );
     let g = workload.generate_data_key(&k, &ctx()).await.unwrap();
     assert_eq!(
         workload.unwrap(&g.wrapped, &ctx()).await.unwrap().expose(),
@@ -206,10 +225,11 @@ async fn faults_are_classified_and_nothing_hangs() {
             "{mode}: bounded by the 2-second request timeout"
         );
     }
-    assert!(kv.generate_data_key(&k, &ctx()).await.is_ok(), "answers again");
-    let gone = AzureKeyVault::new(
-        peer.settings().with_connect_to("127.0.0.1:9"),
+    assert!(
+        kv.generate_data_key(&k, &ctx()).await.is_ok(),
+        "answers again"
     );
+    let gone = AzureKeyVault::new(peer.settings().with_connect_to("127.0.0.1:9"));
     let err = gone.generate_data_key(&k, &ctx()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
@@ -222,10 +242,16 @@ async fn the_facade_seals_under_key_vault_keys_and_retries_throttling() {
     config.default_key = Some(uri.clone());
     let azure = config.provider("azure");
     azure.set("tenant_id", peer.creds["tenant_id"].as_str().unwrap());
-    azure.set("client_id", peer.creds["app"]["client_id"].as_str().unwrap());
-    azure.set("client_secret", peer.creds["app"]["client_secret"].as_str().unwrap());
-    azure.set("authority_host", &format!("https://{}", peer.addr));
-    azure.set("connect_to", &peer.addr.to_string());
+    azure.set(
+        "client_id",
+        peer.creds["app"]["client_id"].as_str().unwrap(),
+    );
+    azure.set(
+        "client_secret",
+        peer.creds["app"]["client_secret"].as_str().unwrap(),
+    );
+    azure.set("authority_host", format!("https://{}", peer.addr));
+    azure.set("connect_to", peer.addr.to_string());
     azure.set("ca_file", peer.ca_file.to_str().unwrap());
     azure.set("vault", VAULT);
     config.resilience.initial_backoff_ms = 50;
@@ -233,7 +259,10 @@ async fn the_facade_seals_under_key_vault_keys_and_retries_throttling() {
     keyring.create_key(&uri).await.unwrap();
     peer.fault("throttle", 2).await;
     let sealed = keyring.seal(b"alice@example.com", &ctx()).await.unwrap();
-    assert_eq!(keyring.open(&sealed, &ctx()).await.unwrap(), b"alice@example.com");
+    assert_eq!(
+        keyring.open(&sealed, &ctx()).await.unwrap(),
+        b"alice@example.com"
+    );
     let health = keyring.health().await;
     assert!(
         health
@@ -248,7 +277,10 @@ async fn key_vault_secrets_pass_the_secret_source_suite() {
     let peer = peer().await;
     let source = AzureSecrets::new(peer.settings());
     let name = unique("db");
-    source.put_secret(&name, b"azure-conformance-value").await.unwrap();
+    source
+        .put_secret(&name, b"azure-conformance-value")
+        .await
+        .unwrap();
     sealkit_conformance::secret_source_conforms(
         &source,
         &sealkit_conformance::SecretFixture {
@@ -266,6 +298,9 @@ async fn key_vault_secrets_pass_the_secret_source_suite() {
         .put_secret(&format!("{full}#password"), b"hunter2")
         .await
         .unwrap();
-    let password = source.get_secret(&format!("{full}#password"), None).await.unwrap();
+    let password = source
+        .get_secret(&format!("{full}#password"), None)
+        .await
+        .unwrap();
     assert_eq!(password.value.expose_secret().as_slice(), b"hunter2");
 }

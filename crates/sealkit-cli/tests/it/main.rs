@@ -1,5 +1,7 @@
 //! End-to-end tests of the `sealkit` binary against real key files and a real SQLite database.
 
+mod azure;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -294,13 +294,26 @@ pub trait JobStore: JobLedger + JobTable {
 /// Opens the store a `--db` argument names: a `postgres://` URL (feature `postgres`) or an
 /// SQLite path, optionally `sqlite:PATH` (feature `sqlite`).
 pub async fn open_store(db: &str) -> Result<Arc<dyn Store>> {
+    open_store_with_password(db, None).await
+}
+
+/// Opens the store as [`open_store`] does; a PostgreSQL database is signed in to with
+/// `password` (an SQLite file has none: a password for one is refused).
+pub async fn open_store_with_password(db: &str, password: Option<&[u8]>) -> Result<Arc<dyn Store>> {
     if db.starts_with("postgres://") || db.starts_with("postgresql://") {
         #[cfg(feature = "postgres")]
-        return Ok(Arc::new(PgStore::connect(db).await?));
+        return Ok(Arc::new(
+            PgStore::connect_with_password(db, password).await?,
+        ));
         #[cfg(not(feature = "postgres"))]
         return Err(Error::misconfigured(
             "PostgreSQL databases need sealkit-migrate's `postgres` feature",
         ));
+    }
+    if password.is_some() {
+        return Err(Error::invalid_input(format!(
+            "{db:?} is an SQLite database, which takes no password; a password is for postgres:// URLs"
+        )));
     }
     #[cfg(feature = "sqlite")]
     return Ok(Arc::new(SqliteStore::open(

@@ -344,7 +344,20 @@ impl PgStore {
     /// Connects (without TLS: for a database on a private network or loopback; put TLS in
     /// front with a proxy otherwise).
     pub async fn connect(url: &str) -> Result<Self> {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        Self::connect_with_password(url, None).await
+    }
+
+    /// Connects as [`PgStore::connect`] does, signing in with `password` (fetched from a
+    /// secret store, so that it appears in no URL, command line or log) instead of the URL's.
+    pub async fn connect_with_password(url: &str, password: Option<&[u8]>) -> Result<Self> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| db_err("parsing the PostgreSQL URL", e))?;
+        if let Some(password) = password {
+            config.password(password);
+        }
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
             .await
             .map_err(|e| db_err("connecting to PostgreSQL", e))?;
         tokio::spawn(async move {
