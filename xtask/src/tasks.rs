@@ -251,10 +251,30 @@ pub(crate) fn deny() -> Result<(), String> {
     let mut fetch = cargo();
     fetch.arg("fetch");
     run(fetch)?;
+    // The workspace without the test peers, under deny.toml (no advisory ignored): nothing
+    // shipped, nor any other test, depends on what only the test peers may use.
     let mut cmd = cargo();
-    cmd.args(["deny", "--offline", "--all-features", "check"])
+    cmd.args([
+        "deny",
+        "--offline",
+        "--all-features",
+        "--workspace",
+        "--exclude",
+        "sealkit-testpeers",
+        "check",
+    ])
+    .args(&checks);
+    run(cmd)?;
+    // The test peers alone, under their own deny.toml (which allows the `rsa` timing advisory).
+    let mut peers = cargo();
+    peers
+        .args(["deny", "--offline", "--all-features", "--manifest-path"])
+        .arg(root().join("crates/sealkit-testpeers/Cargo.toml"))
+        .arg("--config")
+        .arg(root().join("crates/sealkit-testpeers/deny.toml"))
+        .arg("check")
         .args(&checks);
-    run(cmd)
+    run(peers)
 }
 
 /// cargo-deny opens its database as a git repository named after the default URL's hash.
