@@ -1,5 +1,5 @@
-//! Seal/open latency per provider against its local peer (OpenBao, moto, the Cloud KMS test
-//! peer), with and without DEK caching, and
+//! Seal/open latency per provider against its local peer (OpenBao, moto, the Cloud KMS and
+//! Key Vault test peers), with and without DEK caching, and
 //! KMS calls per 10,000 seals. Peers come from `cargo xtask peers up` (`target/peers/peers.env`
 //! is read when the variables are not set); a provider whose peer is absent is skipped.
 //! Run: `cargo xtask bench providers`.
@@ -82,7 +82,46 @@ fn subjects() -> Vec<Subject> {
     } else {
         eprintln!("skipped gcp: the Cloud KMS test peer is not running (cargo xtask peers up)");
     }
+    match peer("SEALKIT_TEST_AZURE_KV_DIR").and_then(|dir| azure_settings(&dir)) {
+        Some(settings) => out.push(Subject {
+            name: "azure",
+            key: format!(
+                "azure-kv://bench.vault.azure.net/keys/k-{}",
+                std::process::id()
+            ),
+            builder: Box::new(move |c| {
+                Keyring::builder(c)
+                    .with_managed_provider(Arc::new(sealkit::azure::AzureKeyVault::new(
+                        settings.clone(),
+                    )))
+                    .build()
+                    .unwrap()
+            }),
+        }),
+        None => {
+            eprintln!("skipped azure: the Key Vault test peer is not running (cargo xtask peers up)")
+        }
+    }
     out
+}
+
+/// Client-secret settings for the Key Vault test peer whose files are in `dir`.
+fn azure_settings(dir: &str) -> Option<sealkit::azure::AzureSettings> {
+    let dir = std::path::Path::new(dir);
+    let creds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("credentials.json")).ok()?).ok()?;
+    let authority = creds["authority_host"].as_str()?.to_string();
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    Some(
+        sealkit::azure::AzureSettings::new(sealkit::azure::SignIn::ClientSecret {
+            tenant_id: text(&creds["tenant_id"])?,
+            client_id: text(&creds["app"]["client_id"])?,
+            secret: text(&creds["app"]["client_secret"])?.into(),
+        })
+        .with_connect_to(authority.trim_start_matches("https://"))
+        .with_authority_host(authority)
+        .with_ca_file(dir.join("ca.pem")),
+    )
 }
 
 fn bench(c: &mut Criterion) {

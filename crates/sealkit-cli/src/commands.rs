@@ -297,11 +297,12 @@ pub(crate) enum KeysCommand {
         #[arg(long, conflicts_with = "key")]
         scheme: Option<String>,
         /// With no key: only keys whose name starts with this (Vault: `MOUNT` or
-        /// `MOUNT/NAME-PREFIX`; AWS: `alias/…`).
+        /// `MOUNT/NAME-PREFIX`; AWS: `alias/…`; Azure: `VAULT-HOST/keys/…`).
         #[arg(long, conflicts_with = "key")]
         prefix: Option<String>,
     },
-    /// Delete a key with every version (AWS KMS schedules it; Vault and local delete at once).
+    /// Delete a key with every version (AWS KMS and Cloud KMS schedule it, Key Vault soft-deletes
+    /// it; Vault and local delete at once).
     /// Data under it can no longer be opened.
     Delete {
         /// The key URI.
@@ -329,7 +330,7 @@ pub(crate) enum KeysCommand {
     /// than its period (run daily from cron); then rewrap with `sealkit migrate run`.
     RotateDue,
     /// Have the provider rotate a key by itself every PERIOD (90d, 12h; `off` to stop), where
-    /// the provider can (Vault Transit).
+    /// the provider can (Vault Transit, Cloud KMS, Key Vault's rotation policy).
     SetRotation {
         /// The key URI.
         key: String,

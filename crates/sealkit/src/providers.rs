@@ -79,9 +79,9 @@ mod tests {
 
     #[test]
     fn an_unknown_provider_names_the_feature() {
-        let err = by_name("azure").unwrap_err().to_string();
+        let err = by_name("hsm").unwrap_err().to_string();
         assert!(
-            err.contains("`azure`") && err.contains("compiled in"),
+            err.contains("`hsm`") && err.contains("compiled in"),
             "{err}"
         );
     }
