@@ -99,7 +99,9 @@ fn subjects() -> Vec<Subject> {
             }),
         }),
         None => {
-            eprintln!("skipped azure: the Key Vault test peer is not running (cargo xtask peers up)")
+            eprintln!(
+                "skipped azure: the Key Vault test peer is not running (cargo xtask peers up)"
+            )
         }
     }
     out

@@ -720,8 +720,8 @@ pub(crate) enum SecretsCommand {
     /// Print a secret: a configured `[secrets.NAME]` by its name, or a chain tried in order,
     /// each link SOURCE:NAME: env:VAR, file:PATH, vault-kv2:MOUNT/PATH#FIELD[@VERSION],
     /// vault-kv1:MOUNT/PATH#FIELD, aws-secrets:ID[#FIELD][@VERSION-ID-OR-STAGE],
-    /// gcp-secrets:ID-OR-RESOURCE[#FIELD][@VERSION] (each cloud source once its provider is
-    /// configured; #FIELD picks a field of a JSON secret, a dotted path for nested ones). The
+    /// gcp-secrets:ID-OR-RESOURCE[#FIELD][@VERSION], azure-kv-secrets:[VAULT-HOST/]NAME[#FIELD][@VERSION]
+    /// (each cloud source once its provider is configured; #FIELD picks a field of a JSON secret, a dotted path for nested ones). The
     /// source that served it goes to stderr (or the JSON output); the value to stdout.
     Get {
         /// A configured secret's name, or the chain, first choice first.
@@ -733,7 +733,7 @@ pub(crate) enum SecretsCommand {
         any_failure: bool,
     },
     /// Store a secret as a new version in a writable source (vault-kv1:, vault-kv2:,
-    /// aws-secrets:, gcp-secrets:; the secret is created if needed; NAME#FIELD sets one field of
+    /// aws-secrets:, gcp-secrets:, azure-kv-secrets:; the secret is created if needed; NAME#FIELD sets one field of
     /// a JSON object secret). The value comes from --from-env VAR, or stdin (one trailing
     /// newline dropped); it is never printed.
     Put {

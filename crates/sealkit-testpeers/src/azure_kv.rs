@@ -277,6 +277,68 @@ struct Vault {
 pub struct KeyVault {
     directory: Directory,
     vaults: Mutex<HashMap<String, Vault>>,
+    pool: std::sync::Arc<KeyPool>,
+}
+
+/// RSA keys made ahead of time by a background thread, so that creating or rotating a key
+/// answers at once even on a loaded machine (a 3072-bit key takes `openssl` up to seconds).
+#[derive(Default)]
+struct KeyPool {
+    ready: Mutex<HashMap<u32, Vec<RsaPrivateKey>>>,
+}
+
+impl KeyPool {
+    /// Sizes kept ready, and how many of each.
+    const KEEP: [(u32, usize); 2] = [(3072, 4), (2048, 2)];
+
+    fn start() -> std::sync::Arc<Self> {
+        let pool = std::sync::Arc::new(Self::default());
+        let weak = std::sync::Arc::downgrade(&pool);
+        std::thread::spawn(move || {
+            // Ends with the peer.
+            while let Some(pool) = weak.upgrade() {
+                let short = Self::KEEP.iter().find(|(bits, keep)| {
+                    pool.ready
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(bits)
+                        .map_or(0, Vec::len)
+                        < *keep
+                });
+                match short {
+                    Some(&(bits, _)) => {
+                        if let Ok(key) = generate_rsa(bits) {
+                            pool.ready
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .entry(bits)
+                                .or_default()
+                                .push(key);
+                        }
+                    }
+                    None => {
+                        drop(pool);
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                }
+            }
+        });
+        pool
+    }
+
+    /// A key of `bits`: a ready one, else a new one.
+    fn take(&self, bits: u32) -> Result<RsaPrivateKey, Failure> {
+        let ready = self
+            .ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&bits)
+            .and_then(Vec::pop);
+        match ready {
+            Some(key) => Ok(key),
+            None => generate_rsa(bits),
+        }
+    }
 }
 
 /// Makes an RSA key of `bits` with the `openssl` command.
@@ -466,6 +528,7 @@ impl KeyVault {
         Self {
             directory,
             vaults: Mutex::new(HashMap::new()),
+            pool: KeyPool::start(),
         }
     }
 
@@ -704,7 +767,7 @@ impl KeyVault {
                         let bits = latest.private.size() as u32 * 8;
                         let version = KeyVersion {
                             id: version_id(),
-                            private: generate_rsa(bits)?,
+                            private: self.pool.take(bits)?,
                             key_ops: latest.key_ops.clone(),
                             attributes: Attributes::new(),
                             tags: latest.tags.clone(),
@@ -785,7 +848,7 @@ impl KeyVault {
         attributes.apply(call.field("attributes"))?;
         let version = KeyVersion {
             id: version_id(),
-            private: generate_rsa(bits)?,
+            private: self.pool.take(bits)?,
             key_ops,
             attributes,
             tags: tags_of(call.field("tags"))?.unwrap_or_else(|| json!({})),

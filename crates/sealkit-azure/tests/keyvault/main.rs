@@ -46,7 +46,7 @@ impl Peer {
             .with_authority_host(format!("https://{}", self.addr))
             .with_connect_to(self.addr.to_string())
             .with_ca_file(&self.ca_file)
-            .with_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(20))
     }
 
     fn client_secret(&self, who: &str, secret: Option<&str>) -> SignIn {
@@ -196,7 +196,7 @@ async fn sign_ins_are_checked_and_refusals_say_what_to_grant() {
         AzureSettings::new(peer.client_secret("app", None))
             .with_authority_host(format!("https://{}", peer.addr))
             .with_connect_to(peer.addr.to_string())
-            .with_timeout(Duration::from_secs(2)),
+            .with_timeout(Duration::from_secs(20)),
     );
     let err = untrusted.generate_data_key(&k, &ctx()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
@@ -205,9 +205,12 @@ async fn sign_ins_are_checked_and_refusals_say_what_to_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_are_classified_and_nothing_hangs() {
     let peer = peer().await;
-    let kv = AzureKeyVault::new(peer.settings());
     let k = key("faults");
-    kv.create_key(&k).await.unwrap();
+    AzureKeyVault::new(peer.settings())
+        .create_key(&k)
+        .await
+        .unwrap();
+    let kv = AzureKeyVault::new(peer.settings().with_timeout(Duration::from_secs(2)));
     // Sign in before the faults, so they hit the vault.
     kv.generate_data_key(&k, &ctx()).await.unwrap();
     for (mode, kind) in [
