@@ -133,44 +133,67 @@ impl Clients {
 
     /// The keys client of vault `host`.
     pub(crate) fn keys(&self, host: &str) -> Result<Arc<KeyClient>> {
-        let mut cache = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = cache.get(host) {
-            return Ok(client.clone());
-        }
-        let options = KeyClientOptions {
-            client_options: self.vault_options(),
-            ..KeyClientOptions::default()
-        };
-        let client = KeyClient::new(
-            &format!("https://{host}"),
-            self.credential.clone(),
-            Some(options),
-        )
-        .map(Arc::new)
-        .map_err(|e| Error::invalid_input(format!("vault host {host:?}: {e}")))?;
-        cache.insert(host.to_string(), client.clone());
-        Ok(client)
+        per_host(&self.keys, host, |url| {
+            let options = KeyClientOptions {
+                client_options: self.vault_options(),
+                ..KeyClientOptions::default()
+            };
+            KeyClient::new(url, self.credential.clone(), Some(options))
+        })
     }
 
     /// The secrets client of vault `host`.
     pub(crate) fn secrets(&self, host: &str) -> Result<Arc<SecretClient>> {
-        let mut cache = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = cache.get(host) {
-            return Ok(client.clone());
-        }
-        let options = SecretClientOptions {
-            client_options: self.vault_options(),
-            ..SecretClientOptions::default()
-        };
-        let client = SecretClient::new(
-            &format!("https://{host}"),
-            self.credential.clone(),
-            Some(options),
-        )
+        per_host(&self.secrets, host, |url| {
+            let options = SecretClientOptions {
+                client_options: self.vault_options(),
+                ..SecretClientOptions::default()
+            };
+            SecretClient::new(url, self.credential.clone(), Some(options))
+        })
+    }
+}
+
+/// The client of vault `host` in `cache`, made by `make` (from the vault's URL) the first time.
+fn per_host<T>(
+    cache: &Mutex<HashMap<String, Arc<T>>>,
+    host: &str,
+    make: impl FnOnce(&str) -> azure_core::Result<T>,
+) -> Result<Arc<T>> {
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(client) = cache.get(host) {
+        return Ok(client.clone());
+    }
+    let client = make(&format!("https://{host}"))
         .map(Arc::new)
         .map_err(|e| Error::invalid_input(format!("vault host {host:?}: {e}")))?;
-        cache.insert(host.to_string(), client.clone());
-        Ok(client)
+    cache.insert(host.to_string(), client.clone());
+    Ok(client)
+}
+
+/// The clients of a provider, built on first use and shared by its keys and secrets halves
+/// (one sign-in, one token cache).
+pub(crate) struct SharedClients {
+    settings: AzureSettings,
+    cell: tokio::sync::OnceCell<Clients>,
+}
+
+impl SharedClients {
+    pub(crate) fn new(settings: AzureSettings) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            cell: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    pub(crate) fn settings(&self) -> &AzureSettings {
+        &self.settings
+    }
+
+    pub(crate) async fn get(&self) -> Result<&Clients> {
+        self.cell
+            .get_or_try_init(|| async { Clients::new(&self.settings) })
+            .await
     }
 }
 

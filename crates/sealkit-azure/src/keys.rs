@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::AzureSettings;
-use crate::client::Clients;
+use crate::client::{Clients, SharedClients};
 use crate::error::map;
 
 /// The key URI scheme.
@@ -44,14 +44,13 @@ const DESTROYED_TAG: &str = "sealkit-destroyed";
 
 /// Azure Key Vault RSA keys (`wrapKey`/`unwrapKey` with RSA-OAEP-256).
 pub struct AzureKeyVault {
-    settings: AzureSettings,
-    clients: tokio::sync::OnceCell<Clients>,
+    clients: std::sync::Arc<SharedClients>,
 }
 
 impl std::fmt::Debug for AzureKeyVault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AzureKeyVault")
-            .field("settings", &self.settings)
+            .field("settings", self.clients.settings())
             .finish_non_exhaustive()
     }
 }
@@ -133,16 +132,16 @@ where
 impl AzureKeyVault {
     /// A provider with `settings`; the clients are built on first use.
     pub fn new(settings: AzureSettings) -> Self {
-        Self {
-            settings,
-            clients: tokio::sync::OnceCell::new(),
-        }
+        Self::sharing(SharedClients::new(settings))
+    }
+
+    /// A provider on clients shared with the secrets half.
+    pub(crate) fn sharing(clients: std::sync::Arc<SharedClients>) -> Self {
+        Self { clients }
     }
 
     async fn clients(&self) -> Result<&Clients> {
-        self.clients
-            .get_or_try_init(|| async { Clients::new(&self.settings) })
-            .await
+        self.clients.get().await
     }
 
     async fn wrap_under(
@@ -321,7 +320,7 @@ impl KeyAdmin for AzureKeyVault {
     async fn list_keys(&self, prefix: Option<&str>) -> Result<Vec<KeyUri>> {
         let host = match prefix.and_then(|p| p.split('/').next()).filter(|h| !h.is_empty()) {
             Some(host) => host.to_string(),
-            None => self.settings.vault().map(str::to_string).ok_or_else(|| {
+            None => self.clients.settings().vault().map(str::to_string).ok_or_else(|| {
                 Error::misconfigured(
                     "listing Key Vault keys needs a vault: set SEALKIT_AZURE_VAULT (myvault.vault.azure.net)",
                 )

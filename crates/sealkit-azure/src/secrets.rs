@@ -10,7 +10,7 @@ use sealkit_core::{Error, Result};
 use secrecy::ExposeSecret;
 
 use crate::AzureSettings;
-use crate::client::Clients;
+use crate::client::{Clients, SharedClients};
 use crate::error::map;
 
 /// The source's name (`azure-kv-secrets:` references).
@@ -19,14 +19,13 @@ pub const SOURCE: &str = "azure-kv-secrets";
 /// Azure Key Vault secrets. Values are text (Key Vault stores strings); a version is Key
 /// Vault's 32-hex id, the latest when none is given.
 pub struct AzureSecrets {
-    settings: AzureSettings,
-    clients: tokio::sync::OnceCell<Clients>,
+    clients: std::sync::Arc<SharedClients>,
 }
 
 impl std::fmt::Debug for AzureSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AzureSecrets")
-            .field("settings", &self.settings)
+            .field("settings", self.clients.settings())
             .finish_non_exhaustive()
     }
 }
@@ -38,16 +37,16 @@ fn valid_name(name: &str) -> bool {
 impl AzureSecrets {
     /// A source with `settings`; the clients are built on first use.
     pub fn new(settings: AzureSettings) -> Self {
-        Self {
-            settings,
-            clients: tokio::sync::OnceCell::new(),
-        }
+        Self::sharing(SharedClients::new(settings))
+    }
+
+    /// A source on clients shared with the keys half.
+    pub(crate) fn sharing(clients: std::sync::Arc<SharedClients>) -> Self {
+        Self { clients }
     }
 
     async fn clients(&self) -> Result<&Clients> {
-        self.clients
-            .get_or_try_init(|| async { Clients::new(&self.settings) })
-            .await
+        self.clients.get().await
     }
 
     /// The vault host and secret name of `VAULT-HOST/NAME` or `NAME` (in the configured
@@ -56,7 +55,7 @@ impl AzureSecrets {
         let (host, secret) = match name.split_once('/') {
             Some((host, secret)) => (host, secret),
             None => (
-                self.settings.vault().ok_or_else(|| {
+                self.clients.settings().vault().ok_or_else(|| {
                     Error::misconfigured(format!(
                         "secret {name} names no vault; set SEALKIT_AZURE_VAULT or write VAULT-HOST/{name}"
                     ))

@@ -93,10 +93,11 @@ pub const PROVIDER: ProviderDescriptor = ProviderDescriptor {
 };
 
 fn build_from_settings(settings: &ProviderSettings) -> Result<ProviderParts> {
-    let settings = AzureSettings::from_provider_settings(settings)?;
+    let clients =
+        crate::client::SharedClients::new(AzureSettings::from_provider_settings(settings)?);
     Ok(ProviderParts::new()
-        .with_managed_keys(Arc::new(crate::AzureKeyVault::new(settings.clone())))
-        .with_secrets(Arc::new(crate::AzureSecrets::new(settings))))
+        .with_managed_keys(Arc::new(crate::AzureKeyVault::sharing(clients.clone())))
+        .with_secrets(Arc::new(crate::AzureSecrets::sharing(clients))))
 }
 
 /// How Sealkit signs in to Microsoft Entra ID.
