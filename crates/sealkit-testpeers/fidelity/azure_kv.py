@@ -7,6 +7,7 @@ fails.
 Usage: python azure_kv.py DIR   (DIR: the peer's ca.pem and credentials.json)
 """
 
+import datetime
 import json
 import os
 import sys
@@ -120,8 +121,8 @@ check(updated.properties.enabled is False, "version disabled")
 check(updated.key_operations == ["unwrapKey"], "key_ops updated")
 raises(HttpResponseError, lambda: keys.get_key(name, v1.properties.version), "a disabled version is forbidden", 403, "Forbidden")
 keys.update_key_properties(name, v1.properties.version, enabled=True, key_operations=["encrypt", "decrypt", "wrapKey", "unwrapKey"])
-exp = keys.update_key_properties(name, v2.properties.version, expires_on=None, not_before=None, tags={"team": "ledger"})
-check(exp.properties.tags == {"team": "ledger"}, "tags updated")
+tagged = keys.update_key_properties(name, v2.properties.version, tags={"team": "ledger"})
+check(tagged.properties.tags == {"team": "ledger"}, "tags updated")
 
 # ---- wrap / unwrap, encrypt / decrypt: the client's own RSA checks the peer's -------------
 dek = os.urandom(32)
@@ -143,6 +144,17 @@ keys.update_key_properties(name, v1.properties.version, enabled=False)
 raises(HttpResponseError, lambda: crypto1.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key), "unwrap with a disabled version", 403, "Forbidden")
 keys.update_key_properties(name, v1.properties.version, enabled=True)
 check(crypto1.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key).key == dek, "unwrap once enabled again")
+# exp and nbf: a version is usable only between them.
+now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+expired = keys.update_key_properties(name, v1.properties.version, expires_on=now - datetime.timedelta(days=1))
+check(expired.properties.expires_on == now - datetime.timedelta(days=1), "exp kept")
+raises(HttpResponseError, lambda: crypto1.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key), "an expired version", 403, "Forbidden")
+keys.update_key_properties(name, v1.properties.version, expires_on=now + datetime.timedelta(days=365))
+later = keys.update_key_properties(name, v1.properties.version, not_before=now + datetime.timedelta(days=1))
+check(later.properties.not_before == now + datetime.timedelta(days=1), "nbf kept")
+raises(HttpResponseError, lambda: crypto1.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key), "a version not yet valid", 403, "Forbidden")
+keys.update_key_properties(name, v1.properties.version, not_before=now - datetime.timedelta(days=1))
+check(crypto1.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key).key == dek, "usable between nbf and exp")
 wrap_only = keys.create_rsa_key(f"wraponly-{suffix}", size=2048, key_operations=["wrapKey"])
 wrap_only_crypto = CryptographyClient(wrap_only.id, app, **VAULT_OPTIONS)
 w = wrap_only_crypto.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, dek)
@@ -222,8 +234,9 @@ os.environ["IDENTITY_HEADER"] = "wrong"
 raises(ClientAuthenticationError, lambda: ManagedIdentityCredential().get_token("https://vault.azure.net/.default"), "a wrong identity header")
 
 # ---- faults ----------------------------------------------------------------------------
-fault("throttle")
-raises(HttpResponseError, lambda: keys.get_key(name, retry_total=0), "429 Throttled", 429, "Throttled")
+fault("throttle", retry_after=7)
+throttled = raises(HttpResponseError, lambda: keys.get_key(name, retry_total=0), "429 Throttled", 429, "Throttled")
+check(throttled.response.headers.get("Retry-After") == "7", "Retry-After sent")
 fault("unavailable")
 raises(HttpResponseError, lambda: keys.get_key(name, retry_total=0), "503", 503)
 check(keys.get_key(name).id == v2.id, "answers again after the faults")

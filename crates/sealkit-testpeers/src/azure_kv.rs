@@ -104,30 +104,26 @@ fn forbidden(message: impl Into<String>, inner: &'static str) -> Failure {
     }
 }
 
-fn key_not_found(what: &str) -> Failure {
+/// `404` for a key or secret (`noun`) named `what` (`name` or `name/version`).
+fn object_not_found(code: &'static str, noun: &str, what: &str) -> Failure {
     fail(
         StatusCode::NOT_FOUND,
-        "KeyNotFound",
+        code,
         format!(
-            "A key with (name/id) {what} was not found in this key vault. If you recently \
-             deleted this key you may be able to recover it using the correct recovery \
+            "A {noun} with (name/id) {what} was not found in this key vault. If you recently \
+             deleted this {noun} you may be able to recover it using the correct recovery \
              command. For help resolving this issue, please see \
              https://go.microsoft.com/fwlink/?linkid=2125182"
         ),
     )
 }
 
+fn key_not_found(what: &str) -> Failure {
+    object_not_found("KeyNotFound", "key", what)
+}
+
 fn secret_not_found(what: &str) -> Failure {
-    fail(
-        StatusCode::NOT_FOUND,
-        "SecretNotFound",
-        format!(
-            "A secret with (name/id) {what} was not found in this key vault. If you recently \
-             deleted this secret you may be able to recover it using the correct recovery \
-             command. For help resolving this issue, please see \
-             https://go.microsoft.com/fwlink/?linkid=2125182"
-        ),
-    )
+    object_not_found("SecretNotFound", "secret", what)
 }
 
 fn error_body(code: &str, message: &str, inner: Option<&str>) -> Value {

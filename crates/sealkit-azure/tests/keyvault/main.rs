@@ -237,6 +237,51 @@ async fn faults_are_classified_and_nothing_hangs() {
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
 
+/// A peer that dies while the client holds open connections (its runtime is dropped: the
+/// listener and every connection close) answers nothing more: `Unavailable`, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_peer_is_unavailable_and_nothing_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (up_tx, up_rx) = std::sync::mpsc::channel();
+    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
+    let peer_thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let peer = runtime
+            .block_on(sealkit_testpeers::azure_kv::serve_key_vault(&path, 0))
+            .unwrap();
+        up_tx.send(peer).unwrap();
+        let _ = kill_rx.recv();
+        drop(runtime);
+    });
+    let served = tokio::task::spawn_blocking(move || up_rx.recv().unwrap())
+        .await
+        .unwrap();
+    let peer = Peer {
+        addr: served.addr,
+        ca_file: served.ca_file.clone(),
+        creds: serde_json::from_slice(&std::fs::read(&served.credentials_file).unwrap()).unwrap(),
+        _dir: dir,
+    };
+    let kv = AzureKeyVault::new(peer.settings().with_timeout(Duration::from_secs(2)));
+    let k = key("killed");
+    AzureKeyVault::new(peer.settings())
+        .create_key(&k)
+        .await
+        .unwrap();
+    let g = kv.generate_data_key(&k, &ctx()).await.unwrap();
+    kill_tx.send(()).unwrap();
+    tokio::task::spawn_blocking(move || peer_thread.join().unwrap())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let err = kv.unwrap(&g.wrapped, &ctx()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(30), "bounded");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_facade_seals_under_key_vault_keys_and_retries_throttling() {
     let peer = peer().await;
