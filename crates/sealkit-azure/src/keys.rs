@@ -476,6 +476,20 @@ mod tests {
         assert!(open_payload(&other_version, &ctx("1")).is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever a vault returns from `unwrapKey`, opening it never panics, and anything
+        /// but this scope's payload is `InvalidCiphertext`.
+        #[test]
+        fn any_unwrapped_bytes_open_or_fail_cleanly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..130)) {
+            let dek = DataKey::from_bytes([7u8; 32]);
+            let genuine = payload(&dek, &ctx("1"));
+            match open_payload(&bytes, &ctx("1")) {
+                Ok(_) => proptest::prop_assert_eq!(bytes.as_slice(), genuine.as_slice()),
+                Err(e) => proptest::prop_assert!(matches!(e, Error::InvalidCiphertext)),
+            }
+        }
+    }
+
     #[test]
     fn uris_name_a_vault_host_and_a_key() {
         let uri = KeyUri::parse("azure-kv://myvault.vault.azure.net/keys/payments-kek").unwrap();

@@ -278,3 +278,81 @@ impl AzureSettings {
         self.timeout
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<AzureSettings> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        AzureSettings::from_provider_settings(
+            &PROVIDER.settings_from(&|name| {
+                vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            }),
+        )
+    }
+
+    #[test]
+    fn the_sign_in_is_the_first_configured_and_says_what_is_missing() {
+        let secret = from(&[
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "c"),
+            ("AZURE_CLIENT_SECRET", "hunter2"),
+            ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
+        ])
+        .unwrap();
+        assert!(matches!(secret.sign_in(), SignIn::ClientSecret { .. }));
+        assert!(
+            !format!("{secret:?}").contains("hunter2"),
+            "the secret stays out of Debug"
+        );
+        let workload = from(&[
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "c"),
+            ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            workload.sign_in(),
+            SignIn::WorkloadIdentity { .. }
+        ));
+        let managed = from(&[("AZURE_CLIENT_ID", "c"), ("IDENTITY_ENDPOINT", "http://x")]).unwrap();
+        assert!(matches!(
+            managed.sign_in(),
+            SignIn::ManagedIdentity { client_id: Some(id) } if id == "c"
+        ));
+        let err = from(&[("AZURE_CLIENT_SECRET", "s"), ("AZURE_CLIENT_ID", "c")]).unwrap_err();
+        assert!(err.to_string().contains("AZURE_TENANT_ID"), "{err}");
+        let err = from(&[
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_FEDERATED_TOKEN_FILE", "f"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("AZURE_CLIENT_ID"), "{err}");
+    }
+
+    #[test]
+    fn detection_needs_one_of_its_variables() {
+        let none = PROVIDER.settings_from(&|_| None);
+        assert!(!(PROVIDER.detect)(&none));
+        let some = PROVIDER.settings_from(&|name| {
+            (name == "IDENTITY_ENDPOINT").then(|| "http://169.254.0.1/msi".to_string())
+        });
+        assert!((PROVIDER.detect)(&some));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let err = from(&[("SEALKIT_AZURE_TIMEOUT_MS", "soon")]).unwrap_err();
+        assert!(err.to_string().contains("timeout_ms"), "{err}");
+        let settings = from(&[("SEALKIT_AZURE_CONNECT_TO", "no-port")]).unwrap();
+        let err = crate::client::Clients::new(&settings).unwrap_err();
+        assert!(err.to_string().contains("HOST:PORT"), "{err}");
+        let settings = from(&[("SEALKIT_AZURE_CA_FILE", "/nonexistent/ca.pem")]).unwrap();
+        let err = crate::client::Clients::new(&settings).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+}
