@@ -18,7 +18,10 @@ fn role(provider: &str) -> &'static str {
 }
 
 fn map_kind(provider: &str, error: &azure_core::Error, what: &str) -> Error {
-    let detail = format!("{what}: {}", error_chain(error));
+    // What the service or the client said, without `what` (a key named `disabled-…` must not
+    // turn a refusal into a disabled key).
+    let said = error_chain(error);
+    let detail = format!("{what}: {said}");
     match error.kind() {
         AzureKind::HttpResponse {
             status, error_code, ..
@@ -31,7 +34,7 @@ fn map_kind(provider: &str, error: &azure_core::Error, what: &str) -> Error {
             StatusCode::Forbidden => {
                 // Key Vault answers 403 both for a missing permission and for an object
                 // that is disabled, expired or not yet valid.
-                let text = detail.to_ascii_lowercase();
+                let text = said.to_ascii_lowercase();
                 if text.contains("disabled")
                     || text.contains("expired")
                     || text.contains("not yet valid")
@@ -54,7 +57,7 @@ fn map_kind(provider: &str, error: &azure_core::Error, what: &str) -> Error {
         },
         AzureKind::Credential => {
             // A token endpoint that cannot be reached is an outage, not a refusal.
-            if detail.contains("failed to execute `reqwest` request") {
+            if said.contains("failed to execute `reqwest` request") {
                 Error::unavailable(
                     provider,
                     format!("{detail}; Microsoft Entra ID is unreachable"),
@@ -69,5 +72,50 @@ fn map_kind(provider: &str, error: &azure_core::Error, what: &str) -> Error {
             }
         }
         _ => Error::unavailable(provider, detail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forbidden(message: &str) -> azure_core::Error {
+        azure_core::Error::with_message(
+            AzureKind::HttpResponse {
+                status: StatusCode::Forbidden,
+                error_code: Some("Forbidden".into()),
+                raw_response: None,
+            },
+            message.to_string(),
+        )
+    }
+
+    #[test]
+    fn a_403_is_a_disabled_key_only_when_the_service_says_so() {
+        let what = "wrapKey with azure-kv://v.vault.azure.net/keys/disabled-accounts";
+        let refused = map(
+            crate::keys::SCHEME,
+            forbidden("does not have keys wrapKey permission on key vault 'v'"),
+            what,
+        );
+        assert_eq!(
+            refused.kind(),
+            sealkit_core::ErrorKind::PermissionDenied,
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("Key Vault Crypto User"),
+            "{refused}"
+        );
+        let disabled = map(
+            crate::keys::SCHEME,
+            forbidden("Operation wrapKey is not allowed on a disabled key."),
+            what,
+        );
+        assert_eq!(
+            disabled.kind(),
+            sealkit_core::ErrorKind::KeyDisabled,
+            "{disabled}"
+        );
     }
 }
