@@ -388,9 +388,13 @@ fn start_gcp_secrets(env: &mut BTreeMap<String, String>, state: &mut Value) -> R
     Ok(())
 }
 
-/// Sealkit's own Cloud KMS test peer (`crates/sealkit-testpeers`), built into the target
-/// directory the tests use.
-fn start_gcp_kms(env: &mut BTreeMap<String, String>, state: &mut Value) -> Result<(), String> {
+/// Starts `sealkit-testpeers PEER --port PORT ARGS…` (`crates/sealkit-testpeers`, built
+/// first into the target directory the tests use), logging to `PEER.log`.
+fn spawn_test_peer(
+    peer: &str,
+    port: u16,
+    args: &[&std::ffi::OsStr],
+) -> Result<std::process::Child, String> {
     let mut build = crate::util::cargo();
     build.args(["build", "--quiet", "-p", "sealkit-testpeers"]);
     sh(&mut build)?;
@@ -398,14 +402,20 @@ fn start_gcp_kms(env: &mut BTreeMap<String, String>, state: &mut Value) -> Resul
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::util::root().join("target"));
     let bin = target.join("debug/sealkit-testpeers");
-    let port = free_port()?;
-    let child = Command::new(&bin)
-        .args(["gcp-kms", "--port", &port.to_string()])
+    Command::new(&bin)
+        .args([peer, "--port", &port.to_string()])
+        .args(args)
         .stdin(Stdio::null())
-        .stdout(log_file("gcp-kms")?)
-        .stderr(log_file("gcp-kms.err")?)
+        .stdout(log_file(peer)?)
+        .stderr(log_file(&format!("{peer}.err"))?)
         .spawn()
-        .map_err(|e| format!("starting the Cloud KMS test peer {}: {e}", bin.display()))?;
+        .map_err(|e| format!("starting the {peer} test peer {}: {e}", bin.display()))
+}
+
+/// Sealkit's own Cloud KMS test peer.
+fn start_gcp_kms(env: &mut BTreeMap<String, String>, state: &mut Value) -> Result<(), String> {
+    let port = free_port()?;
+    let child = spawn_test_peer("gcp-kms", port, &[])?;
     state["gcp-kms"] = json!({ "pid": child.id(), "port": port });
     wait_until("gcp-kms", Duration::from_secs(30), || {
         matches!(
@@ -430,25 +440,14 @@ fn start_gcp_kms(env: &mut BTreeMap<String, String>, state: &mut Value) -> Resul
     Ok(())
 }
 
-/// Sealkit's own Key Vault test peer (built by [`start_gcp_kms`]), with its certificate
-/// authority, sign-in details and federated token in `target/peers/azure-kv`.
+/// Sealkit's own Key Vault test peer, with its certificate authority, sign-in details and
+/// federated token in `target/peers/azure-kv`.
 fn start_azure_kv(env: &mut BTreeMap<String, String>, state: &mut Value) -> Result<(), String> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::util::root().join("target"));
-    let bin = target.join("debug/sealkit-testpeers");
     let dir = run_dir().join("azure-kv");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let port = free_port()?;
-    let child = Command::new(&bin)
-        .args(["azure-kv", "--port", &port.to_string(), "--dir"])
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(log_file("azure-kv")?)
-        .stderr(log_file("azure-kv.err")?)
-        .spawn()
-        .map_err(|e| format!("starting the Key Vault test peer {}: {e}", bin.display()))?;
+    let child = spawn_test_peer("azure-kv", port, &["--dir".as_ref(), dir.as_os_str()])?;
     state["azure-kv"] = json!({ "pid": child.id(), "port": port });
     let credentials = dir.join("credentials.json");
     wait_until("azure-kv", Duration::from_secs(30), || {

@@ -78,8 +78,9 @@ fn reqwest_client(settings: &AzureSettings) -> Result<reqwest::Client> {
 
 /// The clients of one provider instance: a transport, a credential and a client per vault.
 pub(crate) struct Clients {
-    settings: AzureSettings,
-    vault_transport: Arc<dyn HttpClient>,
+    sign_in: &'static str,
+    /// The vault clients' pipeline options (their transport honours `connect_to`).
+    vault_options: ClientOptions,
     credential: Arc<dyn TokenCredential>,
     keys: Mutex<HashMap<String, Arc<KeyClient>>>,
     secrets: Mutex<HashMap<String, Arc<SecretClient>>>,
@@ -88,7 +89,7 @@ pub(crate) struct Clients {
 impl std::fmt::Debug for Clients {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Clients")
-            .field("sign_in", &self.settings.sign_in().describe())
+            .field("sign_in", &self.sign_in)
             .finish_non_exhaustive()
     }
 }
@@ -119,23 +120,19 @@ impl Clients {
             "azure: signing in to Microsoft Entra ID"
         );
         Ok(Self {
-            settings: settings.clone(),
-            vault_transport,
+            sign_in: settings.sign_in().describe(),
+            vault_options: options(settings, vault_transport),
             credential,
             keys: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
         })
     }
 
-    fn vault_options(&self) -> ClientOptions {
-        options(&self.settings, self.vault_transport.clone())
-    }
-
     /// The keys client of vault `host`.
     pub(crate) fn keys(&self, host: &str) -> Result<Arc<KeyClient>> {
         per_host(&self.keys, host, |url| {
             let options = KeyClientOptions {
-                client_options: self.vault_options(),
+                client_options: self.vault_options.clone(),
                 ..KeyClientOptions::default()
             };
             KeyClient::new(url, self.credential.clone(), Some(options))
@@ -146,7 +143,7 @@ impl Clients {
     pub(crate) fn secrets(&self, host: &str) -> Result<Arc<SecretClient>> {
         per_host(&self.secrets, host, |url| {
             let options = SecretClientOptions {
-                client_options: self.vault_options(),
+                client_options: self.vault_options.clone(),
                 ..SecretClientOptions::default()
             };
             SecretClient::new(url, self.credential.clone(), Some(options))
